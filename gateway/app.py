@@ -1,0 +1,133 @@
+"""The gateway's ASGI app: WebSocket `/ws`, `/healthz`, `/readyz`.
+
+Serve it with `parley gateway`, or `uvicorn gateway.app:app --ws-max-size 262144` (the size
+cap is what closes an oversized frame with 1009 before it is buffered whole).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from temporalio.client import Client
+
+from gateway.actions import Connection, dispatch
+from gateway.outbox import Outbox
+from gateway.services import Services
+from parley import db, protocol
+from parley.logs import get_logger
+from parley.protocol import ErrorCode
+from parley.settings import Settings, get_settings
+from parley.stores import resolve_stores
+
+log = get_logger(__name__)
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    services: Services = websocket.app.state.services
+    await websocket.accept()
+    outbox = Outbox(websocket)
+    outbox.start()
+    conn = Connection(
+        id=uuid.uuid4().hex[:12],
+        services=services,
+        outbox=outbox,
+        origin=websocket.headers.get("origin"),
+    )
+    log.debug("connection opened", conn=conn.id, origin=conn.origin)
+    try:
+        while not outbox.closed:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            if text is None:
+                outbox.send(
+                    protocol.error(
+                        None, ErrorCode.VALIDATION_ERROR, "binary frames are not supported"
+                    )
+                )
+                continue
+            try:
+                frame = json.loads(text)
+            except ValueError as err:
+                outbox.send(
+                    protocol.error(None, ErrorCode.VALIDATION_ERROR, f"invalid JSON frame: {err}")
+                )
+                continue
+            await dispatch(conn, frame)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        await outbox.aclose()
+        log.debug("connection closed", conn=conn.id)
+
+
+async def healthz(_: Request) -> PlainTextResponse:
+    """The process is alive (no dependency checks: that is /readyz)."""
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> JSONResponse:
+    """200 when PostgreSQL and Temporal both answer; 503 naming what does not."""
+    services: Services = request.app.state.services
+    problems: dict[str, str] = {}
+
+    async def check_db() -> None:
+        try:
+            await asyncio.wait_for(db.ping(services.pool), 3)
+        except Exception as exc:
+            problems["postgres"] = f"unreachable: {type(exc).__name__}"
+
+    async def check_temporal() -> None:
+        try:
+            await services.temporal.service_client.check_health(timeout=timedelta(seconds=3))
+        except Exception as exc:
+            problems["temporal"] = f"unreachable: {type(exc).__name__}"
+
+    await asyncio.gather(check_db(), check_temporal())
+    if problems:
+        return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """Build the app; stores are connected in the lifespan, not at import."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stores = resolve_stores(settings)
+        await db.migrate(stores.database_url)
+        pool = db.create_pool(stores.database_url, max_size=settings.db_pool_max, name="gateway")
+        await pool.open()
+        temporal = await Client.connect(
+            stores.temporal_address, namespace=settings.temporal_namespace, lazy=True
+        )
+        app.state.services = Services(settings=settings, pool=pool, temporal=temporal)
+        log.info("gateway ready", temporal=stores.temporal_address)
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            WebSocketRoute("/ws", websocket_endpoint),
+        ],
+        lifespan=lifespan,
+    )
+
+
+app = create_app()

@@ -1,0 +1,264 @@
+"""The smooth-operator wire protocol, defined once for the gateway and the tests.
+
+Inbound actions are pydantic models: a frame that does not fit gets one clear
+`VALIDATION_ERROR` message (see `describe_validation_error`). Outbound events are built by
+the constructors below, which emit exactly the keys PROTOCOL.md allows: the published
+clients forbid extra fields and silently drop an event that carries one.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+MAX_FRAME_BYTES = 256 * 1024
+MAX_MESSAGE_CHARS = 10_000
+
+
+def now_ms() -> int:
+    """Unix epoch milliseconds, the protocol's `timestamp` unit."""
+    return time.time_ns() // 1_000_000
+
+
+class ErrorCode:
+    """Error codes from PROTOCOL.md §3 (plus `NO_ACTIVE_TURN` for `resume_turn`)."""
+
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    UNSUPPORTED_ACTION = "UNSUPPORTED_ACTION"
+    SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
+    TURN_IN_PROGRESS = "TURN_IN_PROGRESS"
+    LLM_UNAVAILABLE = "LLM_UNAVAILABLE"
+    NO_PENDING_CONFIRMATION = "NO_PENDING_CONFIRMATION"
+    NO_ACTIVE_TURN = "NO_ACTIVE_TURN"
+    AGENT_NOT_AUTHORIZED = "AGENT_NOT_AUTHORIZED"
+    ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"
+    AUTH_CONTEXT_INVALID = "AUTH_CONTEXT_INVALID"
+    AGENT_ERROR = "AGENT_ERROR"
+    STORAGE_ERROR = "STORAGE_ERROR"
+    RATE_LIMITED = "RATE_LIMITED"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class ProtocolError(Exception):
+    """Raised by a handler to answer its action with an `error` event (socket stays open)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# ----------------------------------------------------------------------------------------
+# Inbound actions
+# ----------------------------------------------------------------------------------------
+
+
+class Action(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", str_strip_whitespace=False
+    )
+
+    action: str
+    request_id: str | None = None
+
+
+def _required_text(message: str) -> Any:
+    def check(value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise ValueError(message)
+        return value
+
+    return BeforeValidator(check)
+
+
+class AuthContext(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    user_id: str
+    signature: str
+    timestamp: int
+
+
+class CreateSession(Action):
+    agent_id: Annotated[str, _required_text("Missing 'agentId'")] = Field(
+        default=None, validate_default=True
+    )
+    user_name: str | None = None
+    user_email: str | None = None
+    browser_fingerprint: str | None = None
+    metadata: dict[str, Any] | None = None
+    supports: list[str] | None = None
+    auth_context: dict[str, Any] | None = None
+    conversation_id: str | None = None
+
+
+class SessionAction(Action):
+    """Any action addressed to one session."""
+
+    session_id: Annotated[str, _required_text("missing 'sessionId'")] = Field(
+        default=None, validate_default=True
+    )
+
+
+def _clamp_limit(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        return 50
+    return min(int(value), 100)
+
+
+class GetMessages(SessionAction):
+    limit: Annotated[int, BeforeValidator(_clamp_limit)] = 50
+    cursor: str | None = None
+    before: str | None = None
+
+    @property
+    def page_cursor(self) -> str | None:
+        """`cursor`, or `before` as the published Python client spells it."""
+        return self.cursor or self.before
+
+
+class SendMessage(SessionAction):
+    request_id: Annotated[str, _required_text("send_message requires a 'requestId'")] = Field(
+        default=None, validate_default=True
+    )
+    message: Annotated[str, _required_text("missing or empty 'message'")] = Field(
+        default=None, validate_default=True
+    )
+    stream: StrictBool = True
+    model: str | None = None
+    images: list[dict[str, Any]] | None = None
+    files: list[dict[str, Any]] | None = None
+
+    @field_validator("message")
+    @classmethod
+    def _bounded(cls, value: str) -> str:
+        if len(value) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"'message' is longer than {MAX_MESSAGE_CHARS} characters")
+        return value
+
+
+class ConfirmToolAction(SessionAction):
+    session_id: Annotated[str, _required_text("confirm_tool_action requires a 'sessionId'")] = (
+        Field(default=None, validate_default=True)
+    )
+    approved: StrictBool | None = None
+
+    @field_validator("approved", mode="after")
+    @classmethod
+    def _present(cls, value: bool | None) -> bool:
+        if value is None:
+            raise ValueError("confirm_tool_action requires a boolean 'approved'")
+        return value
+
+
+class Cancel(Action):
+    session_id: str | None = None
+
+
+class ResumeTurn(SessionAction):
+    pass
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """One human sentence for the first problem in a frame, naming the wire field."""
+    first = err.errors()[0]
+    loc = ".".join(to_camel(str(part)) for part in first["loc"]) or "frame"
+    if first["type"] == "value_error":
+        return str(first["ctx"]["error"])
+    if first["type"] == "missing":
+        return f"missing '{loc}'"
+    if first["type"] == "bool_type":
+        return f"'{loc}' must be a boolean"
+    return f"invalid '{loc}': {first['msg']}"
+
+
+# ----------------------------------------------------------------------------------------
+# Response payloads
+# ----------------------------------------------------------------------------------------
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class SessionDescriptor(_Payload):
+    session_id: str
+    conversation_id: str
+    agent_id: str
+    agent_name: str
+    user_participant_id: str
+    agent_participant_id: str
+    thread_id: str | None = None
+    status: Literal["active", "idle", "ended"] | None = None
+
+
+class MessageContent(_Payload):
+    text: str
+
+
+class ConversationMessage(_Payload):
+    id: str
+    direction: Literal["inbound", "outbound"]
+    content: MessageContent
+    created_at: datetime
+
+
+class MessagesPage(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    messages: list[ConversationMessage]
+    next_cursor: str | None
+    has_more: bool
+
+    def wire(self) -> dict[str, Any]:
+        # nextCursor is always present (null on the last page), so no exclude_none here.
+        return self.model_dump(by_alias=True, mode="json")
+
+
+# ----------------------------------------------------------------------------------------
+# Outbound events
+# ----------------------------------------------------------------------------------------
+
+
+def _event(type_: str, request_id: str | None, **fields: Any) -> dict[str, Any]:
+    event: dict[str, Any] = {"type": type_}
+    if request_id is not None:
+        event["requestId"] = request_id
+    event.update(fields)
+    event["timestamp"] = now_ms()
+    return event
+
+
+def error(request_id: str | None, code: str, message: str) -> dict[str, Any]:
+    body = {"code": code, "message": message}
+    data: dict[str, Any] = {"error": body}
+    if request_id is not None:
+        data = {"requestId": request_id, "error": body}
+    return _event("error", request_id, error=body, data=data)
+
+
+def pong(request_id: str | None) -> dict[str, Any]:
+    event = _event("pong", request_id)
+    event["data"] = {"timestamp": event["timestamp"]}
+    return event
+
+
+def immediate_response(
+    request_id: str | None, status: int, message: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    return _event("immediate_response", request_id, status=status, message=message, data=data)

@@ -1,0 +1,241 @@
+"""Conversations, their participants, sessions, and the agents they talk to."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from parley.widget_auth import EmbedPolicy
+
+DEFAULT_AGENT_NAME = "Parley"
+
+
+@dataclass(frozen=True)
+class Agent:
+    id: str
+    name: str
+    org_id: str
+    policy: EmbedPolicy | None
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    id: str
+    conversation_id: str
+    agent_id: str
+    agent_name: str
+    user_participant_id: str
+    agent_participant_id: str
+    status: str
+    org_id: str
+    user_id: str | None
+
+
+@dataclass(frozen=True)
+class NewSession:
+    """What `create_conversation_session` asks for, already validated."""
+
+    agent: Agent
+    user_name: str | None = None
+    user_email: str | None = None
+    browser_fingerprint: str | None = None
+    metadata: dict[str, Any] | None = None
+    supports: list[str] | None = None
+    user_id: str | None = None  # verified through authContext
+    origin: str | None = None
+    resume_conversation_id: str | None = None
+
+
+def as_uuid(value: str | None) -> uuid.UUID | None:
+    """`value` as a UUID, or None when it is not one (so it can match nothing)."""
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+async def get_agent(pool: AsyncConnectionPool, agent_id: str, default_org: str) -> Agent:
+    """The registered agent, or an implicit one (default name and org, no policy)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "select a.name, a.org_id, p.agent_id as has_policy, p.allowed_origins, p.auth_key"
+            " from agents a left join agent_embed_policies p on p.agent_id = a.id"
+            " where a.id = %s",
+            (agent_id,),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return Agent(agent_id, DEFAULT_AGENT_NAME, default_org, None)
+    policy = (
+        EmbedPolicy(list(row["allowed_origins"]), row["auth_key"]) if row["has_policy"] else None
+    )
+    return Agent(agent_id, row["name"], row["org_id"], policy)
+
+
+async def upsert_agent(
+    pool: AsyncConnectionPool,
+    agent_id: str,
+    *,
+    name: str,
+    org_id: str,
+    allowed_origins: list[str] | None = None,
+    auth_key: str | None = None,
+) -> None:
+    """Register an agent; `allowed_origins` not None gives it an embed policy."""
+    async with pool.connection() as conn, conn.transaction():
+        await conn.execute(
+            "insert into agents (id, name, org_id) values (%s, %s, %s)"
+            " on conflict (id) do update set name = excluded.name, org_id = excluded.org_id,"
+            " updated_at = now()",
+            (agent_id, name, org_id),
+        )
+        if allowed_origins is None:
+            await conn.execute("delete from agent_embed_policies where agent_id = %s", (agent_id,))
+        else:
+            await conn.execute(
+                "insert into agent_embed_policies (agent_id, allowed_origins, auth_key)"
+                " values (%s, %s, %s) on conflict (agent_id) do update set"
+                " allowed_origins = excluded.allowed_origins, auth_key = excluded.auth_key",
+                (agent_id, allowed_origins, auth_key),
+            )
+
+
+# A conversation is resumable by the caller when it belongs to the same agent and either
+# names the same verified user, or (anonymous) was opened from the same browser, or
+# carries no identity at all, in which case its unguessable id is the capability.
+_RESUMABLE = """
+select c.id, c.org_id, u.id as user_participant_id, a.id as agent_participant_id
+from conversations c
+join participants u on u.conversation_id = c.id and u.kind = 'user'
+join participants a on a.conversation_id = c.id and a.kind = 'ai-agent'
+where c.id = %(id)s and c.agent_id = %(agent_id)s
+  and case
+        when u.external_id is not null then u.external_id = %(user_id)s
+        when u.browser_fingerprint is not null then u.browser_fingerprint = %(fingerprint)s
+        else true
+      end
+order by u.created_at, a.created_at
+limit 1
+for update of c
+"""
+
+
+async def create_session(pool: AsyncConnectionPool, new: NewSession) -> SessionRecord:
+    """Create a session, on a resumed conversation when the caller may see it."""
+    agent = new.agent
+    session_id = uuid.uuid4()
+    async with pool.connection() as conn, conn.transaction():
+        resumed = None
+        resume_id = as_uuid(new.resume_conversation_id)
+        if resume_id is not None:
+            cur = await conn.execute(
+                _RESUMABLE,
+                {
+                    "id": resume_id,
+                    "agent_id": agent.id,
+                    "user_id": new.user_id,
+                    "fingerprint": new.browser_fingerprint,
+                },
+            )
+            resumed = await cur.fetchone()
+        if resumed is not None:
+            conversation_id = resumed["id"]
+            org_id = resumed["org_id"]
+            user_pid = resumed["user_participant_id"]
+            agent_pid = resumed["agent_participant_id"]
+            await conn.execute(
+                "update conversations set updated_at = now() where id = %s", (conversation_id,)
+            )
+        else:
+            conversation_id, user_pid, agent_pid = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+            org_id = agent.org_id
+            await conn.execute(
+                "insert into conversations (id, org_id, agent_id, name, idempotency_key, metadata)"
+                " values (%s, %s, %s, %s, %s, %s)",
+                (
+                    conversation_id,
+                    org_id,
+                    agent.id,
+                    f"Session {session_id}",
+                    str(session_id),
+                    Jsonb(new.metadata) if new.metadata is not None else None,
+                ),
+            )
+            await conn.execute(
+                "insert into participants (id, conversation_id, org_id, kind, external_id,"
+                " browser_fingerprint, name, email) values (%s, %s, %s, 'user', %s, %s, %s, %s)",
+                (
+                    user_pid,
+                    conversation_id,
+                    org_id,
+                    new.user_id,
+                    new.browser_fingerprint,
+                    new.user_name or "Visitor",
+                    new.user_email,
+                ),
+            )
+            await conn.execute(
+                "insert into participants (id, conversation_id, org_id, kind, internal_id, name)"
+                " values (%s, %s, %s, 'ai-agent', %s, %s)",
+                (agent_pid, conversation_id, org_id, agent.id, agent.name),
+            )
+        await conn.execute(
+            "insert into sessions (id, conversation_id, agent_id, agent_name, user_participant_id,"
+            " agent_participant_id, supports, metadata, origin)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                session_id,
+                conversation_id,
+                agent.id,
+                agent.name,
+                user_pid,
+                agent_pid,
+                new.supports or [],
+                Jsonb(new.metadata) if new.metadata is not None else None,
+                new.origin,
+            ),
+        )
+    return SessionRecord(
+        id=str(session_id),
+        conversation_id=str(conversation_id),
+        agent_id=agent.id,
+        agent_name=agent.name,
+        user_participant_id=str(user_pid),
+        agent_participant_id=str(agent_pid),
+        status="active",
+        org_id=org_id,
+        user_id=new.user_id,
+    )
+
+
+async def get_session(pool: AsyncConnectionPool, session_id: str) -> SessionRecord | None:
+    """The session, or None when the id is unknown (or not a UUID at all)."""
+    sid = as_uuid(session_id)
+    if sid is None:
+        return None
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "select s.id, s.conversation_id, s.agent_id, s.agent_name, s.user_participant_id,"
+            " s.agent_participant_id, s.status, c.org_id, u.external_id as user_id"
+            " from sessions s join conversations c on c.id = s.conversation_id"
+            " join participants u on u.id = s.user_participant_id where s.id = %s",
+            (sid,),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    return SessionRecord(
+        id=str(row["id"]),
+        conversation_id=str(row["conversation_id"]),
+        agent_id=row["agent_id"],
+        agent_name=row["agent_name"],
+        user_participant_id=str(row["user_participant_id"]),
+        agent_participant_id=str(row["agent_participant_id"]),
+        status=row["status"],
+        org_id=row["org_id"],
+        user_id=row["user_id"],
+    )

@@ -1,0 +1,102 @@
+"""Every knob Parley reads from the environment, in one typed place.
+
+The names are a contract (see DESIGN.md and the README's configuration table): outside
+tools set them, so they are spelled out with explicit aliases rather than derived from a
+prefix.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse `90s`, `15m`, `24h`, `1.5h`, `250ms` or bare seconds into a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float):
+        return timedelta(seconds=value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 24h)")
+    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive: {value!r}")
+    return timedelta(seconds=seconds)
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+CsvList = Annotated[list[str], BeforeValidator(_split_csv)]
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name, name.lower())
+
+
+class Settings(BaseSettings):
+    """Parley's configuration. Unset stores mean "start an embedded one" under `parley dev`."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    host: str = Field("127.0.0.1", validation_alias=_env("PARLEY_HOST"))
+    port: int = Field(8787, validation_alias=_env("PARLEY_PORT"))
+    data_dir: Path = Field(Path(".parley"), validation_alias=_env("PARLEY_DATA_DIR"))
+
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    db_pool_max: int = Field(10, validation_alias=_env("PARLEY_DB_POOL_MAX"))
+
+    temporal_address: str | None = Field(None, validation_alias=_env("TEMPORAL_ADDRESS"))
+    temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))
+    task_queue: str = Field("parley", validation_alias=_env("PARLEY_TASK_QUEUE"))
+
+    anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))
+    anthropic_base_url: str | None = Field(None, validation_alias=_env("ANTHROPIC_BASE_URL"))
+    model: str = Field("claude-haiku-4-5", validation_alias=_env("PARLEY_MODEL"))
+    max_iterations: int = Field(20, ge=1, validation_alias=_env("PARLEY_MAX_ITERATIONS"))
+
+    tool_modules: CsvList = Field(
+        default_factory=list, validation_alias=_env("PARLEY_TOOL_MODULES")
+    )
+    confirm_tools: CsvList = Field(
+        default_factory=list, validation_alias=_env("PARLEY_CONFIRM_TOOLS")
+    )
+    approval_timeout: Duration = Field(
+        timedelta(minutes=30), validation_alias=_env("PARLEY_APPROVAL_TIMEOUT")
+    )
+
+    demo: bool = Field(False, validation_alias=_env("PARLEY_DEMO"))
+    admin_token: SecretStr | None = Field(None, validation_alias=_env("PARLEY_ADMIN_TOKEN"))
+    rerank: str | None = Field(None, validation_alias=_env("PARLEY_RERANK"))
+    widget_auth_strict: bool = Field(False, validation_alias=_env("PARLEY_WIDGET_AUTH_STRICT"))
+    org: str = Field("default", validation_alias=_env("PARLEY_ORG"))
+
+    log_level: str = Field("INFO", validation_alias=_env("PARLEY_LOG_LEVEL"))
+    log_format: str = Field("console", validation_alias=_env("PARLEY_LOG_FORMAT"))
+
+    @property
+    def has_model_key(self) -> bool:
+        """True when a non-blank Anthropic key is configured (turns are possible)."""
+        key = self.anthropic_api_key
+        return key is not None and bool(key.get_secret_value().strip())
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

