@@ -1,1 +1,105 @@
-"""The Temporal worker process: `python worker.py`."""
+"""The Temporal worker process: `python worker.py`.
+
+Runs the turn workflow and its activities against the configured stores (or the embedded
+ones a running `parley dev` records). Tool modules named in `PARLEY_TOOL_MODULES` are
+imported first, so their tools are registered before the first turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from contextlib import AsyncExitStack
+from datetime import timedelta
+
+import anthropic
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.model import ModelActivities
+from activities.storage import StorageActivities
+from activities.tools import ToolActivities
+from parley import db, tools
+from parley.logs import configure_logging, get_logger
+from parley.settings import Settings, get_settings
+from parley.stores import resolve_stores
+from workflows.turn import TurnWorkflow
+
+log = get_logger("parley.worker")
+
+
+def model_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
+    """The SDK client, retries off (Temporal retries); None when no key is configured."""
+    if not settings.has_model_key:
+        return None
+    assert settings.anthropic_api_key is not None
+    return anthropic.AsyncAnthropic(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        base_url=settings.anthropic_base_url,
+        max_retries=0,
+    )
+
+
+async def run_worker(
+    settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    """Serve turns until `stop` is set; `ready` is set once polling has started."""
+    tools.load_modules(settings.tool_modules)
+    stores = resolve_stores(settings)
+    await db.migrate(stores.database_url)
+    async with AsyncExitStack() as stack:
+        pool = db.create_pool(stores.database_url, max_size=settings.db_pool_max, name="worker")
+        await pool.open()
+        stack.push_async_callback(pool.close)
+        client = await Client.connect(
+            stores.temporal_address, namespace=settings.temporal_namespace
+        )
+        llm = model_client(settings)
+        if llm is not None:
+            stack.push_async_callback(llm.close)
+        model = ModelActivities(pool, settings, tools.registry, llm)
+        tool_runner = ToolActivities(pool, tools.registry)
+        storage = StorageActivities(pool)
+        worker = Worker(
+            client,
+            task_queue=settings.task_queue,
+            workflows=[TurnWorkflow],
+            activities=[
+                model.call_model,
+                tool_runner.run_tool,
+                storage.persist_user_message,
+                storage.finish_turn,
+            ],
+            max_heartbeat_throttle_interval=timedelta(seconds=1),
+            default_heartbeat_throttle_interval=timedelta(seconds=1),
+            graceful_shutdown_timeout=timedelta(seconds=5),
+        )
+        async with worker:
+            log.info(
+                "worker ready",
+                task_queue=settings.task_queue,
+                temporal=stores.temporal_address,
+                tools=[t.name for t in tools.registry.all()],
+            )
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+        log.info("worker stopped")
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_worker(settings, stop)
+
+    asyncio.run(serve())
+
+
+if __name__ == "__main__":
+    main()

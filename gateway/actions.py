@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -35,6 +35,15 @@ class Connection:
     services: Services
     outbox: Outbox
     origin: str | None
+    # Turns relayed to this socket, by turn id (see gateway.turns.Relay).
+    relays: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        """Stop relaying (the turns themselves go on) and stop the writer."""
+        for relay in list(self.relays.values()):
+            await relay.stop()
+        self.relays.clear()
+        await self.outbox.aclose()
 
 
 Handler = Callable[[Connection, Any], Awaitable[None]]

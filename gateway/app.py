@@ -20,6 +20,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from temporalio.client import Client
 
+from gateway import turns as _turn_actions  # noqa: F401  (registers the turn actions)
 from gateway.actions import Connection, dispatch
 from gateway.outbox import Outbox
 from gateway.services import Services
@@ -68,7 +69,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        await outbox.aclose()
+        await conn.close()
         log.debug("connection closed", conn=conn.id)
 
 

@@ -262,3 +262,87 @@ def immediate_response(
     request_id: str | None, status: int, message: str, data: dict[str, Any]
 ) -> dict[str, Any]:
     return _event("immediate_response", request_id, status=status, message=message, data=data)
+
+
+def stream_token(request_id: str, token: str) -> dict[str, Any]:
+    return _event(
+        "stream_token", request_id, token=token, data={"requestId": request_id, "token": token}
+    )
+
+
+def stream_chunk(request_id: str, node: str, raw_response: dict[str, Any]) -> dict[str, Any]:
+    return _event(
+        "stream_chunk",
+        request_id,
+        node=node,
+        data={"requestId": request_id, "node": node, "state": {"rawResponse": raw_response}},
+    )
+
+
+def write_confirmation_required(
+    request_id: str, tool_id: str, action_description: str
+) -> dict[str, Any]:
+    return _event(
+        "write_confirmation_required",
+        request_id,
+        data={
+            "requestId": request_id,
+            "data": {"toolId": tool_id, "actionDescription": action_description},
+        },
+    )
+
+
+class Usage(_Payload):
+    cost_usd: float
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Citation(_Payload):
+    id: str
+    title: str
+    snippet: str = Field(max_length=280)
+    score: float
+    url: str | None = None
+
+
+class AgentResponse(_Payload):
+    response_parts: list[str]
+    customer_happiness_score: float = 0.5
+    needs_satisfaction_score: float = 0.5
+    request_summary: str = ""
+    resolution_status: Literal[
+        "resolved", "in_progress", "requires_escalation", "needs_more_info", "blocked"
+    ] = "in_progress"
+    suggested_next_actions: list[str] = Field(default_factory=list)
+
+
+class EventualData(_Payload):
+    message_id: str
+    response: AgentResponse
+    needs_escalation: bool = False
+    usage: Usage
+    citations: list[Citation] | None = None
+
+    def wire(self) -> dict[str, Any]:
+        # Only `citations` and `url` are omitted when empty; the agent response keeps its
+        # empty strings and lists.
+        data = self.model_dump(by_alias=True, mode="json", exclude={"citations"})
+        if self.citations:
+            data["citations"] = [c.wire() for c in self.citations]
+        return data
+
+
+def eventual_response(request_id: str, payload: EventualData) -> dict[str, Any]:
+    return _event(
+        "eventual_response",
+        request_id,
+        status=200,
+        data={"requestId": request_id, "status": 200, "data": payload.wire()},
+    )
+
+
+def cancelled(request_id: str) -> dict[str, Any]:
+    return _event(
+        "cancelled", request_id, status=499, data={"requestId": request_id, "status": 499}
+    )

@@ -69,6 +69,7 @@ class Settings(BaseSettings):
     anthropic_base_url: str | None = Field(None, validation_alias=_env("ANTHROPIC_BASE_URL"))
     model: str = Field("claude-haiku-4-5", validation_alias=_env("PARLEY_MODEL"))
     max_iterations: int = Field(20, ge=1, validation_alias=_env("PARLEY_MAX_ITERATIONS"))
+    max_tokens: int = Field(4096, ge=1, validation_alias=_env("PARLEY_MAX_TOKENS"))
 
     tool_modules: CsvList = Field(
         default_factory=list, validation_alias=_env("PARLEY_TOOL_MODULES")

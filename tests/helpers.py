@@ -119,3 +119,54 @@ class WsClient:
         )
         assert reply["type"] == "immediate_response", reply
         return reply["data"]
+
+
+TERMINAL = {"eventual_response", "cancelled", "error"}
+
+
+def is_terminal(request_id: str) -> Callable[[Event], bool]:
+    return lambda e: e["type"] in TERMINAL and e.get("requestId") == request_id
+
+
+async def run_turn(
+    client: WsClient,
+    session_id: str,
+    message: str,
+    request_id: str,
+    timeout: float = 30,
+    **fields: Any,
+) -> list[Event]:
+    """Send a message and collect its events up to the terminal one."""
+    await client.send(
+        {
+            "action": "send_message",
+            "requestId": request_id,
+            "sessionId": session_id,
+            "message": message,
+            **fields,
+        }
+    )
+    return await client.recv_until(is_terminal(request_id), timeout)
+
+
+def tokens(events: list[Event]) -> str:
+    return "".join(e["token"] for e in events if e["type"] == "stream_token")
+
+
+def kinds(events: list[Event]) -> list[str]:
+    """Event types, with stream_chunk refined by what it carries."""
+    out = []
+    for e in events:
+        if e["type"] == "stream_chunk":
+            raw = e["data"]["state"]["rawResponse"]
+            out.append(f"chunk:{next(iter(raw))}")
+        elif e["type"] == "immediate_response":
+            out.append(f"immediate:{e['status']}")
+        else:
+            out.append(e["type"])
+    return out
+
+
+def collapse(seq: list[str]) -> list[str]:
+    """Runs of the same kind as one (many tokens read as one `stream_token`)."""
+    return [k for i, k in enumerate(seq) if i == 0 or seq[i - 1] != k]

@@ -1,0 +1,187 @@
+"""The model call: Claude through the official `anthropic` SDK, streamed into the turn.
+
+Text deltas are published into the turn workflow's stream from inside the activity (the
+first one flushed at once, the rest in short batches), so the gateway can forward them
+while the model is still writing. The SDK's own retries are off: Temporal retries the
+activity (rate limits, overload, 5xx, lost connections) with backoff, and a retried
+attempt first publishes a `reset` so clients drop the partial text of the failed one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+import anthropic
+from psycopg_pool import AsyncConnectionPool
+from temporalio import activity
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.exceptions import ApplicationError
+
+from parley import context
+from parley.logs import get_logger
+from parley.prompts import DEFAULT_SYSTEM_PROMPT
+from parley.settings import Settings
+from parley.tools import ToolRegistry
+from parley.turn_types import EVENTS_TOPIC, ModelInput, ModelOutput, ToolCall, TurnEvent, Usage
+
+log = get_logger(__name__)
+
+HEARTBEAT_EVERY = 1.0
+CONTEXT_BUDGET_TOKENS = 32_000
+
+# Errors the model API returns for a request that will never succeed as sent.
+MODEL_REJECTED = "ModelRejected"
+LLM_UNAVAILABLE = "LlmUnavailable"
+
+
+class ModelActivities:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        settings: Settings,
+        tools: ToolRegistry,
+        client: anthropic.AsyncAnthropic | None,
+        *,
+        batch_interval: timedelta = timedelta(milliseconds=30),
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._tools = tools
+        self._client = client
+        self._batch_interval = batch_interval
+
+    @activity.defn(name="call_model")
+    async def call_model(self, inp: ModelInput) -> ModelOutput:
+        if self._client is None:
+            raise ApplicationError(
+                "no Anthropic API key is configured on the worker",
+                type=LLM_UNAVAILABLE,
+                non_retryable=True,
+            )
+        request = await self._request(inp)
+        publisher = WorkflowStreamClient.from_within_activity(batch_interval=self._batch_interval)
+        events = publisher.topic(EVENTS_TOPIC, type=TurnEvent)
+        beat = asyncio.create_task(_heartbeat_forever())
+        try:
+            async with publisher:
+                attempt = activity.info().attempt
+                if attempt > 1 and inp.stream:
+                    events.publish(TurnEvent("reset", {"attempt": attempt}), force_flush=True)
+                output = await self._stream(request, inp, events)
+                # Drain before leaving the block: the client's exit cancels its flusher, and
+                # a cancel that lands during an in-flight signal can be swallowed by the RPC
+                # layer, leaving the flusher (and this exit) running forever.
+                await publisher.flush()
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        if output.tool_calls:
+            async with self._pool.connection() as conn:
+                await context.save_assistant_step(
+                    conn, inp.turn_id, inp.iteration, _assistant_blocks(output)
+                )
+        return output
+
+    async def _request(self, inp: ModelInput) -> dict[str, Any]:
+        async with self._pool.connection() as conn:
+            history = await context.conversation_messages(
+                conn, inp.conversation_id, CONTEXT_BUDGET_TOKENS
+            )
+            steps = await context.turn_steps(conn, inp.turn_id)
+        request: dict[str, Any] = {
+            "model": inp.model,
+            "max_tokens": self._settings.max_tokens,
+            "system": DEFAULT_SYSTEM_PROMPT,
+            "messages": history + steps,
+        }
+        tools = [t.spec() for t in self._tools.all()]
+        if tools:
+            request["tools"] = tools
+            if not inp.allow_tools:
+                request["tool_choice"] = {"type": "none"}
+        return request
+
+    async def _stream(self, request: dict[str, Any], inp: ModelInput, events: Any) -> ModelOutput:
+        assert self._client is not None
+        first = True
+        try:
+            async with self._client.messages.stream(**request) as stream:
+                async for event in stream:
+                    if event.type == "text" and event.text and inp.stream:
+                        events.publish(TurnEvent("token", {"text": event.text}), force_flush=first)
+                        first = False
+                final = await stream.get_final_message()
+        except anthropic.APIStatusError as err:
+            raise _classify(err) from None
+        text = "".join(b.text for b in final.content if b.type == "text")
+        calls = [
+            ToolCall(id=b.id, name=b.name, arguments=dict(b.input))
+            for b in final.content
+            if b.type == "tool_use"
+        ]
+        usage = Usage(final.usage.input_tokens, final.usage.output_tokens)
+        return ModelOutput(
+            text=text, tool_calls=calls, usage=usage, stop_reason=final.stop_reason or ""
+        )
+
+
+RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error"})
+
+
+def _classify(err: anthropic.APIStatusError) -> Exception:
+    """Retryable (429, 529, 5xx, or such an error inside a 200 stream) or a non-retryable
+    rejection of the request (other 4xx)."""
+    status = err.status_code
+    error_type = _api_error(err)[0]
+    if status in (408, 409, 429) or status >= 500 or error_type in RETRYABLE_ERROR_TYPES:
+        return ApplicationError(
+            f"model API error {status} {error_type or ''}".strip(),
+            type=f"ModelStatus{status}",
+            next_retry_delay=_retry_after(err),
+        )
+    message = _api_error(err)[1]
+    log.warning("model rejected the request", status=status, message=message)
+    return ApplicationError(
+        f"the model API rejected the request ({status}): {message}",
+        type=MODEL_REJECTED,
+        non_retryable=True,
+    )
+
+
+def _api_error(err: anthropic.APIStatusError) -> tuple[str | None, str]:
+    """(type, message) from the API's error body, as far as it has them."""
+    body = err.body
+    inner = body.get("error") if isinstance(body, dict) else None
+    if isinstance(inner, dict):
+        return inner.get("type"), str(inner.get("message") or err.message)
+    return None, err.message
+
+
+def _retry_after(err: anthropic.APIStatusError) -> timedelta | None:
+    value = err.response.headers.get("retry-after")
+    try:
+        return timedelta(seconds=min(float(value), 60)) if value else None
+    except ValueError:
+        return None
+
+
+def _assistant_blocks(output: ModelOutput) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if output.text:
+        blocks.append({"type": "text", "text": output.text})
+    blocks += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
+        for c in output.tool_calls
+    ]
+    return blocks
+
+
+async def _heartbeat_forever() -> None:
+    """Keep heartbeating while the model thinks: it is how a cancel reaches us."""
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(HEARTBEAT_EVERY)

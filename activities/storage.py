@@ -1,0 +1,52 @@
+"""Persistence steps of a turn: the user message at the start, the reply and the slot at
+the end. Both are idempotent, so a retried activity changes nothing twice."""
+
+from __future__ import annotations
+
+from psycopg_pool import AsyncConnectionPool
+from temporalio import activity
+
+from parley import messages, turns
+from parley.turn_types import FinishInput, UserMessageInput
+
+
+class StorageActivities:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    @activity.defn(name="persist_user_message")
+    async def persist_user_message(self, inp: UserMessageInput) -> None:
+        async with self._pool.connection() as conn:
+            await messages.add_message(
+                conn,
+                conversation_id=inp.conversation_id,
+                participant_id=inp.participant_id,
+                direction="inbound",
+                text=inp.text,
+                turn_id=inp.turn_id,
+                message_id=inp.message_id,
+            )
+
+    @activity.defn(name="finish_turn")
+    async def finish_turn(self, inp: FinishInput) -> str:
+        """Release the slot with `inp.status` (persisting the reply when completed).
+
+        Returns the turn's final status: a turn already released by a `cancel` stays
+        cancelled, and its late reply is not persisted.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await turns.finish(conn, inp.turn_id, inp.status):  # type: ignore[arg-type]
+                cur = await conn.execute("select status from turns where id = %s", (inp.turn_id,))
+                row = await cur.fetchone()
+                return row["status"] if row else "abandoned"
+            if inp.status == "completed":
+                await messages.add_message(
+                    conn,
+                    conversation_id=inp.conversation_id,
+                    participant_id=inp.participant_id,
+                    direction="outbound",
+                    text=inp.text,
+                    turn_id=inp.turn_id,
+                    message_id=inp.message_id,
+                )
+        return inp.status

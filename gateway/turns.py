@@ -1,0 +1,271 @@
+"""Turn actions (`send_message`, `cancel`, `resume_turn`) and the relay that streams a turn.
+
+A turn is a workflow; this module only claims the session's slot, starts (or finds) the
+workflow, and relays its event stream to a connection. Any gateway can relay any turn, from
+the start: the stream lives in the workflow, addressed by offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from gateway.actions import Connection, action, require_session
+from gateway.services import Services
+from parley import protocol, turns
+from parley.logs import get_logger
+from parley.protocol import ErrorCode, ProtocolError
+from parley.sessions import SessionRecord
+from parley.turn_types import EVENTS_TOPIC, TurnEvent, TurnInput, turn_id
+
+log = get_logger(__name__)
+
+# How long a subscriber rests after a poll that drained the stream. Polls are long-polls
+# (they wait in the workflow for new items), so this only spaces out back-to-back batches.
+POLL_COOLDOWN = timedelta(milliseconds=10)
+# A slot whose workflow cannot be found is only stale once its starter had time to start it.
+START_GRACE = timedelta(seconds=30)
+RELAY_RETRIES = 5
+
+
+@action("send_message", protocol.SendMessage)
+async def send_message(conn: Connection, req: protocol.SendMessage) -> None:
+    services = conn.services
+    session = await require_session(conn, req.session_id)
+    if not services.settings.has_model_key:
+        raise ProtocolError(
+            ErrorCode.LLM_UNAVAILABLE,
+            "no model API key is configured (set ANTHROPIC_API_KEY); this server cannot run turns",
+        )
+    tid = turn_id(session.id, req.request_id)
+    turn, created = await _claim_slot(services, session, tid, req)
+    if created:
+        await _start_turn(services, session, tid, req)
+    conn.outbox.send(
+        protocol.immediate_response(req.request_id, 202, "Processing your request...", {})
+    )
+    attach(conn, tid, req.request_id, stream=turn.stream)
+
+
+@action("resume_turn", protocol.ResumeTurn)
+async def resume_turn(conn: Connection, req: protocol.ResumeTurn) -> None:
+    turn = await turns.running_turn(conn.services.pool, req.session_id)
+    if turn is None or (req.request_id is not None and req.request_id != turn.request_id):
+        raise ProtocolError(
+            ErrorCode.NO_ACTIVE_TURN, f"session '{req.session_id}' has no active turn"
+        )
+    attach(conn, turn.id, turn.request_id, stream=turn.stream)
+
+
+@action("cancel", protocol.Cancel)
+async def cancel(conn: Connection, req: protocol.Cancel) -> None:
+    """Stop the turn named by requestId: one `cancelled` now, nothing else from it after.
+
+    No active turn: no reply at all (PROTOCOL.md).
+    """
+    if req.request_id is None:
+        return
+    if req.session_id is not None:
+        tid = turn_id(req.session_id, req.request_id)
+    else:
+        tid = next((t for t, r in conn.relays.items() if r.request_id == req.request_id), "")
+    if not tid:
+        return
+    async with conn.services.pool.connection() as db:
+        released = await turns.finish(db, tid, "cancelled")
+    if not released:
+        return
+    relay = conn.relays.pop(tid, None)
+    if relay is not None:
+        await relay.stop()
+    conn.outbox.send(protocol.cancelled(req.request_id))
+    log.info("turn cancelled", turn=tid)
+    try:
+        await conn.services.temporal.get_workflow_handle(tid).cancel()
+    except RPCError as err:
+        log.warning("could not cancel turn workflow", turn=tid, error=err.message)
+
+
+async def _claim_slot(
+    services: Services, session: SessionRecord, tid: str, req: protocol.SendMessage
+) -> tuple[turns.Turn, bool]:
+    """Claim the slot, taking it over from a holder whose workflow is gone."""
+    for _ in range(2):
+        try:
+            return await turns.claim(
+                services.pool,
+                turn_id=tid,
+                session_id=session.id,
+                request_id=req.request_id,
+                stream=req.stream,
+            )
+        except turns.SlotBusy as busy:
+            if await _workflow_running(services, busy.holder):
+                raise ProtocolError(
+                    ErrorCode.TURN_IN_PROGRESS,
+                    f"session '{session.id}' already has a turn in progress",
+                ) from None
+            log.warning("taking over a stale turn slot", stale=busy.holder.id)
+            async with services.pool.connection() as db:
+                await turns.finish(db, busy.holder.id, "abandoned")
+    raise ProtocolError(
+        ErrorCode.TURN_IN_PROGRESS, f"session '{session.id}' already has a turn in progress"
+    )
+
+
+async def _workflow_running(services: Services, holder: turns.Turn) -> bool:
+    try:
+        desc = await services.temporal.get_workflow_handle(holder.id).describe()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return datetime.now(UTC) - holder.created_at < START_GRACE
+    return desc.status == WorkflowExecutionStatus.RUNNING
+
+
+async def _start_turn(
+    services: Services, session: SessionRecord, tid: str, req: protocol.SendMessage
+) -> None:
+    settings = services.settings
+    try:
+        await services.temporal.start_workflow(
+            "Turn",
+            TurnInput(
+                session_id=session.id,
+                request_id=req.request_id,
+                conversation_id=session.conversation_id,
+                user_participant_id=session.user_participant_id,
+                agent_participant_id=session.agent_participant_id,
+                org_id=session.org_id,
+                user_id=session.user_id,
+                message=req.message,
+                model=req.model or settings.model,
+                stream=req.stream,
+                max_iterations=settings.max_iterations,
+                approval_timeout_seconds=settings.approval_timeout.total_seconds(),
+            ),
+            id=tid,
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        pass
+    except Exception:
+        async with services.pool.connection() as db:
+            await turns.finish(db, tid, "failed")
+        raise
+    log.info("turn started", turn=tid)
+
+
+class Relay:
+    """Forwards one turn's stream to one connection, from offset 0, until its end."""
+
+    def __init__(self, conn: Connection, tid: str, request_id: str, stream: bool) -> None:
+        self.conn = conn
+        self.turn_id = tid
+        self.request_id = request_id
+        self.stream = stream
+        self.task = asyncio.create_task(self._run(), name=f"relay {tid}")
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        try:
+            await self._forward()
+        finally:
+            if self.conn.relays.get(self.turn_id) is self:
+                del self.conn.relays[self.turn_id]
+
+    async def _forward(self) -> None:
+        offset, failures = 0, 0
+        client = WorkflowStreamClient.create(self.conn.services.temporal, self.turn_id)
+        while True:
+            try:
+                async for item in client.subscribe(
+                    [EVENTS_TOPIC],
+                    from_offset=offset,
+                    result_type=TurnEvent,
+                    poll_cooldown=POLL_COOLDOWN,
+                ):
+                    offset = item.offset + 1
+                    event = render(item.data, self.request_id, self.stream)
+                    if event is not None:
+                        self.conn.outbox.send(event)
+                    if item.data.terminal:
+                        return
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                failures += 1
+                log.warning("turn stream interrupted", turn=self.turn_id, error=str(err))
+                if failures > RELAY_RETRIES:
+                    self.conn.outbox.send(
+                        protocol.error(
+                            self.request_id,
+                            ErrorCode.INTERNAL_ERROR,
+                            "lost the turn's event stream; re-attach with resume_turn",
+                        )
+                    )
+                    return
+                await asyncio.sleep(0.2 * 2**failures)
+
+
+def attach(conn: Connection, tid: str, request_id: str, *, stream: bool) -> None:
+    """Relay the turn to this connection from its first event (replacing an older relay)."""
+    previous = conn.relays.pop(tid, None)
+    if previous is not None:
+        previous.task.cancel()
+    conn.relays[tid] = Relay(conn, tid, request_id, stream)
+
+
+def render(event: TurnEvent, request_id: str, stream: bool) -> dict[str, Any] | None:
+    """The protocol event for one stream item (None: not shown when `stream` is off)."""
+    data = event.data
+    match event.kind:
+        case "token":
+            return protocol.stream_token(request_id, data["text"]) if stream else None
+        case "reset":
+            raw = {"reset": {"attempt": data["attempt"]}}
+            return protocol.stream_chunk(request_id, "stream_reset", raw) if stream else None
+        case "tool_call":
+            raw = {"toolCall": {"name": data["name"], "arguments": data["arguments"]}}
+            return protocol.stream_chunk(request_id, data["name"], raw) if stream else None
+        case "tool_result":
+            raw = {
+                "toolResult": {
+                    "name": data["name"],
+                    "isError": data["isError"],
+                    "result": data["result"],
+                }
+            }
+            return protocol.stream_chunk(request_id, data["name"], raw) if stream else None
+        case "confirm":
+            return protocol.write_confirmation_required(
+                request_id, data["toolId"], data["actionDescription"]
+            )
+        case "done":
+            return protocol.eventual_response(
+                request_id,
+                protocol.EventualData(
+                    message_id=data["messageId"],
+                    response=protocol.AgentResponse(response_parts=[data["text"]]),
+                    usage=protocol.Usage(**data["usage"]),
+                    citations=[protocol.Citation(**c) for c in data.get("citations", [])] or None,
+                ),
+            )
+        case "error":
+            return protocol.error(request_id, data["code"], data["message"])
+        case "cancelled":
+            return protocol.cancelled(request_id)
+    log.warning("unknown turn event", kind=event.kind)
+    return None

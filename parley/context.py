@@ -1,0 +1,99 @@
+"""The model's view of a conversation, rebuilt from PostgreSQL on every model call.
+
+The model activity reads the conversation itself (newest messages that fit a token
+budget) plus the current turn's own steps (its tool calls and their results), so none of
+it passes through workflow history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+# A rough, tokenizer-free estimate: English runs ~4 characters per token.
+CHARS_PER_TOKEN = 4
+HISTORY_SCAN_LIMIT = 500
+
+
+def estimate_tokens(text: str) -> int:
+    return len(text) // CHARS_PER_TOKEN + 1
+
+
+async def conversation_messages(
+    conn: AsyncConnection, conversation_id: str, budget_tokens: int
+) -> list[dict[str, Any]]:
+    """The most recent messages that fit `budget_tokens`, oldest first, roles alternating."""
+    cur = await conn.execute(
+        "select direction, text from messages where conversation_id = %s"
+        " order by seq desc limit %s",
+        (conversation_id, HISTORY_SCAN_LIMIT),
+    )
+    picked: list[tuple[str, str]] = []
+    spent = 0
+    for row in await cur.fetchall():
+        cost = estimate_tokens(row["text"])
+        if picked and spent + cost > budget_tokens:
+            break
+        spent += cost
+        picked.append(("user" if row["direction"] == "inbound" else "assistant", row["text"]))
+    picked.reverse()
+    merged: list[dict[str, Any]] = []
+    for role, text in picked:
+        if not merged and role == "assistant":
+            continue  # the API wants a user message first
+        if merged and merged[-1]["role"] == role:
+            merged[-1]["content"] += "\n\n" + text
+        else:
+            merged.append({"role": role, "content": text})
+    return merged
+
+
+async def turn_steps(conn: AsyncConnection, turn_id: str) -> list[dict[str, Any]]:
+    """The current turn's assistant tool-use messages and tool-result messages, in order."""
+    cur = await conn.execute(
+        "select iteration, kind, call_id, content from turn_steps where turn_id = %s"
+        " order by iteration, kind, created_at",
+        (turn_id,),
+    )
+    rows = await cur.fetchall()
+    out: list[dict[str, Any]] = []
+    for iteration in sorted({r["iteration"] for r in rows}):
+        step = [r for r in rows if r["iteration"] == iteration]
+        assistant = next((r for r in step if r["kind"] == "assistant"), None)
+        if assistant is None:
+            continue
+        blocks = assistant["content"]["blocks"]
+        out.append({"role": "assistant", "content": blocks})
+        results = {r["call_id"]: r["content"] for r in step if r["kind"] == "tool_result"}
+        result_blocks = [
+            {"type": "tool_result", "tool_use_id": b["id"], **results[b["id"]]}
+            for b in blocks
+            if b.get("type") == "tool_use" and b["id"] in results
+        ]
+        if result_blocks:
+            out.append({"role": "user", "content": result_blocks})
+    return out
+
+
+async def save_assistant_step(
+    conn: AsyncConnection, turn_id: str, iteration: int, blocks: list[dict[str, Any]]
+) -> None:
+    await conn.execute(
+        "insert into turn_steps (turn_id, iteration, kind, content)"
+        " values (%s, %s, 'assistant', %s)"
+        " on conflict (turn_id, iteration, kind, call_id) do update set content = excluded.content",
+        (turn_id, iteration, Jsonb({"blocks": blocks})),
+    )
+
+
+async def save_tool_result(
+    conn: AsyncConnection, turn_id: str, iteration: int, call_id: str, content: str, is_error: bool
+) -> None:
+    await conn.execute(
+        "insert into turn_steps (turn_id, iteration, kind, call_id, content)"
+        " values (%s, %s, 'tool_result', %s, %s)"
+        " on conflict (turn_id, iteration, kind, call_id) do update set content = excluded.content",
+        (turn_id, iteration, call_id, Jsonb({"content": content, "is_error": is_error})),
+    )

@@ -1,0 +1,176 @@
+"""The tool API: what the model may call, declared by operators and by the demo.
+
+Two ways in, one registry:
+
+    from parley.tools import tool, register
+
+    @tool
+    def order_status(order_id: str) -> dict:
+        \"\"\"Look up an order's shipping status.\"\"\"
+        ...
+
+    @tool(write=True, describe=lambda a: f"Issue a refund for order {a['order_id']}")
+    async def issue_refund(order_id: str, reason: str | None = None) -> str: ...
+
+    register("weather", "Current weather for a city.",
+             {"type": "object", "properties": {"city": {"type": "string"}},
+              "required": ["city"]},
+             handler=lambda args: {"city": args["city"], "sky": "clear"})
+
+Arguments are validated against the JSON schema before a handler runs. `write=True` marks a
+tool whose calls wait for a person's approval. `PARLEY_TOOL_MODULES` lists modules the
+worker imports at start-up so their decorators run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from pydantic import create_model
+
+Handler = Callable[[dict[str, Any]], Any]
+Describer = Callable[[dict[str, Any]], str]
+
+
+class ToolArgumentsError(ValueError):
+    """The model's arguments do not match the tool's schema."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    handler: Handler
+    write: bool = False
+    describe: Describer | None = None
+
+    def spec(self) -> dict[str, Any]:
+        """The tool as the Anthropic Messages API declares it."""
+        return {"name": self.name, "description": self.description, "input_schema": self.parameters}
+
+    def validate(self, arguments: dict[str, Any]) -> None:
+        try:
+            jsonschema.validate(arguments, self.parameters)
+        except jsonschema.ValidationError as err:
+            where = "/".join(str(p) for p in err.absolute_path)
+            raise ToolArgumentsError(f"{where + ': ' if where else ''}{err.message}") from None
+
+    async def invoke(self, arguments: dict[str, Any]) -> Any:
+        """Validate, then run the handler (a sync handler runs in a thread)."""
+        self.validate(arguments)
+        if inspect.iscoroutinefunction(self.handler):
+            return await self.handler(arguments)
+        result = await asyncio.to_thread(self.handler, arguments)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def action_description(self, arguments: dict[str, Any]) -> str:
+        """A sentence a person can approve or decline."""
+        if self.describe is not None:
+            return self.describe(arguments)
+        shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items()) or "no arguments"
+        return f"Run {self.name} with {shown}"
+
+
+def schema_from_signature(fn: Callable[..., Any]) -> dict[str, Any]:
+    """A JSON schema for `fn`'s parameters, from its type hints (via pydantic)."""
+    fields: dict[str, Any] = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"tool {fn.__name__}: *args/**kwargs cannot be described to a model")
+        annotation = Any if param.annotation is inspect.Parameter.empty else param.annotation
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[name] = (annotation, default)
+    schema = create_model(f"{fn.__name__}_args", **fields).model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    return schema
+
+
+class ToolRegistry:
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    def register(
+        self,
+        name: str,
+        description: str,
+        parameters: dict[str, Any],
+        handler: Handler,
+        *,
+        write: bool = False,
+        describe: Describer | None = None,
+    ) -> Tool:
+        """Add a tool defined from data; `handler` takes the arguments dict."""
+        jsonschema.Draft202012Validator.check_schema(parameters)
+        if parameters.get("type") != "object":
+            raise ValueError(f"tool {name}: parameters must be a JSON schema of type 'object'")
+        tool = Tool(name, description, parameters, handler, write, describe)
+        self._tools[name] = tool
+        return tool
+
+    def tool(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        write: bool = False,
+        describe: Describer | None = None,
+    ) -> Any:
+        """Decorator: the function's name, docstring and hints become the tool."""
+
+        def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
+            if inspect.iscoroutinefunction(func):
+
+                async def handler(args: dict[str, Any]) -> Any:
+                    return await func(**args)
+            else:
+
+                def handler(args: dict[str, Any]) -> Any:
+                    return func(**args)
+
+            self.register(
+                name or func.__name__,
+                inspect.getdoc(func) or func.__name__,
+                schema_from_signature(func),
+                handler,
+                write=write,
+                describe=describe,
+            )
+            return func
+
+        return wrap(fn) if fn is not None else wrap
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def all(self) -> list[Tool]:
+        return list(self._tools.values())
+
+    def unregister(self, name: str) -> None:
+        self._tools.pop(name, None)
+
+    def is_write(self, name: str, confirm_patterns: list[str]) -> bool:
+        """Declared a write, or named like one of `PARLEY_CONFIRM_TOOLS`' patterns."""
+        tool = self._tools.get(name)
+        return (tool is not None and tool.write) or any(p and p in name for p in confirm_patterns)
+
+
+def load_modules(names: list[str]) -> None:
+    """Import each module so its `@tool` / `register` calls run."""
+    for module in names:
+        importlib.import_module(module)
+
+
+registry = ToolRegistry()
+tool = registry.tool
+register = registry.register

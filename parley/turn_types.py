@@ -1,0 +1,127 @@
+"""The values that cross the workflow boundary: workflow input, activity inputs and outputs,
+and the items of a turn's event stream.
+
+They are plain dataclasses (deterministic, sandbox-safe) and hold ids and short strings
+only: conversation content stays in PostgreSQL, so a turn's history does not grow with the
+length of the conversation it belongs to.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+EVENTS_TOPIC = "events"
+
+
+def turn_id(session_id: str, request_id: str) -> str:
+    """The workflow id of a turn: one per (session, client request)."""
+    return f"turn:{session_id}:{request_id}"
+
+
+@dataclass
+class TurnInput:
+    session_id: str
+    request_id: str
+    conversation_id: str
+    user_participant_id: str
+    agent_participant_id: str
+    org_id: str
+    user_id: str | None
+    message: str
+    model: str
+    stream: bool = True
+    max_iterations: int = 20
+    approval_timeout_seconds: float = 1800.0
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+
+
+@dataclass
+class UserMessageInput:
+    turn_id: str
+    conversation_id: str
+    participant_id: str
+    message_id: str
+    text: str
+
+
+@dataclass
+class ModelInput:
+    turn_id: str
+    conversation_id: str
+    org_id: str
+    user_id: str | None
+    model: str
+    iteration: int
+    stream: bool
+    allow_tools: bool
+
+
+@dataclass
+class ModelOutput:
+    text: str
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str = "end_turn"
+
+
+@dataclass
+class ToolInput:
+    turn_id: str
+    iteration: int
+    call: ToolCall
+
+
+@dataclass
+class ToolOutput:
+    is_error: bool
+    result: Any  # what the toolResult chunk shows: the value, bounded in size
+
+
+@dataclass
+class FinishInput:
+    turn_id: str
+    conversation_id: str
+    participant_id: str
+    message_id: str
+    text: str
+    status: str  # completed | failed | cancelled
+
+
+@dataclass
+class TurnOutcome:
+    status: str
+    message_id: str | None = None
+
+
+@dataclass
+class TurnEvent:
+    """One item of a turn's stream; the gateway renders it as a protocol event.
+
+    kinds: token {text} · reset {attempt} · tool_call {id, name, arguments} ·
+    tool_result {id, name, isError, result} · confirm {toolId, actionDescription} ·
+    done {messageId, text, usage, citations?} · error {code, message} · cancelled {}
+    """
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def terminal(self) -> bool:
+        return self.kind in ("done", "error", "cancelled")

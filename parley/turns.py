@@ -1,0 +1,110 @@
+"""The turn slot: at most one running turn per session, claimed atomically in PostgreSQL.
+
+A partial unique index (`turns_one_running_per_session`) is the lock, so the claim holds
+across every gateway. A running row whose workflow is gone (terminated by an operator, a
+gateway that died between claim and start) is taken over by the next claim after the
+caller has checked Temporal (see `gateway.turns`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+
+from parley.sessions import as_uuid
+
+Status = Literal["running", "completed", "failed", "cancelled", "abandoned"]
+
+
+@dataclass(frozen=True)
+class Turn:
+    id: str
+    session_id: str
+    request_id: str
+    status: Status
+    stream: bool
+    created_at: datetime
+
+
+class SlotBusy(Exception):
+    """Another turn holds the session's slot."""
+
+    def __init__(self, holder: Turn) -> None:
+        super().__init__(holder.id)
+        self.holder = holder
+
+
+_COLUMNS = "id, session_id, request_id, status, stream, created_at"
+
+
+def _turn(row: dict) -> Turn:
+    return Turn(
+        id=row["id"],
+        session_id=str(row["session_id"]),
+        request_id=row["request_id"],
+        status=row["status"],
+        stream=row["stream"],
+        created_at=row["created_at"],
+    )
+
+
+async def claim(
+    pool: AsyncConnectionPool, *, turn_id: str, session_id: str, request_id: str, stream: bool
+) -> tuple[Turn, bool]:
+    """Take the session's slot for `turn_id`: (turn, True) when this call created it,
+    (existing turn, False) when the same turn id exists; raises SlotBusy otherwise."""
+    async with pool.connection() as conn:
+        for _ in range(3):  # a holder finishing between our statements: just try again
+            cur = await conn.execute(
+                f"insert into turns (id, session_id, request_id, stream) values (%s, %s, %s, %s)"
+                f" on conflict do nothing returning {_COLUMNS}",
+                (turn_id, session_id, request_id, stream),
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                return _turn(row), True
+            cur = await conn.execute(f"select {_COLUMNS} from turns where id = %s", (turn_id,))
+            row = await cur.fetchone()
+            if row is not None:
+                return _turn(row), False
+            holder = await _running(conn, session_id)
+            if holder is not None:
+                raise SlotBusy(holder)
+    raise RuntimeError(f"could not claim the turn slot of session {session_id}")
+
+
+async def _running(conn: AsyncConnection, session_id: str) -> Turn | None:
+    cur = await conn.execute(
+        f"select {_COLUMNS} from turns where session_id = %s and status = 'running'",
+        (session_id,),
+    )
+    row = await cur.fetchone()
+    return _turn(row) if row else None
+
+
+async def running_turn(pool: AsyncConnectionPool, session_id: str) -> Turn | None:
+    """The session's running turn, if any."""
+    if as_uuid(session_id) is None:
+        return None
+    async with pool.connection() as conn:
+        return await _running(conn, session_id)
+
+
+async def get_turn(pool: AsyncConnectionPool, turn_id: str) -> Turn | None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(f"select {_COLUMNS} from turns where id = %s", (turn_id,))
+        row = await cur.fetchone()
+    return _turn(row) if row else None
+
+
+async def finish(conn: AsyncConnection, turn_id: str, status: Status) -> bool:
+    """Release the slot with a final status; False when it was no longer running."""
+    cur = await conn.execute(
+        "update turns set status = %s, finished_at = now() where id = %s and status = 'running'",
+        (status, turn_id),
+    )
+    return cur.rowcount == 1

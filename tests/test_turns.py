@@ -1,0 +1,433 @@
+"""Durable streaming turns against the real Temporal dev server, PostgreSQL and the real
+anthropic SDK talking to a local Anthropic-format server."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from parley.pricing import cost_usd
+from tests.fake_anthropic import FakeAnthropic, Reply, ToolCall
+from tests.helpers import (
+    GatewayServer,
+    WsClient,
+    collapse,
+    is_terminal,
+    kinds,
+    run_turn,
+    tokens,
+)
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+@pytest.fixture
+async def client(gateway: GatewayServer):
+    async with await WsClient.open(gateway.ws_url) as c:
+        yield c
+
+
+@pytest.fixture
+async def session(client: WsClient) -> dict:
+    return await client.create_session(str(uuid.uuid4()))
+
+
+async def history(client: WsClient, session_id: str) -> list[dict]:
+    reply = await client.request(
+        {"action": "get_conversation_messages", "requestId": "h", "sessionId": session_id}
+    )
+    return reply["data"]["messages"]
+
+
+async def test_plain_streaming_turn(client: WsClient, session: dict, fake_model: FakeAnthropic):
+    reply = "Returns are accepted within 17 days of delivery."
+    fake_model.enqueue(Reply(text=reply, input_tokens=120, output_tokens=14))
+    events = await run_turn(client, session["sessionId"], "What is the return policy?", "r1")
+    assert collapse(kinds(events)) == ["immediate:202", "stream_token", "eventual_response"]
+    accepted = events[0]
+    assert accepted["message"] == "Processing your request..." and accepted["data"] == {}
+    assert tokens(events) == reply
+    assert len([e for e in events if e["type"] == "stream_token"]) > 5
+    for e in events[1:-1]:
+        assert e["requestId"] == "r1" and e["data"] == {"requestId": "r1", "token": e["token"]}
+    final = events[-1]
+    assert final["status"] == 200 and final["data"]["status"] == 200
+    body = final["data"]["data"]
+    assert body["response"]["responseParts"] == [reply]
+    assert body["usage"] == {
+        "costUsd": cost_usd("claude-haiku-4-5", 120, 14),
+        "promptTokens": 120,
+        "completionTokens": 14,
+    }
+    assert body["usage"]["costUsd"] > 0
+    assert "citations" not in body
+    stored = await history(client, session["sessionId"])
+    assert [(m["direction"], m["content"]["text"]) for m in stored] == [
+        ("outbound", reply),
+        ("inbound", "What is the return policy?"),
+    ]
+    assert stored[0]["id"] == body["messageId"]
+    request = fake_model.requests[0]
+    assert request.body["model"] == "claude-haiku-4-5" and request.body["stream"] is True
+    assert request.headers["authorization"] == "Bearer test-key"
+
+
+async def test_per_turn_model(client: WsClient, session: dict, fake_model: FakeAnthropic):
+    fake_model.enqueue(Reply(text="ok", input_tokens=1000, output_tokens=1000))
+    events = await run_turn(client, session["sessionId"], "hi", "m1", model="claude-sonnet-4-5")
+    assert fake_model.requests[0].body["model"] == "claude-sonnet-4-5"
+    assert events[-1]["data"]["data"]["usage"]["costUsd"] == pytest.approx(0.018)
+
+
+async def test_multi_turn_memory(client: WsClient, session: dict, fake_model: FakeAnthropic):
+    fake_model.enqueue(Reply(text="Nice to meet you, Ada."), Reply(text="You are Ada."))
+    await run_turn(client, session["sessionId"], "My name is Ada.", "t1")
+    await run_turn(client, session["sessionId"], "What is my name?", "t2")
+    second = fake_model.requests[1].body["messages"]
+    assert second == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Nice to meet you, Ada."},
+        {"role": "user", "content": "What is my name?"},
+    ]
+
+
+async def test_tool_call_turn(client: WsClient, session: dict, fake_model: FakeAnthropic):
+    fake_model.enqueue(
+        Reply(tool_calls=[ToolCall("order_status", {"order_id": "ORD-7"})]),
+        Reply(text="Your order ORD-7 has shipped with DHL."),
+    )
+    events = await run_turn(client, session["sessionId"], "Where is ORD-7?", "tc")
+    assert collapse(kinds(events)) == [
+        "immediate:202",
+        "chunk:toolCall",
+        "chunk:toolResult",
+        "stream_token",
+        "eventual_response",
+    ]
+    call, result = events[1], events[2]
+    assert call["node"] == "order_status" and call["data"]["node"] == "order_status"
+    assert call["data"]["state"]["rawResponse"]["toolCall"] == {
+        "name": "order_status",
+        "arguments": {"order_id": "ORD-7"},
+    }
+    assert result["data"]["state"]["rawResponse"]["toolResult"] == {
+        "name": "order_status",
+        "isError": False,
+        "result": {"order_id": "ORD-7", "status": "shipped", "carrier": "DHL"},
+    }
+    assert tokens(events) == "Your order ORD-7 has shipped with DHL."
+    # The second model call sees the tool call and its result.
+    second = fake_model.requests[1].body
+    assert second["messages"][-2]["content"][0]["type"] == "tool_use"
+    tool_result = second["messages"][-1]["content"][0]
+    assert tool_result["type"] == "tool_result"
+    assert "shipped" in tool_result["content"] and tool_result["is_error"] is False
+    assert {t["name"] for t in second["tools"]} >= {"order_status", "add_numbers"}
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (ToolCall("flaky_inventory", {"sku": "S-1"}), "inventory service unreachable for S-1"),
+        (ToolCall("teleport", {"to": "mars"}), "unknown tool 'teleport'"),
+        (ToolCall("add_numbers", {"a": "two", "b": 2}), "invalid arguments for add_numbers"),
+    ],
+)
+async def test_tool_errors_reach_the_model(
+    client: WsClient, session: dict, fake_model: FakeAnthropic, call: ToolCall, expected: str
+):
+    fake_model.enqueue(Reply(tool_calls=[call]), Reply(text="Sorry, that did not work."))
+    events = await run_turn(client, session["sessionId"], "Do it", "te")
+    result = next(e for e in events if kinds([e]) == ["chunk:toolResult"])
+    shown = result["data"]["state"]["rawResponse"]["toolResult"]
+    assert shown["isError"] is True and expected in shown["result"]
+    seen = fake_model.requests[1].body["messages"][-1]["content"][0]
+    assert seen["is_error"] is True and expected in seen["content"]
+    assert events[-1]["type"] == "eventual_response"
+
+
+async def test_max_iterations(settings, fake_model: FakeAnthropic):
+    limited = GatewayServer(settings.model_copy(update={"max_iterations": 3}))
+    await limited.start()
+    try:
+        loop = Reply(tool_calls=[ToolCall("add_numbers", {"a": 1, "b": 2})])
+        fake_model.enqueue(loop, loop, Reply(text="I stopped here.", tool_calls=loop.tool_calls))
+        async with await WsClient.open(limited.ws_url) as c:
+            s = await c.create_session()
+            events = await run_turn(c, s["sessionId"], "loop forever", "mi")
+        assert len(fake_model.requests) == 3
+        assert [r.body.get("tool_choice") for r in fake_model.requests] == [
+            None,
+            None,
+            {"type": "none"},
+        ]
+        assert kinds(events).count("chunk:toolCall") == 2
+        assert events[-1]["data"]["data"]["response"]["responseParts"] == ["I stopped here."]
+    finally:
+        await limited.stop()
+
+
+async def test_model_500_then_success(client: WsClient, session: dict, fake_model: FakeAnthropic):
+    fake_model.enqueue(Reply(status=500), Reply(text="Recovered."))
+    events = await run_turn(client, session["sessionId"], "hello", "r500")
+    assert collapse(kinds(events)) == [
+        "immediate:202",
+        "chunk:reset",
+        "stream_token",
+        "eventual_response",
+    ]
+    reset = events[1]
+    assert reset["node"] == "stream_reset"
+    assert reset["data"]["state"] == {"rawResponse": {"reset": {"attempt": 2}}}
+    assert tokens(events) == "Recovered."
+    assert len(fake_model.requests) == 2
+
+
+async def test_model_400_fails_the_turn(client: WsClient, session: dict, fake_model: FakeAnthropic):
+    fake_model.enqueue(Reply(status=400, error_message="max_tokens: too large"))
+    events = await run_turn(client, session["sessionId"], "hello", "r400")
+    assert kinds(events) == ["immediate:202", "error"]
+    assert events[-1]["error"]["code"] == "AGENT_ERROR"
+    assert "max_tokens: too large" in events[-1]["error"]["message"]
+    assert len(fake_model.requests) == 1  # not retried
+    # The slot is free again and no reply was stored.
+    fake_model.enqueue(Reply(text="fine"))
+    again = await run_turn(client, session["sessionId"], "again", "r400b")
+    assert again[-1]["type"] == "eventual_response"
+    texts = [m["content"]["text"] for m in await history(client, session["sessionId"])]
+    assert texts == ["fine", "again", "hello"]
+
+
+async def test_repeated_request_id_attaches(
+    client: WsClient, session: dict, fake_model: FakeAnthropic
+):
+    fake_model.enqueue(Reply(text="Only once."))
+    first = await run_turn(client, session["sessionId"], "hi", "dup")
+    second = await run_turn(client, session["sessionId"], "hi", "dup")
+    assert tokens(second) == tokens(first) == "Only once."
+    assert second[-1]["data"]["data"]["messageId"] == first[-1]["data"]["data"]["messageId"]
+    assert len(fake_model.requests) == 1
+    assert len(await history(client, session["sessionId"])) == 2
+
+
+async def test_turn_in_progress_from_another_connection(
+    gateway: GatewayServer, client: WsClient, session: dict, fake_model: FakeAnthropic
+):
+    fake_model.enqueue(Reply(text="slow and steady wins", pause_after=2))
+    await client.send(
+        {
+            "action": "send_message",
+            "requestId": "a",
+            "sessionId": session["sessionId"],
+            "message": "x",
+        }
+    )
+    await fake_model.await_paused()
+    async with await WsClient.open(gateway.ws_url) as other:
+        refused = await other.request(
+            {
+                "action": "send_message",
+                "requestId": "b",
+                "sessionId": session["sessionId"],
+                "message": "y",
+            }
+        )
+    assert refused["type"] == "error" and refused["requestId"] == "b"
+    assert refused["error"]["code"] == "TURN_IN_PROGRESS"
+    fake_model.release()
+    events = await client.recv_until(is_terminal("a"))
+    assert tokens(events) == "slow and steady wins"
+
+
+async def test_cancel_mid_stream(client: WsClient, session: dict, fake_model: FakeAnthropic):
+    fake_model.enqueue(Reply(text="this answer will never be finished", pause_after=3))
+    await client.send(
+        {
+            "action": "send_message",
+            "requestId": "c",
+            "sessionId": session["sessionId"],
+            "message": "go",
+        }
+    )
+    await fake_model.await_paused()
+    await client.send({"action": "cancel", "requestId": "c", "sessionId": session["sessionId"]})
+    events = await client.recv_until(is_terminal("c"))
+    assert events[-1] == {
+        "type": "cancelled",
+        "requestId": "c",
+        "status": 499,
+        "data": {"requestId": "c", "status": 499},
+        "timestamp": events[-1]["timestamp"],
+    }
+    assert events[0]["status"] == 202
+    # The model stream is closed (heartbeat delivers the cancel), the slot is free, and
+    # nothing more from the cancelled turn reaches the socket.
+    await fake_model.await_disconnected(timeout=10)
+    fake_model.enqueue(Reply(text="next"))
+    after = await run_turn(client, session["sessionId"], "next one", "c2")
+    assert all(e.get("requestId") == "c2" for e in after), after
+    texts = [m["content"]["text"] for m in await history(client, session["sessionId"])]
+    assert texts == ["next", "next one", "go"]  # no partial reply stored
+    # A cancel with nothing to cancel gets no reply at all.
+    await client.send({"action": "cancel", "requestId": "c2", "sessionId": session["sessionId"]})
+    assert (await client.request({"action": "ping", "requestId": "after"}))["type"] == "pong"
+
+
+async def test_resume_turn_from_another_connection(
+    gateway: GatewayServer, session: dict, fake_model: FakeAnthropic
+):
+    reply = "one two three four five six"
+    fake_model.enqueue(Reply(text=reply, pause_after=3))
+    first = await WsClient.open(gateway.ws_url)
+    await first.send(
+        {
+            "action": "send_message",
+            "requestId": "rs",
+            "sessionId": session["sessionId"],
+            "message": "count",
+        }
+    )
+    await fake_model.await_paused()
+    await first.close()  # a dropped socket does not stop the turn
+    async with await WsClient.open(gateway.ws_url) as second:
+        await second.send(
+            {"action": "resume_turn", "requestId": "rs", "sessionId": session["sessionId"]}
+        )
+        early = await second.recv()
+        assert early["type"] == "stream_token" and early["requestId"] == "rs"
+        fake_model.release()
+        events = [early, *await second.recv_until(is_terminal("rs"))]
+        assert tokens(events) == reply
+        assert events[-1]["type"] == "eventual_response"
+        missing = await second.request(
+            {"action": "resume_turn", "requestId": "x", "sessionId": session["sessionId"]}
+        )
+        assert missing["error"]["code"] == "NO_ACTIVE_TURN"
+
+
+async def test_stream_false_sends_only_the_final_event(
+    client: WsClient, session: dict, fake_model: FakeAnthropic
+):
+    fake_model.enqueue(
+        Reply(tool_calls=[ToolCall("order_status", {"order_id": "1"})]), Reply(text="Shipped.")
+    )
+    events = await run_turn(client, session["sessionId"], "status?", "sf", stream=False)
+    assert kinds(events) == ["immediate:202", "eventual_response"]
+    assert events[-1]["data"]["data"]["response"]["responseParts"] == ["Shipped."]
+
+
+@pytest.mark.parametrize(
+    ("frame", "code", "text"),
+    [
+        ({"sessionId": "S", "message": "hi"}, "VALIDATION_ERROR", "requestId"),
+        ({"requestId": "v", "message": "hi"}, "VALIDATION_ERROR", "sessionId"),
+        ({"requestId": "v", "sessionId": "S"}, "VALIDATION_ERROR", "message"),
+        ({"requestId": "v", "sessionId": "S", "message": "  "}, "VALIDATION_ERROR", "message"),
+        (
+            {"requestId": "v", "sessionId": "S", "message": "x" * 10_001},
+            "VALIDATION_ERROR",
+            "10000",
+        ),
+        (
+            {"requestId": "v", "sessionId": "S", "message": "hi", "stream": "no"},
+            "VALIDATION_ERROR",
+            "stream",
+        ),
+        (
+            {"requestId": "v", "sessionId": str(uuid.uuid4()), "message": "hi"},
+            "SESSION_NOT_FOUND",
+            "",
+        ),
+    ],
+)
+async def test_send_message_validation(
+    client: WsClient, session: dict, fake_model: FakeAnthropic, frame: dict, code: str, text: str
+):
+    frame = {k: session["sessionId"] if v == "S" else v for k, v in frame.items()}
+    event = await client.request({"action": "send_message", **frame})
+    assert event["type"] == "error" and event["error"]["code"] == code
+    assert text in event["error"]["message"]
+    assert fake_model.requests == []
+    assert (await client.request({"action": "ping"}))["type"] == "pong"
+
+
+async def test_no_model_key(settings):
+    keyless = GatewayServer(settings.model_copy(update={"anthropic_api_key": None}))
+    await keyless.start()
+    try:
+        async with await WsClient.open(keyless.ws_url) as c:
+            s = await c.create_session()
+            event = await c.request(
+                {
+                    "action": "send_message",
+                    "requestId": "k",
+                    "sessionId": s["sessionId"],
+                    "message": "hi",
+                }
+            )
+        assert event["type"] == "error" and event["error"]["code"] == "LLM_UNAVAILABLE"
+    finally:
+        await keyless.stop()
+
+
+async def _history_payload_bytes(gateway: GatewayServer, turn: str) -> int:
+    """Bytes of every payload the turn's history holds: workflow input, activity inputs and
+    results, signals. (Event counts vary with timing; the payloads are what could carry
+    conversation content.)"""
+    handle = gateway.services.temporal.get_workflow_handle(turn)
+    history = await handle.fetch_history()
+    total = 0
+    for event in history.events:
+        for attrs, field in (
+            (event.workflow_execution_started_event_attributes, "input"),
+            (event.activity_task_scheduled_event_attributes, "input"),
+            (event.activity_task_completed_event_attributes, "result"),
+            (event.workflow_execution_signaled_event_attributes, "input"),
+            (event.workflow_execution_completed_event_attributes, "result"),
+        ):
+            total += sum(p.ByteSize() for p in getattr(attrs, field).payloads)
+    return total
+
+
+async def test_history_does_not_grow_with_the_conversation(
+    gateway: GatewayServer, client: WsClient, fake_model: FakeAnthropic, pool
+):
+    from tests.test_session_protocol import _seed_messages
+
+    sizes = {}
+    for count in (2, 200):
+        s = await client.create_session(str(uuid.uuid4()))
+        await _seed_messages(pool, s["conversationId"], count)
+        async with pool.connection() as conn:  # make each seeded message long
+            await conn.execute(
+                "update messages set text = repeat('lorem ipsum ', 100) where conversation_id = %s",
+                (s["conversationId"],),
+            )
+        fake_model.enqueue(Reply(text="Same reply."))
+        events = await run_turn(client, s["sessionId"], "Same question?", "hist", stream=False)
+        assert events[-1]["type"] == "eventual_response"
+        sizes[count] = await _history_payload_bytes(gateway, f"turn:{s['sessionId']}:hist")
+        sent = fake_model.requests[-1].body["messages"]
+        assert len(sent) >= min(count, 2)
+    assert len(fake_model.requests[-1].body["messages"]) > 100  # the context was really long
+    # 200 long messages are ~240 kB of context: none of it may reach the history. (A few
+    # bytes may differ: the usage counts the model reports have more digits.)
+    assert sizes[200] <= sizes[2] + 16, sizes
+
+
+async def test_official_client_streams_a_turn(gateway: GatewayServer, fake_model: FakeAnthropic):
+    from smooth_operator import SmoothAgentClient
+
+    fake_model.enqueue(Reply(text="Hello from Parley."))
+    client = SmoothAgentClient(url=gateway.ws_url, turn_timeout=30)
+    await client.connect()
+    try:
+        s = await client.create_conversation_session(agent_id=str(uuid.uuid4()))
+        turn = client.send_message(session_id=str(s.session_id), message="hi")
+        streamed = [e.token async for e in turn if e.type == "stream_token"]
+        final = await turn
+        assert "".join(streamed) == "Hello from Parley."
+        assert final.data.data.response["responseParts"] == ["Hello from Parley."]
+    finally:
+        await client.disconnect()

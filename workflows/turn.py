@@ -1,0 +1,186 @@
+"""The turn workflow: one `send_message`, from the user's words to the persisted reply.
+
+persist the user message -> up to `max_iterations` x (model call -> tool calls) -> persist
+the reply and release the session's slot -> publish the terminal event. The workflow owns
+the turn's event stream (Workflow Streams): the model activity publishes text deltas into
+it, the workflow publishes tool chunks and the terminal event, and any gateway subscribes.
+
+Only ids and short strings pass through history; the model activity reads the conversation
+from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.contrib.workflow_streams import WorkflowStream
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from parley.pricing import cost_usd
+    from parley.turn_types import (
+        EVENTS_TOPIC,
+        FinishInput,
+        ModelInput,
+        ModelOutput,
+        ToolCall,
+        ToolInput,
+        ToolOutput,
+        TurnEvent,
+        TurnInput,
+        TurnOutcome,
+        Usage,
+        UserMessageInput,
+    )
+
+MODEL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    maximum_attempts=6,
+)
+STORAGE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=20)
+TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+
+
+@workflow.defn(name="Turn")
+class TurnWorkflow:
+    @workflow.init
+    def __init__(self, inp: TurnInput) -> None:
+        self.stream = WorkflowStream()
+        self.events = self.stream.topic(EVENTS_TOPIC, type=TurnEvent)
+        self.inp = inp
+
+    @workflow.run
+    async def run(self, inp: TurnInput) -> TurnOutcome:
+        turn = workflow.info().workflow_id
+        try:
+            await self._persist_user_message(turn)
+            text, usage = await self._agent_loop(turn)
+            message_id = str(workflow.uuid4())
+            status = await self._finish(turn, "completed", text, message_id)
+            if status != "completed":  # a cancel released the slot first
+                self.events.publish(TurnEvent("cancelled"))
+                return TurnOutcome(status)
+            self.events.publish(TurnEvent("done", self._done(message_id, text, usage)))
+            return TurnOutcome("completed", message_id)
+        except asyncio.CancelledError:
+            await self._finish(turn, "cancelled")
+            self.events.publish(TurnEvent("cancelled"))
+            raise
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, CancelledError):
+                await self._finish(turn, "cancelled")
+                self.events.publish(TurnEvent("cancelled"))
+                raise
+            reason = cause.message if isinstance(cause, ApplicationError) else str(err)
+            workflow.logger.warning("turn failed: %s", reason)
+            await self._finish(turn, "failed")
+            self.events.publish(
+                TurnEvent(
+                    "error", {"code": "AGENT_ERROR", "message": f"agent turn failed: {reason}"}
+                )
+            )
+            return TurnOutcome("failed")
+
+    async def _persist_user_message(self, turn: str) -> None:
+        await workflow.execute_activity(
+            "persist_user_message",
+            UserMessageInput(
+                turn_id=turn,
+                conversation_id=self.inp.conversation_id,
+                participant_id=self.inp.user_participant_id,
+                message_id=str(workflow.uuid4()),
+                text=self.inp.message,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORAGE_RETRY,
+        )
+
+    async def _agent_loop(self, turn: str) -> tuple[str, Usage]:
+        """Model calls and tool calls until the model answers without tools.
+
+        The last allowed iteration runs with tools disabled, so the turn ends with words.
+        """
+        parts: list[str] = []
+        usage = Usage()
+        for iteration in range(self.inp.max_iterations):
+            last = iteration == self.inp.max_iterations - 1
+            output = await workflow.execute_activity(
+                "call_model",
+                ModelInput(
+                    turn_id=turn,
+                    conversation_id=self.inp.conversation_id,
+                    org_id=self.inp.org_id,
+                    user_id=self.inp.user_id,
+                    model=self.inp.model,
+                    iteration=iteration,
+                    stream=self.inp.stream,
+                    allow_tools=not last,
+                ),
+                result_type=ModelOutput,
+                start_to_close_timeout=timedelta(minutes=10),
+                heartbeat_timeout=timedelta(seconds=5),
+                retry_policy=MODEL_RETRY,
+            )
+            usage.add(output.usage)
+            parts.append(output.text)
+            if not output.tool_calls or last:
+                break
+            for call in output.tool_calls:
+                await self._run_tool(turn, iteration, call)
+        return "".join(parts), usage
+
+    async def _run_tool(self, turn: str, iteration: int, call: ToolCall) -> None:
+        self.events.publish(
+            TurnEvent("tool_call", {"id": call.id, "name": call.name, "arguments": call.arguments})
+        )
+        result = await workflow.execute_activity(
+            "run_tool",
+            ToolInput(turn_id=turn, iteration=iteration, call=call),
+            result_type=ToolOutput,
+            start_to_close_timeout=timedelta(minutes=2),
+            retry_policy=TOOL_RETRY,
+        )
+        self.events.publish(
+            TurnEvent(
+                "tool_result",
+                {
+                    "id": call.id,
+                    "name": call.name,
+                    "isError": result.is_error,
+                    "result": result.result,
+                },
+            )
+        )
+
+    async def _finish(self, turn: str, status: str, text: str = "", message_id: str = "") -> str:
+        return await workflow.execute_activity(
+            "finish_turn",
+            FinishInput(
+                turn_id=turn,
+                conversation_id=self.inp.conversation_id,
+                participant_id=self.inp.agent_participant_id,
+                message_id=message_id,
+                text=text,
+                status=status,
+            ),
+            result_type=str,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORAGE_RETRY,
+        )
+
+    def _done(self, message_id: str, text: str, usage: Usage) -> dict:
+        return {
+            "messageId": message_id,
+            "text": text,
+            "usage": {
+                "costUsd": cost_usd(self.inp.model, usage.input_tokens, usage.output_tokens),
+                "promptTokens": usage.input_tokens,
+                "completionTokens": usage.output_tokens,
+            },
+        }
