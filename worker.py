@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from contextlib import AsyncExitStack
 from datetime import timedelta
 
@@ -22,7 +23,7 @@ from activities.tools import ToolActivities
 from parley import db, tools
 from parley.logs import configure_logging, get_logger
 from parley.settings import Settings, get_settings
-from parley.stores import resolve_stores
+from parley.stores import StoresNotConfigured, resolve_stores
 from workflows.turn import TurnWorkflow
 
 log = get_logger("parley.worker")
@@ -98,7 +99,10 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         await run_worker(settings, stop)
 
-    asyncio.run(serve())
+    try:
+        asyncio.run(serve())
+    except StoresNotConfigured as err:
+        sys.exit(f"parley worker: {err}")
 
 
 if __name__ == "__main__":

@@ -319,7 +319,7 @@ def temporal_binary() -> str:
     )
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """A preexec_fn asking Linux to SIGTERM the child when this thread's process dies.
 
     The kernel tracks the *thread* that forked, so spawn from a long-lived thread (the event
@@ -399,7 +399,7 @@ def _spawn(argv: list[str], log_path: Path, lock_fd: int | None) -> subprocess.P
             stderr=subprocess.STDOUT,
             # Own session: Ctrl-C reaches only the parent, which stops the server last.
             start_new_session=True,
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
             pass_fds=() if lock_fd is None else (lock_fd,),
         )
 

@@ -60,6 +60,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     root.setLevel(level.upper())
     # Per-request access lines are noise at INFO; errors still surface.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

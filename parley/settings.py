@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -42,7 +42,7 @@ def _split_csv(value: object) -> object:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
-CsvList = Annotated[list[str], BeforeValidator(_split_csv)]
+CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
 def _env(name: str) -> AliasChoices:
