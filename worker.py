@@ -17,6 +17,7 @@ import anthropic
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.approvals import ApprovalActivities
 from activities.model import ModelActivities
 from activities.storage import StorageActivities
 from activities.tools import ToolActivities
@@ -46,6 +47,8 @@ async def run_worker(
 ) -> None:
     """Serve turns until `stop` is set; `ready` is set once polling has started."""
     tools.load_modules(settings.tool_modules)
+    if settings.demo:
+        tools.load_modules(["parley.demo"])
     stores = resolve_stores(settings)
     await db.migrate(stores.database_url)
     async with AsyncExitStack() as stack:
@@ -61,6 +64,7 @@ async def run_worker(
         model = ModelActivities(pool, settings, tools.registry, llm)
         tool_runner = ToolActivities(pool, tools.registry)
         storage = StorageActivities(pool)
+        approval = ApprovalActivities(pool)
         worker = Worker(
             client,
             task_queue=settings.task_queue,
@@ -70,6 +74,8 @@ async def run_worker(
                 tool_runner.run_tool,
                 storage.persist_user_message,
                 storage.finish_turn,
+                approval.record_approval,
+                approval.expire_approval,
             ],
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),

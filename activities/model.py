@@ -9,27 +9,25 @@ attempt first publishes a `reset` so clients drop the partial text of the failed
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import timedelta
 from typing import Any
 
 import anthropic
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
-from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import heartbeating
+from activities.publishing import TurnPublisher
 from parley import context
 from parley.logs import get_logger
 from parley.prompts import DEFAULT_SYSTEM_PROMPT
 from parley.settings import Settings
 from parley.tools import ToolRegistry
-from parley.turn_types import EVENTS_TOPIC, ModelInput, ModelOutput, ToolCall, TurnEvent, Usage
+from parley.turn_types import ModelInput, ModelOutput, ToolCall, TurnEvent, Usage
 
 log = get_logger(__name__)
 
-HEARTBEAT_EVERY = 1.0
 CONTEXT_BUDGET_TOKENS = 32_000
 
 # Errors the model API returns for a request that will never succeed as sent.
@@ -62,23 +60,12 @@ class ModelActivities:
                 non_retryable=True,
             )
         request = await self._request(inp)
-        publisher = WorkflowStreamClient.from_within_activity(batch_interval=self._batch_interval)
-        events = publisher.topic(EVENTS_TOPIC, type=TurnEvent)
-        beat = asyncio.create_task(_heartbeat_forever())
-        try:
-            async with publisher:
-                attempt = activity.info().attempt
-                if attempt > 1 and inp.stream:
-                    events.publish(TurnEvent("reset", {"attempt": attempt}), force_flush=True)
-                output = await self._stream(request, inp, events)
-                # Drain before leaving the block: the client's exit cancels its flusher, and
-                # a cancel that lands during an in-flight signal can be swallowed by the RPC
-                # layer, leaving the flusher (and this exit) running forever.
-                await publisher.flush()
-        finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+        publisher = TurnPublisher.for_current_activity(self._batch_interval)
+        async with heartbeating(), publisher:
+            attempt = activity.info().attempt
+            if attempt > 1 and inp.stream:
+                publisher.publish(TurnEvent("reset", {"attempt": attempt}), now=True)
+            output = await self._stream(request, inp, publisher)
         if output.tool_calls:
             async with self._pool.connection() as conn:
                 await context.save_assistant_step(
@@ -105,23 +92,27 @@ class ModelActivities:
                 request["tool_choice"] = {"type": "none"}
         return request
 
-    async def _stream(self, request: dict[str, Any], inp: ModelInput, events: Any) -> ModelOutput:
+    def _call(self, call_id: str, name: str, arguments: dict[str, Any]) -> ToolCall:
+        """A tool call, marked as a write (parks for approval) with its approval sentence."""
+        write = self._tools.is_write(name, self._settings.confirm_tools)
+        description = self._tools.describe(name, arguments) if write else ""
+        return ToolCall(call_id, name, arguments, write=write, description=description)
+
+    async def _stream(
+        self, request: dict[str, Any], inp: ModelInput, publisher: TurnPublisher
+    ) -> ModelOutput:
         assert self._client is not None
-        first = True
         try:
             async with self._client.messages.stream(**request) as stream:
                 async for event in stream:
                     if event.type == "text" and event.text and inp.stream:
-                        events.publish(TurnEvent("token", {"text": event.text}), force_flush=first)
-                        first = False
+                        publisher.publish(TurnEvent("token", {"text": event.text}))
                 final = await stream.get_final_message()
         except anthropic.APIStatusError as err:
             raise _classify(err) from None
         text = "".join(b.text for b in final.content if b.type == "text")
         calls = [
-            ToolCall(id=b.id, name=b.name, arguments=dict(b.input))
-            for b in final.content
-            if b.type == "tool_use"
+            self._call(b.id, b.name, dict(b.input)) for b in final.content if b.type == "tool_use"
         ]
         usage = Usage(final.usage.input_tokens, final.usage.output_tokens)
         return ModelOutput(
@@ -178,10 +169,3 @@ def _assistant_blocks(output: ModelOutput) -> list[dict[str, Any]]:
         for c in output.tool_calls
     ]
     return blocks
-
-
-async def _heartbeat_forever() -> None:
-    """Keep heartbeating while the model thinks: it is how a cancel reaches us."""
-    while True:
-        activity.heartbeat()
-        await asyncio.sleep(HEARTBEAT_EVERY)

@@ -3,6 +3,11 @@
 A handler's exception, an unknown tool name and arguments that fail the tool's schema all
 become error results the model reads (and the client sees as `isError: true`), not
 activity failures: the turn goes on.
+
+An approved write runs inside one transaction with its `tool_executions` row, keyed by
+workflow id + tool call id: a retried activity finds the row and returns the recorded
+result instead of running the handler again; a crash mid-handler rolls both back.
+Denied and expired writes never reach the handler.
 """
 
 from __future__ import annotations
@@ -10,18 +15,31 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
+from activities.heartbeat import heartbeating
 from parley import context
 from parley.logs import get_logger
-from parley.tools import ToolArgumentsError, ToolRegistry
-from parley.turn_types import ToolInput, ToolOutput
+from parley.tools import CallContext, ToolArgumentsError, ToolRegistry
+from parley.turn_types import ToolCall, ToolInput, ToolOutput
 
 log = get_logger(__name__)
 
 # What the toolResult chunk shows; the model always gets the whole result.
 MAX_SHOWN_CHARS = 4000
+
+NOT_RUN = {
+    "denied": "A person declined this action, so it was not performed.",
+    "expired": "Nobody approved this action in time, so the approval expired and it was not"
+    " performed.",
+}
+
+
+class UnknownTool(LookupError):
+    """The model called a tool this worker does not have."""
 
 
 class ToolActivities:
@@ -32,23 +50,79 @@ class ToolActivities:
     @activity.defn(name="run_tool")
     async def run_tool(self, inp: ToolInput) -> ToolOutput:
         call = inp.call
-        value, is_error = await self._invoke(call.name, call.arguments, inp.turn_id)
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
-        async with self._pool.connection() as conn:
+        async with heartbeating(), self._pool.connection() as conn:
+            if inp.verdict in NOT_RUN:
+                value, is_error = NOT_RUN[inp.verdict], True
+            elif call.write:
+                value, is_error = await self._execute_once(conn, inp.turn_id, call)
+            else:
+                value, is_error = await self._invoke(call, CallContext(_key(inp.turn_id, call)))
+            text = _as_text(value)
             await context.save_tool_result(
                 conn, inp.turn_id, inp.iteration, call.id, text, is_error
             )
         shown = value if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
         return ToolOutput(is_error=is_error, result=shown)
 
-    async def _invoke(self, name: str, arguments: dict[str, Any], turn: str) -> tuple[Any, bool]:
-        tool = self._tools.get(name)
-        if tool is None:
-            return f"unknown tool '{name}'", True
+    async def _execute_once(
+        self, conn: AsyncConnection, workflow_id: str, call: ToolCall
+    ) -> tuple[Any, bool]:
+        async with conn.transaction():
+            cur = await conn.execute(
+                "select result, is_error from tool_executions"
+                " where workflow_id = %s and tool_call_id = %s for update",
+                (workflow_id, call.id),
+            )
+            done = await cur.fetchone()
+            if done is not None:
+                log.info("write already executed", tool=call.name, call=call.id)
+                return json.loads(done["result"]), done["is_error"]
+            ctx = CallContext(_key(workflow_id, call), connection=conn)
+            try:
+                async with conn.transaction():  # a failing handler leaves no partial writes
+                    value, is_error = await self._call(call, ctx), False
+            except Exception as err:
+                value, is_error = self._failure(call, ctx, err), True
+            await conn.execute(
+                "insert into tool_executions (workflow_id, tool_call_id, tool_name, arguments,"
+                " result, is_error) values (%s, %s, %s, %s, %s, %s)",
+                (
+                    workflow_id,
+                    call.id,
+                    call.name,
+                    Jsonb(call.arguments),
+                    json.dumps(value, default=str),
+                    is_error,
+                ),
+            )
+        return value, is_error
+
+    async def _invoke(self, call: ToolCall, ctx: CallContext) -> tuple[Any, bool]:
         try:
-            return await tool.invoke(arguments), False
-        except ToolArgumentsError as err:
-            return f"invalid arguments for {name}: {err}", True
+            return await self._call(call, ctx), False
         except Exception as err:
-            log.exception("tool failed", tool=name, turn=turn)
-            return f"{name} failed: {type(err).__name__}: {err}", True
+            return self._failure(call, ctx, err), True
+
+    async def _call(self, call: ToolCall, ctx: CallContext) -> Any:
+        tool = self._tools.get(call.name)
+        if tool is None:
+            raise UnknownTool(call.name)
+        return await tool.invoke(call.arguments, ctx)
+
+    @staticmethod
+    def _failure(call: ToolCall, ctx: CallContext, err: Exception) -> str:
+        """The error result the model (and the toolResult chunk) sees."""
+        if isinstance(err, UnknownTool):
+            return f"unknown tool '{call.name}'"
+        if isinstance(err, ToolArgumentsError):
+            return f"invalid arguments for {call.name}: {err}"
+        log.error("tool failed", tool=call.name, call=ctx.call_key, exc_info=err)
+        return f"{call.name} failed: {type(err).__name__}: {err}"
+
+
+def _key(workflow_id: str, call: ToolCall) -> str:
+    return f"{workflow_id}:{call.id}"
+
+
+def _as_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)

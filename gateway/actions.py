@@ -38,6 +38,10 @@ class Connection:
     # Turns relayed to this socket, by turn id (see gateway.turns.Relay).
     relays: dict[str, Any] = field(default_factory=dict)
 
+    def describe(self) -> str:
+        """Who is on this socket, for audit records."""
+        return f"connection {self.id}" + (f" from {self.origin}" if self.origin else "")
+
     async def close(self) -> None:
         """Stop relaying (the turns themselves go on) and stop the writer."""
         for relay in list(self.relays.values()):

@@ -20,8 +20,8 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from temporalio.client import Client
 
-from gateway import turns as _turn_actions  # noqa: F401  (registers the turn actions)
 from gateway.actions import Connection, dispatch
+from gateway.approvals import Reconciler  # importing it registers the turn actions too
 from gateway.outbox import Outbox
 from gateway.services import Services
 from parley import db, protocol
@@ -115,10 +115,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             stores.temporal_address, namespace=settings.temporal_namespace, lazy=True
         )
         app.state.services = Services(settings=settings, pool=pool, temporal=temporal)
+        reconciler = Reconciler(temporal, pool)
+        reconciler.start()
         log.info("gateway ready", temporal=stores.temporal_address)
         try:
             yield
         finally:
+            await reconciler.stop()
             await pool.close()
 
     return Starlette(

@@ -167,11 +167,22 @@ async def _start_turn(
 class Relay:
     """Forwards one turn's stream to one connection, from offset 0, until its end."""
 
-    def __init__(self, conn: Connection, tid: str, request_id: str, stream: bool) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        tid: str,
+        request_id: str,
+        stream: bool,
+        *,
+        after_approval: str | None = None,
+    ) -> None:
         self.conn = conn
         self.turn_id = tid
         self.request_id = request_id
         self.stream = stream
+        # Forward only what follows this approval's park (confirm + its toolCall chunk).
+        self._skip_until = after_approval
+        self._skip_call = False
         self.task = asyncio.create_task(self._run(), name=f"relay {tid}")
 
     async def stop(self) -> None:
@@ -197,6 +208,8 @@ class Relay:
                     poll_cooldown=POLL_COOLDOWN,
                 ):
                     offset = item.offset + 1
+                    if self._skipping(item.data):
+                        continue
                     event = render(item.data, self.request_id, self.stream)
                     if event is not None:
                         self.conn.outbox.send(event)
@@ -218,6 +231,23 @@ class Relay:
                     )
                     return
                 await asyncio.sleep(0.2 * 2**failures)
+
+    def _skipping(self, event: TurnEvent) -> bool:
+        if self._skip_until is not None:
+            if event.kind == "confirm" and event.data.get("approvalId") == self._skip_until:
+                self._skip_until, self._skip_call = None, True
+            return True
+        if self._skip_call and event.kind == "tool_call":
+            self._skip_call = False
+            return True
+        return False
+
+
+def attach_after_park(
+    conn: Connection, tid: str, request_id: str, approval_id: str, *, stream: bool
+) -> None:
+    """Relay the rest of a parked turn (what follows the approval) to a confirming socket."""
+    conn.relays[tid] = Relay(conn, tid, request_id, stream, after_approval=approval_id)
 
 
 def attach(conn: Connection, tid: str, request_id: str, *, stream: bool) -> None:

@@ -149,18 +149,23 @@ class SendMessage(SessionAction):
         return value
 
 
+def _strict_bool(message: str) -> Any:
+    def check(value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError(message)
+        return value
+
+    return BeforeValidator(check)
+
+
 class ConfirmToolAction(SessionAction):
     session_id: Annotated[str, _required_text("confirm_tool_action requires a 'sessionId'")] = (
         Field(default=None, validate_default=True)
     )
-    approved: StrictBool | None = None
-
-    @field_validator("approved", mode="after")
-    @classmethod
-    def _present(cls, value: bool | None) -> bool:
-        if value is None:
-            raise ValueError("confirm_tool_action requires a boolean 'approved'")
-        return value
+    # Never approve on a bad shape: missing, "true", 1 are all refused.
+    approved: Annotated[bool, _strict_bool("confirm_tool_action requires a boolean 'approved'")] = (
+        Field(default=None, validate_default=True)
+    )
 
 
 class Cancel(Action):

@@ -20,6 +20,12 @@ Two ways in, one registry:
 Arguments are validated against the JSON schema before a handler runs. `write=True` marks a
 tool whose calls wait for a person's approval. `PARLEY_TOOL_MODULES` lists modules the
 worker imports at start-up so their decorators run.
+
+An approved write runs at most once per tool call. While it runs, `current_call()` gives
+its `call_key` (workflow id + tool call id: pass it as the idempotency key to an outside
+system) and, for async handlers, the `connection` of the transaction that records the
+execution: what the handler writes through it commits together with that record, so a
+crash mid-way rolls both back and the retry runs it exactly once.
 """
 
 from __future__ import annotations
@@ -28,10 +34,12 @@ import asyncio
 import importlib
 import inspect
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+from psycopg import AsyncConnection
 from pydantic import create_model
 
 Handler = Callable[[dict[str, Any]], Any]
@@ -40,6 +48,25 @@ Describer = Callable[[dict[str, Any]], str]
 
 class ToolArgumentsError(ValueError):
     """The model's arguments do not match the tool's schema."""
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a running tool may know about its call."""
+
+    call_key: str
+    connection: AsyncConnection | None = None
+
+
+_current: ContextVar[CallContext | None] = ContextVar("parley_tool_call", default=None)
+
+
+def current_call() -> CallContext:
+    """The call being executed (raises outside a tool handler)."""
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("current_call() is only available inside a tool handler")
+    return ctx
 
 
 @dataclass(frozen=True)
@@ -62,22 +89,30 @@ class Tool:
             where = "/".join(str(p) for p in err.absolute_path)
             raise ToolArgumentsError(f"{where + ': ' if where else ''}{err.message}") from None
 
-    async def invoke(self, arguments: dict[str, Any]) -> Any:
+    async def invoke(self, arguments: dict[str, Any], context: CallContext | None = None) -> Any:
         """Validate, then run the handler (a sync handler runs in a thread)."""
         self.validate(arguments)
-        if inspect.iscoroutinefunction(self.handler):
-            return await self.handler(arguments)
-        result = await asyncio.to_thread(self.handler, arguments)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
+        token = _current.set(context)
+        try:
+            if inspect.iscoroutinefunction(self.handler):
+                return await self.handler(arguments)
+            result = await asyncio.to_thread(self.handler, arguments)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        finally:
+            _current.reset(token)
 
     def action_description(self, arguments: dict[str, Any]) -> str:
         """A sentence a person can approve or decline."""
         if self.describe is not None:
             return self.describe(arguments)
-        shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items()) or "no arguments"
-        return f"Run {self.name} with {shown}"
+        return default_description(self.name, arguments)
+
+
+def default_description(name: str, arguments: dict[str, Any]) -> str:
+    shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items()) or "no arguments"
+    return f"Run {name} with {shown}"
 
 
 def schema_from_signature(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -158,6 +193,11 @@ class ToolRegistry:
 
     def unregister(self, name: str) -> None:
         self._tools.pop(name, None)
+
+    def describe(self, name: str, arguments: dict[str, Any]) -> str:
+        """The approval sentence for a call (of a registered tool or not)."""
+        tool = self._tools.get(name)
+        return tool.action_description(arguments) if tool else default_description(name, arguments)
 
     def is_write(self, name: str, confirm_patterns: list[str]) -> bool:
         """Declared a write, or named like one of `PARLEY_CONFIRM_TOOLS`' patterns."""

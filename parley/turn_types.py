@@ -9,6 +9,7 @@ length of the conversation it belongs to.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 EVENTS_TOPIC = "events"
@@ -40,6 +41,8 @@ class ToolCall:
     id: str
     name: str
     arguments: dict[str, Any]
+    write: bool = False  # parks the turn for a person's approval
+    description: str = ""  # the sentence that person decides on
 
 
 @dataclass
@@ -86,6 +89,25 @@ class ToolInput:
     turn_id: str
     iteration: int
     call: ToolCall
+    verdict: str | None = None  # for writes: approved | denied | expired
+
+
+@dataclass
+class ApprovalInput:
+    approval_id: str
+    turn_id: str
+    session_id: str
+    request_id: str
+    call: ToolCall
+    deadline: datetime
+
+
+@dataclass
+class Verdict:
+    """The `verdict` signal: a person's claimed decision on one approval."""
+
+    approval_id: str
+    approved: bool
 
 
 @dataclass

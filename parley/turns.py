@@ -15,6 +15,7 @@ from typing import Literal
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
+from parley import approvals
 from parley.sessions import as_uuid
 
 Status = Literal["running", "completed", "failed", "cancelled", "abandoned"]
@@ -102,9 +103,16 @@ async def get_turn(pool: AsyncConnectionPool, turn_id: str) -> Turn | None:
 
 
 async def finish(conn: AsyncConnection, turn_id: str, status: Status) -> bool:
-    """Release the slot with a final status; False when it was no longer running."""
-    cur = await conn.execute(
-        "update turns set status = %s, finished_at = now() where id = %s and status = 'running'",
-        (status, turn_id),
-    )
+    """Release the slot with a final status; False when it was no longer running.
+
+    A question the turn was parked on is decided `cancelled` in the same transaction, so a
+    confirm can never win an approval of a turn that is over.
+    """
+    async with conn.transaction():
+        cur = await conn.execute(
+            "update turns set status = %s, finished_at = now()"
+            " where id = %s and status = 'running'",
+            (status, turn_id),
+        )
+        await approvals.cancel_pending(conn, turn_id)
     return cur.rowcount == 1

@@ -95,7 +95,8 @@ def settings(
         data_dir=tmp_path_factory.mktemp("data"),
         anthropic_api_key="test-key",
         anthropic_base_url=model_server.base_url,
-        tool_modules=["tests.tools_for_tests"],
+        tool_modules=["tests.tools_for_tests", "parley.demo"],
+        confirm_tools=["delete_"],
     )
 
 

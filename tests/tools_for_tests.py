@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from parley.tools import register, tool
+from parley.tools import current_call, register, tool
 
 
 @tool
@@ -27,3 +27,27 @@ register(
     },
     handler=lambda args: args["a"] + args["b"],
 )
+
+
+@tool
+def delete_contact(email: str) -> str:
+    """Delete a CRM contact (a write by name: PARLEY_CONFIRM_TOOLS has 'delete_')."""
+    DELETED.append(email)
+    return f"deleted {email}"
+
+
+DELETED: list[str] = []
+BLOCKING_REFUND_LOCK = 4242
+
+
+@tool(write=True, describe=lambda a: f"Refund order {a['order_id']} slowly")
+async def blocking_refund(order_id: str) -> dict:
+    """Refund an order; waits on an advisory lock the crash test holds."""
+    call = current_call()
+    assert call.connection is not None
+    await call.connection.execute(
+        "insert into demo_refunds (order_id, reason, call_key) values (%s, 'blocking', %s)",
+        (order_id, call.call_key),
+    )
+    await call.connection.execute("select pg_advisory_xact_lock(%s)", (BLOCKING_REFUND_LOCK,))
+    return {"order_id": order_id, "status": "refunded"}

@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from parley.pricing import cost_usd
     from parley.turn_types import (
         EVENTS_TOPIC,
+        ApprovalInput,
         FinishInput,
         ModelInput,
         ModelOutput,
@@ -34,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         TurnOutcome,
         Usage,
         UserMessageInput,
+        Verdict,
     )
 
 MODEL_RETRY = RetryPolicy(
@@ -53,6 +55,7 @@ class TurnWorkflow:
         self.stream = WorkflowStream()
         self.events = self.stream.topic(EVENTS_TOPIC, type=TurnEvent)
         self.inp = inp
+        self.verdicts: dict[str, bool] = {}
 
     @workflow.run
     async def run(self, inp: TurnInput) -> TurnOutcome:
@@ -136,14 +139,17 @@ class TurnWorkflow:
         return "".join(parts), usage
 
     async def _run_tool(self, turn: str, iteration: int, call: ToolCall) -> None:
-        self.events.publish(
-            TurnEvent("tool_call", {"id": call.id, "name": call.name, "arguments": call.arguments})
-        )
+        verdict = None
+        if call.write:
+            verdict = await self._park(turn, call)
+        else:
+            self._publish_call(call)
         result = await workflow.execute_activity(
             "run_tool",
-            ToolInput(turn_id=turn, iteration=iteration, call=call),
+            ToolInput(turn_id=turn, iteration=iteration, call=call, verdict=verdict),
             result_type=ToolOutput,
-            start_to_close_timeout=timedelta(minutes=2),
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=5),
             retry_policy=TOOL_RETRY,
         )
         self.events.publish(
@@ -157,6 +163,62 @@ class TurnWorkflow:
                 },
             )
         )
+
+    def _publish_call(self, call: ToolCall) -> None:
+        self.events.publish(
+            TurnEvent("tool_call", {"id": call.id, "name": call.name, "arguments": call.arguments})
+        )
+
+    @workflow.signal(name="verdict")
+    def verdict(self, verdict: Verdict) -> None:
+        """A person's claimed decision, delivered by the gateway that won the claim."""
+        self.verdicts.setdefault(verdict.approval_id, verdict.approved)
+
+    async def _park(self, turn: str, call: ToolCall) -> str:
+        """Ask a person, and wait (durably) for their verdict or the deadline.
+
+        Returns approved | denied | expired. The database holds the one decision: at the
+        deadline the expiry only wins if no confirm claimed the approval first.
+        """
+        approval_id = str(workflow.uuid4())
+        timeout = timedelta(seconds=self.inp.approval_timeout_seconds)
+        await workflow.execute_activity(
+            "record_approval",
+            ApprovalInput(
+                approval_id=approval_id,
+                turn_id=turn,
+                session_id=self.inp.session_id,
+                request_id=self.inp.request_id,
+                call=call,
+                deadline=workflow.now() + timeout,
+            ),
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORAGE_RETRY,
+        )
+        self.events.publish(
+            TurnEvent(
+                "confirm",
+                {
+                    "approvalId": approval_id,
+                    "toolId": call.name,
+                    "actionDescription": call.description,
+                },
+            )
+        )
+        self._publish_call(call)
+        try:
+            await workflow.wait_condition(
+                lambda: approval_id in self.verdicts, timeout=timeout, timeout_summary="approval"
+            )
+        except TimeoutError:
+            return await workflow.execute_activity(
+                "expire_approval",
+                approval_id,
+                result_type=str,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=STORAGE_RETRY,
+            )
+        return "approved" if self.verdicts[approval_id] else "denied"
 
     async def _finish(self, turn: str, status: str, text: str = "", message_id: str = "") -> str:
         return await workflow.execute_activity(

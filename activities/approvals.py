@@ -1,0 +1,36 @@
+"""Recording a parked write's question, and expiring it when nobody answers in time."""
+
+from __future__ import annotations
+
+from psycopg_pool import AsyncConnectionPool
+from temporalio import activity
+
+from parley import approvals
+from parley.turn_types import ApprovalInput
+
+
+class ApprovalActivities:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    @activity.defn(name="record_approval")
+    async def record_approval(self, inp: ApprovalInput) -> None:
+        async with self._pool.connection() as conn:
+            await approvals.record(
+                conn,
+                approval_id=inp.approval_id,
+                turn_id=inp.turn_id,
+                session_id=inp.session_id,
+                request_id=inp.request_id,
+                tool_call_id=inp.call.id,
+                tool_name=inp.call.name,
+                arguments=inp.call.arguments,
+                description=inp.call.description,
+                deadline=inp.deadline,
+            )
+
+    @activity.defn(name="expire_approval")
+    async def expire_approval(self, approval_id: str) -> str:
+        """Expire the approval; returns the decision that stands (a confirm may have won)."""
+        async with self._pool.connection() as conn:
+            return await approvals.expire(conn, approval_id)

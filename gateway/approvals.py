@@ -1,0 +1,100 @@
+"""`confirm_tool_action`: claim the session's pending approval, ack, then signal the turn.
+
+The claim is one guarded UPDATE in PostgreSQL, so exactly one of any number of concurrent
+confirms (on any gateways) wins; the rest get NO_PENDING_CONFIRMATION. The ack is queued
+before the signal is sent, so it precedes every resumed event on the confirming socket.
+A verdict whose gateway died between claim and signal is delivered by `Reconciler`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from gateway.actions import Connection, action
+from gateway.turns import attach_after_park
+from parley import approvals, protocol
+from parley.logs import get_logger
+from parley.protocol import ErrorCode, ProtocolError
+from parley.turn_types import Verdict
+
+log = get_logger(__name__)
+
+
+@action("confirm_tool_action", protocol.ConfirmToolAction)
+async def confirm_tool_action(conn: Connection, req: protocol.ConfirmToolAction) -> None:
+    services = conn.services
+    claimed = await approvals.claim(
+        services.pool, req.session_id, approved=req.approved, decided_by=conn.describe()
+    )
+    if claimed is None:
+        raise ProtocolError(
+            ErrorCode.NO_PENDING_CONFIRMATION,
+            f"no tool action is awaiting confirmation for session '{req.session_id}'",
+        )
+    conn.outbox.send(
+        protocol.immediate_response(
+            req.request_id,
+            200,
+            "Tool action approved" if req.approved else "Tool action rejected",
+            {"sessionId": req.session_id, "approved": req.approved},
+        )
+    )
+    log.info("approval decided", approval=claimed.approval_id, approved=req.approved)
+    if claimed.turn_id not in conn.relays:
+        attach_after_park(
+            conn, claimed.turn_id, claimed.request_id, claimed.approval_id, stream=claimed.stream
+        )
+    await deliver(services.temporal, services.pool, claimed)
+
+
+async def deliver(temporal: Client, pool, claimed: approvals.Claimed) -> bool:
+    """Signal the verdict to its turn and record the delivery; False when it must wait."""
+    try:
+        await temporal.get_workflow_handle(claimed.turn_id).signal(
+            "verdict", Verdict(claimed.approval_id, claimed.approved)
+        )
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            log.warning("verdict not delivered yet", turn=claimed.turn_id, error=err.message)
+            return False
+        log.warning("verdict for a turn that is gone", turn=claimed.turn_id)
+    await approvals.mark_delivered(pool, claimed.approval_id)
+    return True
+
+
+class Reconciler:
+    """Delivers verdicts that were claimed but never signalled (a gateway died in between).
+
+    Runs in every gateway; duplicate deliveries are harmless (the workflow keeps the first
+    verdict per approval).
+    """
+
+    def __init__(self, temporal: Client, pool, *, every: float = 2.0, grace: float = 2.0) -> None:
+        self._temporal = temporal
+        self._pool = pool
+        self._every = every
+        self._grace = grace
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="approval reconciler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                for claimed in await approvals.undelivered(self._pool, self._grace):
+                    log.info("delivering a stranded verdict", approval=claimed.approval_id)
+                    await deliver(self._temporal, self._pool, claimed)
+            except Exception:
+                log.exception("approval reconciler pass failed")
+            await asyncio.sleep(self._every)

@@ -1,0 +1,133 @@
+"""Approvals: a write tool's pending question, and the one decision it gets.
+
+Every decision is a single guarded UPDATE (`decision is null`), so of several concurrent
+confirms, an expiry and a cancel, exactly one wins; the row is the audit record of who
+decided what, and when.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from parley.sessions import as_uuid
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A verdict this caller won, to be delivered to the turn's workflow."""
+
+    approval_id: str
+    turn_id: str
+    request_id: str
+    approved: bool
+    stream: bool = True  # the turn's own `stream` flag
+
+
+async def record(
+    conn: AsyncConnection,
+    *,
+    approval_id: str,
+    turn_id: str,
+    session_id: str,
+    request_id: str,
+    tool_call_id: str,
+    tool_name: str,
+    arguments: dict[str, Any],
+    description: str,
+    deadline: datetime,
+) -> None:
+    """Record a pending approval (idempotent for a retried activity)."""
+    await conn.execute(
+        "insert into approvals (id, turn_id, session_id, request_id, tool_call_id, tool_name,"
+        " arguments, description, deadline) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " on conflict (id) do nothing",
+        (
+            uuid.UUID(approval_id),
+            turn_id,
+            session_id,
+            request_id,
+            tool_call_id,
+            tool_name,
+            Jsonb(arguments),
+            description,
+            deadline,
+        ),
+    )
+
+
+async def claim(
+    pool: AsyncConnectionPool, session_id: str, *, approved: bool, decided_by: str
+) -> Claimed | None:
+    """Decide the session's pending, unexpired approval; None when there is none to decide."""
+    sid = as_uuid(session_id)
+    if sid is None:
+        return None
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "update approvals a set decision = %s, decided_by = %s, decided_at = now()"
+            " from turns t where t.id = a.turn_id"
+            " and a.session_id = %s and a.decision is null and a.deadline > now()"
+            " returning a.id, a.turn_id, a.request_id, t.stream",
+            ("approved" if approved else "denied", decided_by, sid),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return None
+    return Claimed(str(row["id"]), row["turn_id"], row["request_id"], approved, row["stream"])
+
+
+async def expire(conn: AsyncConnection, approval_id: str) -> str:
+    """Mark the approval expired unless it was decided first; returns its decision."""
+    cur = await conn.execute(
+        "update approvals set decision = 'expired', decided_by = 'timeout', decided_at = now()"
+        " where id = %s and decision is null returning decision",
+        (uuid.UUID(approval_id),),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        cur = await conn.execute(
+            "select decision from approvals where id = %s", (uuid.UUID(approval_id),)
+        )
+        row = await cur.fetchone()
+    assert row is not None, f"approval {approval_id} vanished"
+    return row["decision"]
+
+
+async def cancel_pending(conn: AsyncConnection, turn_id: str) -> None:
+    """A turn that ends while parked leaves its question decided as `cancelled`."""
+    await conn.execute(
+        "update approvals set decision = 'cancelled', decided_by = 'turn ended',"
+        " decided_at = now() where turn_id = %s and decision is null",
+        (turn_id,),
+    )
+
+
+async def mark_delivered(pool: AsyncConnectionPool, approval_id: str) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(
+            "update approvals set delivered_at = now() where id = %s and delivered_at is null",
+            (uuid.UUID(approval_id),),
+        )
+
+
+async def undelivered(pool: AsyncConnectionPool, older_than_seconds: float) -> list[Claimed]:
+    """Verdicts claimed but never signalled (their gateway died between claim and signal)."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "select id, turn_id, request_id, decision from approvals"
+            " where decision in ('approved', 'denied') and delivered_at is null"
+            " and decided_at < now() - make_interval(secs => %s) order by decided_at limit 100",
+            (older_than_seconds,),
+        )
+        rows = await cur.fetchall()
+    return [
+        Claimed(str(r["id"]), r["turn_id"], r["request_id"], r["decision"] == "approved")
+        for r in rows
+    ]
