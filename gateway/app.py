@@ -12,10 +12,11 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from temporalio.client import Client
@@ -73,6 +74,14 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         log.debug("connection closed", conn=conn.id)
 
 
+STATIC = Path(__file__).parent / "static"
+
+
+async def chat_page(_: Request) -> FileResponse:
+    """The demo chat widget: a page that speaks the protocol over /ws."""
+    return FileResponse(STATIC / "index.html", media_type="text/html")
+
+
 async def healthz(_: Request) -> PlainTextResponse:
     """The process is alive (no dependency checks: that is /readyz)."""
     return PlainTextResponse("ok")
@@ -126,6 +135,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     return Starlette(
         routes=[
+            Route("/", chat_page),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             WebSocketRoute("/ws", websocket_endpoint),
