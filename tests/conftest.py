@@ -8,17 +8,23 @@ own fresh database, dropped at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import subprocess
+import sys
 import sysconfig
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from psycopg import conninfo
 from temporalio.testing import WorkflowEnvironment
 
+from parley.embedded import free_port
 from parley.settings import Settings
 from tests.fake_anthropic import FakeAnthropic
 from tests.helpers import GatewayServer
@@ -130,3 +136,71 @@ async def gateway(settings: Settings) -> AsyncIterator[GatewayServer]:
 async def pool(gateway: GatewayServer):
     """The gateway's own pool (the schema is migrated by its start-up)."""
     return gateway.services.pool
+
+
+class Processes:
+    """Parley workers and gateways as real OS processes (for crash and scale-out tests)."""
+
+    def __init__(self) -> None:
+        self.started: list[subprocess.Popen] = []
+
+    @staticmethod
+    def env(settings: Settings, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATABASE_URL": settings.database_url or "",
+            "TEMPORAL_ADDRESS": settings.temporal_address or "",
+            "PARLEY_TASK_QUEUE": settings.task_queue,
+            "ANTHROPIC_API_KEY": "test-key",
+            "ANTHROPIC_BASE_URL": settings.anthropic_base_url or "",
+            "PARLEY_TOOL_MODULES": ",".join(settings.tool_modules),
+            "PARLEY_CONFIRM_TOOLS": ",".join(settings.confirm_tools),
+            "PARLEY_LOG_LEVEL": "WARNING",
+            **extra,
+        }
+
+    def worker(self, settings: Settings) -> subprocess.Popen:
+        process = subprocess.Popen([sys.executable, "-m", "worker"], env=self.env(settings))
+        self.started.append(process)
+        return process
+
+    async def gateway(
+        self, settings: Settings, port: int | None = None
+    ) -> tuple[subprocess.Popen, int]:
+        """A gateway process on `port` (a free one by default), once /readyz says 200."""
+        port = port or free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "parley", "gateway"],
+            env=self.env(settings, PARLEY_PORT=str(port)),
+        )
+        self.started.append(process)
+        async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(60):
+            while True:
+                assert process.poll() is None, "gateway exited during start-up"
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        return process, port
+                await asyncio.sleep(0.1)
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    procs = Processes()
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def isolated_settings(settings: Settings) -> Settings:
+    """The run's settings on a task queue of their own (served only by what a test starts)."""
+    return settings.model_copy(update={"task_queue": f"iso-{uuid.uuid4().hex[:8]}"})

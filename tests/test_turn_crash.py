@@ -9,52 +9,25 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from parley.settings import Settings
+from tests.conftest import Processes
 from tests.fake_anthropic import FakeAnthropic, Reply
 from tests.helpers import GatewayServer, WsClient, is_terminal, kinds
 
-WorkerFactory = Callable[[], subprocess.Popen]
-
-
-@pytest.fixture
-async def crash_queue(settings: Settings) -> AsyncIterator[tuple[Settings, WorkerFactory]]:
-    """A gateway on a task queue of its own, served only by worker subprocesses."""
-    isolated = settings.model_copy(update={"task_queue": f"crash-{uuid.uuid4().hex[:6]}"})
-    env = {
-        **os.environ,
-        "DATABASE_URL": isolated.database_url or "",
-        "TEMPORAL_ADDRESS": isolated.temporal_address or "",
-        "PARLEY_TASK_QUEUE": isolated.task_queue,
-        "ANTHROPIC_API_KEY": "test-key",
-        "ANTHROPIC_BASE_URL": isolated.anthropic_base_url or "",
-        "PARLEY_TOOL_MODULES": "tests.tools_for_tests",
-        "PARLEY_LOG_LEVEL": "WARNING",
-    }
-    workers: list[subprocess.Popen] = []
-
-    def start_worker() -> subprocess.Popen:
-        workers.append(subprocess.Popen([sys.executable, "-m", "worker"], env=env))
-        return workers[-1]
-
-    yield isolated, start_worker
-    for process in workers:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(30)
-
 
 @pytest.mark.timeout(120)
-async def test_worker_killed_mid_stream(crash_queue, fake_model: FakeAnthropic):
-    settings, start_worker = crash_queue
+async def test_worker_killed_mid_stream(
+    isolated_settings: Settings, processes: Processes, fake_model: FakeAnthropic
+):
+    settings = isolated_settings
     full = "The quick brown fox jumps over the lazy dog, twice over."
     fake_model.enqueue(Reply(text=full, pause_after=4), Reply(text=full))
     gateway = GatewayServer(settings)
     await gateway.start()
-    first = start_worker()
+    first = processes.worker(settings)
     try:
         async with await WsClient.open(gateway.ws_url) as client:
             session = await client.create_session(str(uuid.uuid4()))
@@ -74,7 +47,7 @@ async def test_worker_killed_mid_stream(crash_queue, fake_model: FakeAnthropic):
             first.send_signal(signal.SIGKILL)
             first.wait(10)
             await fake_model.await_disconnected(timeout=10)
-            start_worker()
+            processes.worker(settings)
             events = [before, *await client.recv_until(is_terminal("crash"), timeout=90)]
             history = await client.request(
                 {
