@@ -334,3 +334,22 @@ async def test_official_client_approve_flow(
     assert "write_confirmation_required" in seen and "stream_token" in seen
     assert final.data.data.response["responseParts"] == ["Refund issued."]
     assert await refunds(pool) == before + 1
+
+
+async def test_a_claimed_verdict_whose_gateway_died_is_still_delivered(
+    client: WsClient, session: dict, fake_model: FakeAnthropic, pool
+):
+    """Claim without signalling (as a gateway that died right after its claim would leave
+    it): the reconciler delivers the verdict and the turn goes on."""
+    from parley import approvals
+
+    fake_model.enqueue(Reply(tool_calls=[REFUND]), Reply(text="Delivered late."))
+    await park(client, session, "rec")
+    claimed = await approvals.claim(
+        pool, session["sessionId"], approved=True, decided_by="a gateway that died"
+    )
+    assert claimed is not None
+    events = await client.recv_until(is_terminal("rec"), timeout=30)
+    assert collapse(kinds(events)) == ["chunk:toolResult", "stream_token", "eventual_response"]
+    [row] = await approval_rows(pool, session)
+    assert row["decision"] == "approved" and row["delivered_at"] is not None
