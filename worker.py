@@ -22,6 +22,7 @@ from activities.model import ModelActivities
 from activities.storage import StorageActivities
 from activities.tools import ToolActivities
 from parley import db, tools
+from parley.knowledge_tool import register_knowledge_search
 from parley.logs import configure_logging, get_logger
 from parley.settings import Settings, get_settings
 from parley.stores import StoresNotConfigured, resolve_stores
@@ -46,6 +47,7 @@ async def run_worker(
     settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
     """Serve turns until `stop` is set; `ready` is set once polling has started."""
+    register_knowledge_search(tools.registry, rerank=settings.rerank == "lexical")
     tools.load_modules(settings.tool_modules)
     if settings.demo:
         tools.load_modules(["parley.demo"])
@@ -55,6 +57,11 @@ async def run_worker(
         pool = db.create_pool(stores.database_url, max_size=settings.db_pool_max, name="worker")
         await pool.open()
         stack.push_async_callback(pool.close)
+        if settings.demo:
+            from parley import demo
+
+            summary = await demo.seed_knowledge(pool, settings.org)
+            log.info("demo knowledge", summary=summary.line())
         client = await Client.connect(
             stores.temporal_address, namespace=settings.temporal_namespace
         )

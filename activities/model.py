@@ -13,15 +13,15 @@ from datetime import timedelta
 from typing import Any
 
 import anthropic
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.publishing import TurnPublisher
-from parley import context
+from parley import context, knowledge, organizations, prompts
 from parley.logs import get_logger
-from parley.prompts import DEFAULT_SYSTEM_PROMPT
 from parley.settings import Settings
 from parley.tools import ToolRegistry
 from parley.turn_types import ModelInput, ModelOutput, ToolCall, TurnEvent, Usage
@@ -79,10 +79,12 @@ class ModelActivities:
                 conn, inp.conversation_id, CONTEXT_BUDGET_TOKENS
             )
             steps = await context.turn_steps(conn, inp.turn_id)
+            grounding = await self._grounding(conn, inp, history)
+            persona = await organizations.persona(conn, inp.org_id)
         request: dict[str, Any] = {
             "model": inp.model,
             "max_tokens": self._settings.max_tokens,
-            "system": DEFAULT_SYSTEM_PROMPT,
+            "system": prompts.system_prompt(persona, grounding),
             "messages": history + steps,
         }
         tools = [t.spec() for t in self._tools.all()]
@@ -91,6 +93,29 @@ class ModelActivities:
             if not inp.allow_tools:
                 request["tool_choice"] = {"type": "none"}
         return request
+
+    async def _grounding(
+        self, conn: AsyncConnection, inp: ModelInput, history: list[dict[str, Any]]
+    ) -> list[knowledge.Hit]:
+        """Knowledge for the user's message: retrieved once, before the first model call,
+        filtered to what the requester may read; later calls of the turn reuse it."""
+        if inp.iteration > 0:
+            return await knowledge.turn_grounding(conn, inp.turn_id)
+        question = history[-1]["content"] if history and history[-1]["role"] == "user" else ""
+        requester = knowledge.Requester(
+            inp.org_id,
+            inp.user_id,
+            await knowledge.requester_groups(conn, inp.org_id, inp.user_id),
+        )
+        hits = await knowledge.search(
+            conn,
+            requester,
+            question,
+            limit=self._settings.grounding_results,
+            rerank=self._settings.rerank == "lexical",
+        )
+        await knowledge.record_sources(conn, inp.turn_id, hits, "grounding")
+        return hits
 
     def _call(self, call_id: str, name: str, arguments: dict[str, Any]) -> ToolCall:
         """A tool call, marked as a write (parks for approval) with its approval sentence."""

@@ -6,8 +6,8 @@ from __future__ import annotations
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
-from parley import messages, turns
-from parley.turn_types import FinishInput, UserMessageInput
+from parley import knowledge, messages, turns
+from parley.turn_types import FinishInput, FinishOutput, UserMessageInput
 
 
 class StorageActivities:
@@ -28,25 +28,29 @@ class StorageActivities:
             )
 
     @activity.defn(name="finish_turn")
-    async def finish_turn(self, inp: FinishInput) -> str:
+    async def finish_turn(self, inp: FinishInput) -> FinishOutput:
         """Release the slot with `inp.status` (persisting the reply when completed).
 
-        Returns the turn's final status: a turn already released by a `cancel` stays
-        cancelled, and its late reply is not persisted.
+        Returns the turn's final status, and its citations when it completed: a turn
+        already released by a `cancel` stays cancelled, and its late reply is not persisted.
         """
         async with self._pool.connection() as conn, conn.transaction():
-            if not await turns.finish(conn, inp.turn_id, inp.status):  # type: ignore[arg-type]
+            if await turns.finish(conn, inp.turn_id, inp.status):  # type: ignore[arg-type]
+                status = inp.status
+                if status == "completed":
+                    await messages.add_message(
+                        conn,
+                        conversation_id=inp.conversation_id,
+                        participant_id=inp.participant_id,
+                        direction="outbound",
+                        text=inp.text,
+                        turn_id=inp.turn_id,
+                        message_id=inp.message_id,
+                    )
+            else:  # released before: by a cancel, or by this activity's earlier attempt
                 cur = await conn.execute("select status from turns where id = %s", (inp.turn_id,))
                 row = await cur.fetchone()
-                return row["status"] if row else "abandoned"
-            if inp.status == "completed":
-                await messages.add_message(
-                    conn,
-                    conversation_id=inp.conversation_id,
-                    participant_id=inp.participant_id,
-                    direction="outbound",
-                    text=inp.text,
-                    turn_id=inp.turn_id,
-                    message_id=inp.message_id,
-                )
-        return inp.status
+                status = row["status"] if row else "abandoned"
+            if status != "completed":
+                return FinishOutput(status)
+            return FinishOutput("completed", await knowledge.turn_citations(conn, inp.turn_id))

@@ -54,9 +54,9 @@ class ToolActivities:
             if inp.verdict in NOT_RUN:
                 value, is_error = NOT_RUN[inp.verdict], True
             elif call.write:
-                value, is_error = await self._execute_once(conn, inp.turn_id, call)
+                value, is_error = await self._execute_once(conn, inp, _context(inp, conn))
             else:
-                value, is_error = await self._invoke(call, CallContext(_key(inp.turn_id, call)))
+                value, is_error = await self._invoke(call, _context(inp, conn))
             text = _as_text(value)
             await context.save_tool_result(
                 conn, inp.turn_id, inp.iteration, call.id, text, is_error
@@ -65,8 +65,9 @@ class ToolActivities:
         return ToolOutput(is_error=is_error, result=shown)
 
     async def _execute_once(
-        self, conn: AsyncConnection, workflow_id: str, call: ToolCall
+        self, conn: AsyncConnection, inp: ToolInput, ctx: CallContext
     ) -> tuple[Any, bool]:
+        workflow_id, call = inp.turn_id, inp.call
         async with conn.transaction():
             cur = await conn.execute(
                 "select result, is_error from tool_executions"
@@ -77,7 +78,6 @@ class ToolActivities:
             if done is not None:
                 log.info("write already executed", tool=call.name, call=call.id)
                 return json.loads(done["result"]), done["is_error"]
-            ctx = CallContext(_key(workflow_id, call), connection=conn)
             try:
                 async with conn.transaction():  # a failing handler leaves no partial writes
                     value, is_error = await self._call(call, ctx), False
@@ -120,8 +120,14 @@ class ToolActivities:
         return f"{call.name} failed: {type(err).__name__}: {err}"
 
 
-def _key(workflow_id: str, call: ToolCall) -> str:
-    return f"{workflow_id}:{call.id}"
+def _context(inp: ToolInput, conn: AsyncConnection) -> CallContext:
+    return CallContext(
+        call_key=f"{inp.turn_id}:{inp.call.id}",
+        connection=conn,
+        turn_id=inp.turn_id,
+        org_id=inp.org_id,
+        user_id=inp.user_id,
+    )
 
 
 def _as_text(value: Any) -> str:

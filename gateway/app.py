@@ -21,6 +21,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from temporalio.client import Client
 
+from gateway import admin
 from gateway.actions import Connection, dispatch
 from gateway.approvals import Reconciler  # importing it registers the turn actions too
 from gateway.outbox import Outbox
@@ -139,6 +140,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             WebSocketRoute("/ws", websocket_endpoint),
+            *admin.routes,
         ],
         lifespan=lifespan,
     )

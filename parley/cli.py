@@ -1,20 +1,43 @@
-"""The `parley` command: `dev` (everything), `gateway`, `worker`, `agent`."""
+"""The `parley` command: `dev` (everything), `gateway`, `worker`, `ingest`, `agent`, `org`."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
 
 import click
+from psycopg_pool import AsyncConnectionPool
 
 from parley.logs import configure_logging
 from parley.settings import Settings, get_settings
 from parley.stores import StoresNotConfigured
+
+T = TypeVar("T")
 
 
 def _settings() -> Settings:
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
     return settings
+
+
+def _with_database(settings: Settings, work: Callable[[AsyncConnectionPool], Awaitable[T]]) -> T:
+    """Run `work` against the configured (or `parley dev`'s embedded) database."""
+    from parley import db
+    from parley.stores import resolve_stores
+
+    async def run() -> T:
+        url = resolve_stores(settings).database_url
+        await db.migrate(url)
+        async with db.create_pool(url, max_size=2, name="cli") as pool:
+            return await work(pool)
+
+    try:
+        return asyncio.run(run())
+    except StoresNotConfigured as err:
+        raise click.ClickException(str(err)) from None
 
 
 @click.group()
@@ -76,26 +99,88 @@ def agent(
     agent_id: str, name: str, org: str | None, origins: tuple[str, ...], auth_key: str | None
 ) -> None:
     """Register (or update) an agent and its embed policy."""
-    from parley import db, sessions
-    from parley.stores import resolve_stores
+    from parley import sessions
 
     settings = _settings()
+    _with_database(
+        settings,
+        lambda pool: sessions.upsert_agent(
+            pool,
+            agent_id,
+            name=name,
+            org_id=org or settings.org,
+            allowed_origins=list(origins) if origins or auth_key else None,
+            auth_key=auth_key,
+        ),
+    )
+    click.echo(f"agent {agent_id} saved")
 
-    async def run() -> None:
-        url = resolve_stores(settings).database_url
-        await db.migrate(url)
-        async with db.create_pool(url, max_size=1, name="cli") as pool:
-            await sessions.upsert_agent(
-                pool,
-                agent_id,
-                name=name,
-                org_id=org or settings.org,
-                allowed_origins=list(origins) if origins or auth_key else None,
-                auth_key=auth_key,
+
+@main.command()
+@click.argument("org_id")
+@click.option("--persona", default=None, help="System prompt replacing the default one.")
+@click.option("--clear-persona", is_flag=True, help="Go back to the default system prompt.")
+def org(org_id: str, persona: str | None, clear_persona: bool) -> None:
+    """Set an organization's persona (its system prompt override)."""
+    from parley import organizations
+
+    if persona is None and not clear_persona:
+        raise click.UsageError("give --persona TEXT or --clear-persona")
+
+    async def work(pool: AsyncConnectionPool) -> None:
+        async with pool.connection() as conn:
+            await organizations.set_persona(conn, org_id, None if clear_persona else persona)
+
+    _with_database(_settings(), work)
+    click.echo(f"organization {org_id} saved")
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--org", default=None, help="Organization (default: PARLEY_ORG).")
+@click.option("--public", "public", is_flag=True, help="Anyone may read these (the default).")
+@click.option("--users", default=None, help="Comma-separated user ids who may read these.")
+@click.option("--groups", default=None, help="Comma-separated groups whose members may read.")
+def ingest(
+    paths: tuple[Path, ...], org: str | None, public: bool, users: str | None, groups: str | None
+) -> None:
+    """Add files or folders (Markdown, text, HTML, PDF) to the knowledge base.
+
+    A document's id and source are its path relative to the folder given (a file given
+    directly: its file name). Unchanged files are skipped; changed ones replaced.
+    """
+    from parley.ingest import Summary, discover, ingest_files
+    from parley.knowledge import Access
+
+    if public and (users or groups):
+        raise click.UsageError("--public cannot be combined with --users/--groups")
+    access = Access(public=not (users or groups), users=_csv(users), groups=_csv(groups))
+    settings = _settings()
+    try:
+        files = discover(paths)
+    except FileNotFoundError as err:
+        raise click.ClickException(str(err)) from None
+    org_id = org or settings.org
+    readers = (
+        "everyone"
+        if access.public
+        else ", ".join([f"user {u}" for u in access.users] + [f"group {g}" for g in access.groups])
+    )
+    click.echo(f"Ingesting {len(files)} files into organization {org_id!r}, readable by {readers}")
+
+    async def work(pool: AsyncConnectionPool) -> Summary:
+        with click.progressbar(length=len(files), label="Documents", show_pos=True) as bar:
+            return await ingest_files(
+                pool, files, org_id=org_id, access=access, progress=bar.update
             )
 
-    try:
-        asyncio.run(run())
-    except StoresNotConfigured as err:
-        raise click.ClickException(str(err)) from None
-    click.echo(f"agent {agent_id} saved")
+    summary = _with_database(settings, work)
+    click.echo(summary.line())
+    for doc_id in summary.failed:
+        click.echo(f"  could not read: {doc_id}", err=True)
+    if summary.failed:
+        raise SystemExit(1)

@@ -1,4 +1,5 @@
-"""The demo agent's write tool (`PARLEY_DEMO=1`): a refund that waits for a person.
+"""The demo (`PARLEY_DEMO=1`): a refund tool that waits for a person, and a few policy
+documents so answers come with citations out of the box.
 
 The refund is recorded in `demo_refunds` through the tool call's own transaction, so it
 commits together with the execution record: a double refund would be visible there, and
@@ -7,6 +8,13 @@ a crash mid-refund leaves neither behind.
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
+from psycopg_pool import AsyncConnectionPool
+
+from parley.ingest import Summary, discover, ingest_files
+from parley.knowledge import Access
 from parley.tools import current_call, tool
 
 
@@ -33,3 +41,9 @@ async def issue_refund(order_id: str, reason: str | None = None) -> dict:
     row = await cur.fetchone()
     assert row is not None
     return {"refund_id": row["id"], "order_id": order_id, "status": "refunded"}
+
+
+async def seed_knowledge(pool: AsyncConnectionPool, org_id: str) -> Summary:
+    """Ingest the demo policy documents (public), skipping any that are unchanged."""
+    folder = Path(str(resources.files("parley") / "demo_knowledge"))
+    return await ingest_files(pool, discover([folder]), org_id=org_id, access=Access(public=True))

@@ -11,7 +11,7 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -83,7 +83,10 @@ class Settings(BaseSettings):
 
     demo: bool = Field(False, validation_alias=_env("PARLEY_DEMO"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("PARLEY_ADMIN_TOKEN"))
-    rerank: str | None = Field(None, validation_alias=_env("PARLEY_RERANK"))
+    rerank: Literal["lexical"] | None = Field(None, validation_alias=_env("PARLEY_RERANK"))
+    grounding_results: int = Field(
+        3, ge=0, le=20, validation_alias=_env("PARLEY_GROUNDING_RESULTS")
+    )
     widget_auth_strict: bool = Field(False, validation_alias=_env("PARLEY_WIDGET_AUTH_STRICT"))
     org: str = Field("default", validation_alias=_env("PARLEY_ORG"))
 

@@ -52,10 +52,18 @@ class ToolArgumentsError(ValueError):
 
 @dataclass(frozen=True)
 class CallContext:
-    """What a running tool may know about its call."""
+    """What a running tool may know about its call.
+
+    `call_key` is unique per tool call (workflow id + tool call id). `connection` is a
+    database connection; for an approved write it is the transaction that also records the
+    execution. `org_id` and `user_id` name the requester (`user_id` None: anonymous).
+    """
 
     call_key: str
     connection: AsyncConnection | None = None
+    turn_id: str = ""
+    org_id: str = ""
+    user_id: str | None = None
 
 
 _current: ContextVar[CallContext | None] = ContextVar("parley_tool_call", default=None)

@@ -89,6 +89,8 @@ class ToolInput:
     turn_id: str
     iteration: int
     call: ToolCall
+    org_id: str
+    user_id: str | None
     verdict: str | None = None  # for writes: approved | denied | expired
 
 
@@ -124,6 +126,12 @@ class FinishInput:
     message_id: str
     text: str
     status: str  # completed | failed | cancelled
+
+
+@dataclass
+class FinishOutput:
+    status: str  # the status that stands (a cancel may have released the slot first)
+    citations: list[dict[str, Any]] = field(default_factory=list)  # at most 8, short
 
 
 @dataclass

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
         EVENTS_TOPIC,
         ApprovalInput,
         FinishInput,
+        FinishOutput,
         ModelInput,
         ModelOutput,
         ToolCall,
@@ -64,11 +65,12 @@ class TurnWorkflow:
             await self._persist_user_message(turn)
             text, usage = await self._agent_loop(turn)
             message_id = str(workflow.uuid4())
-            status = await self._finish(turn, "completed", text, message_id)
-            if status != "completed":  # a cancel released the slot first
+            finished = await self._finish(turn, "completed", text, message_id)
+            if finished.status != "completed":  # a cancel released the slot first
                 self.events.publish(TurnEvent("cancelled"))
-                return TurnOutcome(status)
-            self.events.publish(TurnEvent("done", self._done(message_id, text, usage)))
+                return TurnOutcome(finished.status)
+            done = self._done(message_id, text, usage, finished.citations)
+            self.events.publish(TurnEvent("done", done))
             return TurnOutcome("completed", message_id)
         except asyncio.CancelledError:
             await self._finish(turn, "cancelled")
@@ -146,7 +148,14 @@ class TurnWorkflow:
             self._publish_call(call)
         result = await workflow.execute_activity(
             "run_tool",
-            ToolInput(turn_id=turn, iteration=iteration, call=call, verdict=verdict),
+            ToolInput(
+                turn_id=turn,
+                iteration=iteration,
+                call=call,
+                org_id=self.inp.org_id,
+                user_id=self.inp.user_id,
+                verdict=verdict,
+            ),
             result_type=ToolOutput,
             start_to_close_timeout=timedelta(minutes=5),
             heartbeat_timeout=timedelta(seconds=5),
@@ -231,13 +240,13 @@ class TurnWorkflow:
                 text=text,
                 status=status,
             ),
-            result_type=str,
+            result_type=FinishOutput,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=STORAGE_RETRY,
         )
 
-    def _done(self, message_id: str, text: str, usage: Usage) -> dict:
-        return {
+    def _done(self, message_id: str, text: str, usage: Usage, citations: list[dict]) -> dict:
+        done = {
             "messageId": message_id,
             "text": text,
             "usage": {
@@ -246,3 +255,6 @@ class TurnWorkflow:
                 "completionTokens": usage.output_tokens,
             },
         }
+        if citations:
+            done["citations"] = citations
+        return done

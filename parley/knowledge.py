@@ -1,0 +1,296 @@
+"""The knowledge base in PostgreSQL: documents, their chunks, and access-filtered search.
+
+Search is full-text (English stemming, ranked, OR over the query's terms, so "return
+policy" finds "returns are accepted ..."). The access filter is part of the same SQL
+statement: a chunk is only ever read when its document is public, lists the requester, or
+one of the requester's groups, within the requester's organization. Nothing the requester
+may not read reaches the model, a tool result or a citation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+from psycopg import AsyncConnection
+
+from parley.chunking import Chunk, chunk_text
+
+SNIPPET_CHARS = 280
+Outcome = Literal["new", "changed", "skipped"]
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may read a document. No one, unless one of these says so."""
+
+    public: bool = False
+    users: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who is asking: anonymous requesters (no user id) see public documents only."""
+
+    org_id: str
+    user_id: str | None = None
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hit:
+    document_id: str
+    title: str
+    source: str
+    heading: str
+    content: str
+    score: float
+
+    @property
+    def snippet(self) -> str:
+        return snippet(self.content)
+
+    @property
+    def url(self) -> str | None:
+        return self.source if urlsplit(self.source).scheme in ("http", "https") else None
+
+
+@dataclass
+class Document:
+    id: str
+    title: str
+    source: str
+    text: str
+    access: Access = field(default_factory=Access)
+
+    @property
+    def content_hash(self) -> str:
+        return hashlib.sha256(self.text.encode()).hexdigest()
+
+
+def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
+    """`text` cut to `limit` characters at a word boundary (an ellipsis marks the cut)."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit - 1)
+    return text[: cut if cut > 0 else limit - 1] + "…"
+
+
+async def upsert_document(conn: AsyncConnection, org_id: str, doc: Document) -> tuple[Outcome, int]:
+    """Store `doc` and its chunks: unchanged content and access is skipped; changed is
+    replaced. Returns the outcome and the number of chunks written."""
+    async with conn.transaction():
+        cur = await conn.execute(
+            "select content_hash, acl_public, acl_users, acl_groups from documents"
+            " where org_id = %s and id = %s for update",
+            (org_id, doc.id),
+        )
+        existing = await cur.fetchone()
+        access = doc.access
+        if existing is not None and (
+            existing["content_hash"],
+            existing["acl_public"],
+            sorted(existing["acl_users"]),
+            sorted(existing["acl_groups"]),
+        ) == (doc.content_hash, access.public, sorted(access.users), sorted(access.groups)):
+            return "skipped", 0
+        await conn.execute(
+            "insert into documents (org_id, id, title, source, content_hash, acl_public,"
+            " acl_users, acl_groups) values (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " on conflict (org_id, id) do update set title = excluded.title,"
+            " source = excluded.source, content_hash = excluded.content_hash,"
+            " acl_public = excluded.acl_public, acl_users = excluded.acl_users,"
+            " acl_groups = excluded.acl_groups, updated_at = now()",
+            (
+                org_id,
+                doc.id,
+                doc.title,
+                doc.source,
+                doc.content_hash,
+                access.public,
+                list(access.users),
+                list(access.groups),
+            ),
+        )
+        await conn.execute(
+            "delete from chunks where org_id = %s and document_id = %s", (org_id, doc.id)
+        )
+        chunks = chunk_text(doc.text)
+        await _copy_chunks(conn, org_id, doc, chunks)
+    return ("new" if existing is None else "changed"), len(chunks)
+
+
+async def _copy_chunks(
+    conn: AsyncConnection, org_id: str, doc: Document, chunks: list[Chunk]
+) -> None:
+    access = doc.access
+    async with (
+        conn.cursor() as cur,
+        cur.copy(
+            "copy chunks (org_id, document_id, ord, heading, content, acl_public, acl_users,"
+            " acl_groups) from stdin"
+        ) as copy,
+    ):
+        for ord_, chunk in enumerate(chunks):
+            await copy.write_row(
+                (
+                    org_id,
+                    doc.id,
+                    ord_,
+                    chunk.heading,
+                    chunk.content,
+                    access.public,
+                    list(access.users),
+                    list(access.groups),
+                )
+            )
+
+
+async def delete_document(conn: AsyncConnection, org_id: str, document_id: str) -> bool:
+    cur = await conn.execute(
+        "delete from documents where org_id = %s and id = %s", (org_id, document_id)
+    )
+    return cur.rowcount == 1
+
+
+async def list_documents(conn: AsyncConnection, org_id: str) -> list[dict]:
+    cur = await conn.execute(
+        "select d.id, d.title, d.source, d.acl_public as public, d.acl_users as users,"
+        " d.acl_groups as groups, d.updated_at,"
+        " (select count(*) from chunks c where c.org_id = d.org_id and c.document_id = d.id)"
+        " as chunks from documents d where d.org_id = %s order by d.id",
+        (org_id,),
+    )
+    return await cur.fetchall()
+
+
+async def requester_groups(
+    conn: AsyncConnection, org_id: str, user_id: str | None
+) -> tuple[str, ...]:
+    if user_id is None:
+        return ()
+    cur = await conn.execute(
+        "select group_id from user_groups where org_id = %s and user_id = %s order by group_id",
+        (org_id, user_id),
+    )
+    return tuple(r["group_id"] for r in await cur.fetchall())
+
+
+# OR over the query's stemmed terms: the lexemes of to_tsvector('english', query), each
+# quoted, joined with `|`, and parsed with the 'simple' configuration so they are not
+# stemmed twice.
+_SEARCH = """
+with q as (
+    select to_tsquery('simple', coalesce(string_agg(quote_literal(lexeme), ' | '), '')) as query
+    from unnest(to_tsvector('english', %(text)s))
+)
+select c.document_id, d.title, d.source, c.heading, c.content,
+       ts_rank_cd(c.tsv, q.query, 32) as score
+from q, chunks c
+join documents d on d.org_id = c.org_id and d.id = c.document_id
+where c.tsv @@ q.query
+  and c.org_id = %(org)s
+  and (c.acl_public or c.acl_users @> array[%(user)s]::text[] or c.acl_groups && %(groups)s)
+order by score desc, c.id
+limit %(limit)s
+"""
+
+
+RERANK_POOL = 4  # candidates fetched per result when a rerank stage re-orders them
+
+
+async def search(
+    conn: AsyncConnection, requester: Requester, text: str, limit: int = 3, *, rerank: bool = False
+) -> list[Hit]:
+    """The best chunks for `text` that `requester` may read, best first."""
+    if not text.strip() or limit <= 0:
+        return []
+    fetch = max(limit * RERANK_POOL, 12) if rerank else limit
+    cur = await conn.execute(
+        _SEARCH,
+        {
+            "text": text,
+            "org": requester.org_id,
+            "user": requester.user_id,
+            "groups": list(requester.groups),
+            "limit": fetch,
+        },
+    )
+    hits = [_hit(r) for r in await cur.fetchall()]
+    if rerank:
+        from parley.rerank import lexical_rerank
+
+        return lexical_rerank(text, hits, limit)
+    return hits
+
+
+MAX_CITATIONS = 8
+
+
+async def record_sources(
+    conn: AsyncConnection, turn_id: str, hits: list[Hit], origin: Literal["grounding", "search"]
+) -> None:
+    """Remember what a turn drew on, for its citations (and to reuse its grounding).
+
+    Grounding is recorded once per turn: a retried first model call replaces it.
+    """
+    async with conn.transaction(), conn.cursor() as cur:
+        if origin == "grounding":
+            await cur.execute(
+                "delete from turn_sources where turn_id = %s and origin = 'grounding'", (turn_id,)
+            )
+        await cur.executemany(
+            "insert into turn_sources (turn_id, document_id, title, source, heading, content,"
+            " score, origin) values (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (turn_id, h.document_id, h.title, h.source, h.heading, h.content, h.score, origin)
+                for h in hits
+            ],
+        )
+
+
+async def turn_grounding(conn: AsyncConnection, turn_id: str) -> list[Hit]:
+    """The grounding recorded by the turn's first model call."""
+    cur = await conn.execute(
+        "select document_id, title, source, heading, content, score from turn_sources"
+        " where turn_id = %s and origin = 'grounding' order by score desc, created_at",
+        (turn_id,),
+    )
+    return [_hit(r) for r in await cur.fetchall()]
+
+
+def _hit(row: dict) -> Hit:
+    return Hit(
+        row["document_id"],
+        row["title"],
+        row["source"],
+        row["heading"],
+        row["content"],
+        row["score"],
+    )
+
+
+async def turn_citations(conn: AsyncConnection, turn_id: str) -> list[dict]:
+    """The turn's citations: grounding and search results, one per document, best first."""
+    cur = await conn.execute(
+        "select distinct on (document_id) document_id, title, source, heading, content, score"
+        " from turn_sources where turn_id = %s order by document_id, score desc",
+        (turn_id,),
+    )
+    hits = sorted((_hit(r) for r in await cur.fetchall()), key=lambda h: -h.score)
+    citations = []
+    for hit in hits[:MAX_CITATIONS]:
+        citation = {
+            "id": hit.document_id,
+            "title": hit.title,
+            "snippet": hit.snippet,
+            "score": round(hit.score, 4),
+        }
+        if hit.url:
+            citation["url"] = hit.url
+        citations.append(citation)
+    return citations

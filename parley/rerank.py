@@ -1,0 +1,86 @@
+"""The optional lexical rerank stage (`PARLEY_RERANK=lexical`).
+
+Full-text rank favours chunks that repeat a term; this re-orders an over-fetched candidate
+set by how many *distinct* query terms a chunk covers, and whether its heading names
+them, keeping the full-text score as a tie-breaker.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from parley.knowledge import Hit
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "our",
+        "the",
+        "this",
+        "to",
+        "was",
+        "we",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    }
+)
+
+
+def _stem(word: str) -> str:
+    for suffix, replacement in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)] + replacement
+    return word
+
+
+def terms(text: str) -> set[str]:
+    return {_stem(w) for w in _WORD.findall(text.lower()) if w not in _STOP}
+
+
+def lexical_rerank(query: str, hits: list[Hit], limit: int) -> list[Hit]:
+    wanted = terms(query)
+    if not wanted or not hits:
+        return hits[:limit]
+    top = max(h.score for h in hits) or 1.0
+
+    def score(hit: Hit) -> float:
+        body = terms(hit.content)
+        heading = terms(f"{hit.title} {hit.heading}")
+        coverage = len(wanted & (body | heading)) / len(wanted)
+        heading_cover = len(wanted & heading) / len(wanted)
+        return 0.6 * coverage + 0.2 * heading_cover + 0.2 * hit.score / top
+
+    rescored = [replace(h, score=round(score(h), 6)) for h in hits]
+    return sorted(rescored, key=lambda h: -h.score)[:limit]
