@@ -22,6 +22,7 @@ from activities.model import ModelActivities
 from activities.storage import StorageActivities
 from activities.tools import ToolActivities
 from parley import db, tools
+from parley.embeddings import load_embedder
 from parley.knowledge_tool import register_knowledge_search
 from parley.logs import configure_logging, get_logger
 from parley.settings import Settings, get_settings
@@ -47,7 +48,11 @@ async def run_worker(
     settings: Settings, stop: asyncio.Event, ready: asyncio.Event | None = None
 ) -> None:
     """Serve turns until `stop` is set; `ready` is set once polling has started."""
-    register_knowledge_search(tools.registry, rerank=settings.rerank == "lexical")
+    register_knowledge_search(
+        tools.registry,
+        rerank=settings.rerank == "lexical",
+        embedder=load_embedder(settings.embeddings),
+    )
     tools.load_modules(settings.tool_modules)
     if settings.demo:
         tools.load_modules(["parley.demo"])
@@ -60,7 +65,9 @@ async def run_worker(
         if settings.demo:
             from parley import demo
 
-            summary = await demo.seed_knowledge(pool, settings.org)
+            summary = await demo.seed_knowledge(
+                pool, settings.org, load_embedder(settings.embeddings)
+            )
             log.info("demo knowledge", summary=summary.line())
         client = await Client.connect(
             stores.temporal_address, namespace=settings.temporal_namespace

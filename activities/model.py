@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from activities.publishing import TurnPublisher
 from parley import context, knowledge, organizations, prompts
+from parley.embeddings import load_embedder
 from parley.logs import get_logger
 from parley.settings import Settings
 from parley.tools import ToolRegistry
@@ -113,6 +114,7 @@ class ModelActivities:
             question,
             limit=self._settings.grounding_results,
             rerank=self._settings.rerank == "lexical",
+            embedder=load_embedder(self._settings.embeddings),
         )
         await knowledge.record_sources(conn, inp.turn_id, hits, "grounding")
         return hits

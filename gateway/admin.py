@@ -18,6 +18,7 @@ from starlette.routing import Route
 from gateway.services import Services
 from parley import knowledge
 from parley.chunking import extract_string
+from parley.embeddings import load_embedder
 from parley.knowledge import Access, Document
 
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
@@ -88,6 +89,7 @@ async def put_document(request: Request) -> Response:
             Document(
                 doc.id, doc.title or extracted.title, doc.source or doc.id, extracted.text, access
             ),
+            load_embedder(services.settings.embeddings),
         )
     status = 201 if outcome == "new" else 200
     return JSONResponse({"id": doc.id, "org": org, "outcome": outcome, "chunks": chunks}, status)

@@ -153,6 +153,7 @@ def ingest(
     A document's id and source are its path relative to the folder given (a file given
     directly: its file name). Unchanged files are skipped; changed ones replaced.
     """
+    from parley.embeddings import load_embedder
     from parley.ingest import Summary, discover, ingest_files
     from parley.knowledge import Access
 
@@ -175,7 +176,12 @@ def ingest(
     async def work(pool: AsyncConnectionPool) -> Summary:
         with click.progressbar(length=len(files), label="Documents", show_pos=True) as bar:
             return await ingest_files(
-                pool, files, org_id=org_id, access=access, progress=bar.update
+                pool,
+                files,
+                org_id=org_id,
+                access=access,
+                progress=bar.update,
+                embedder=load_embedder(settings.embeddings),
             )
 
     summary = _with_database(settings, work)

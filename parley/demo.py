@@ -13,6 +13,7 @@ from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
+from parley.embeddings import Embedder
 from parley.ingest import Summary, discover, ingest_files
 from parley.knowledge import Access
 from parley.tools import current_call, tool
@@ -43,7 +44,11 @@ async def issue_refund(order_id: str, reason: str | None = None) -> dict:
     return {"refund_id": row["id"], "order_id": order_id, "status": "refunded"}
 
 
-async def seed_knowledge(pool: AsyncConnectionPool, org_id: str) -> Summary:
+async def seed_knowledge(
+    pool: AsyncConnectionPool, org_id: str, embedder: Embedder | None = None
+) -> Summary:
     """Ingest the demo policy documents (public), skipping any that are unchanged."""
     folder = Path(str(resources.files("parley") / "demo_knowledge"))
-    return await ingest_files(pool, discover([folder]), org_id=org_id, access=Access(public=True))
+    return await ingest_files(
+        pool, discover([folder]), org_id=org_id, access=Access(public=True), embedder=embedder
+    )

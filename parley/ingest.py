@@ -15,6 +15,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from parley import knowledge
 from parley.chunking import SUPPORTED_SUFFIXES, extract
+from parley.embeddings import Embedder
 from parley.knowledge import Access, Document, Outcome
 from parley.logs import get_logger
 
@@ -63,6 +64,7 @@ async def ingest_files(
     org_id: str,
     access: Access,
     progress: Callable[[int], None] = lambda _: None,
+    embedder: Embedder | None = None,
 ) -> Summary:
     summary = Summary()
     for path, doc_id in files:
@@ -76,7 +78,7 @@ async def ingest_files(
             continue
         doc = Document(doc_id, extracted.title, doc_id, extracted.text, access)
         async with pool.connection() as conn:
-            outcome, chunks = await knowledge.upsert_document(conn, org_id, doc)
+            outcome, chunks = await knowledge.upsert_document(conn, org_id, doc, embedder)
         summary.count(outcome)
         summary.chunks += chunks
         progress(1)

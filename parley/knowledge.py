@@ -10,13 +10,14 @@ may not read reaches the model, a tool result or a citation.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 from urllib.parse import urlsplit
 
 from psycopg import AsyncConnection
 
 from parley.chunking import Chunk, chunk_text
+from parley.embeddings import Embedder, to_pgvector
 
 SNIPPET_CHARS = 280
 Outcome = Literal["new", "changed", "skipped"]
@@ -48,6 +49,7 @@ class Hit:
     heading: str
     content: str
     score: float
+    chunk_id: int = 0
 
     @property
     def snippet(self) -> str:
@@ -80,9 +82,19 @@ def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
     return text[: cut if cut > 0 else limit - 1] + "…"
 
 
-async def upsert_document(conn: AsyncConnection, org_id: str, doc: Document) -> tuple[Outcome, int]:
+async def upsert_document(
+    conn: AsyncConnection, org_id: str, doc: Document, embedder: Embedder | None = None
+) -> tuple[Outcome, int]:
     """Store `doc` and its chunks: unchanged content and access is skipped; changed is
-    replaced. Returns the outcome and the number of chunks written."""
+    replaced. Returns the outcome and the number of chunks written. With an embedder (and
+    pgvector), chunks without an embedding from it get one."""
+    outcome, written = await _store(conn, org_id, doc)
+    if embedder is not None and await vectors_ready(conn):
+        await _embed_missing(conn, org_id, doc.id, embedder)
+    return outcome, written
+
+
+async def _store(conn: AsyncConnection, org_id: str, doc: Document) -> tuple[Outcome, int]:
     async with conn.transaction():
         cur = await conn.execute(
             "select content_hash, acl_public, acl_users, acl_groups from documents"
@@ -188,7 +200,7 @@ with q as (
     select to_tsquery('simple', coalesce(string_agg(quote_literal(lexeme), ' | '), '')) as query
     from unnest(to_tsvector('english', %(text)s))
 )
-select c.document_id, d.title, d.source, c.heading, c.content,
+select c.id as chunk_id, c.document_id, d.title, d.source, c.heading, c.content,
        ts_rank_cd(c.tsv, q.query, 32) as score
 from q, chunks c
 join documents d on d.org_id = c.org_id and d.id = c.document_id
@@ -200,27 +212,74 @@ limit %(limit)s
 """
 
 
-RERANK_POOL = 4  # candidates fetched per result when a rerank stage re-orders them
+_DENSE = """
+select c.id as chunk_id, c.document_id, d.title, d.source, c.heading, c.content,
+       1 - (e.embedding <=> %(vector)s::vector) as score
+from chunk_embeddings e
+join chunks c on c.id = e.chunk_id
+join documents d on d.org_id = c.org_id and d.id = c.document_id
+where e.model = %(model)s
+  and c.org_id = %(org)s
+  and (c.acl_public or c.acl_users @> array[%(user)s]::text[] or c.acl_groups && %(groups)s)
+order by e.embedding <=> %(vector)s::vector
+limit %(limit)s
+"""
+
+
+def _acl_params(requester: Requester) -> dict[str, object]:
+    return {
+        "org": requester.org_id,
+        "user": requester.user_id,
+        "groups": list(requester.groups),
+    }
+
+
+async def dense_search(
+    conn: AsyncConnection, requester: Requester, text: str, limit: int, embedder: Embedder
+) -> list[Hit]:
+    """Nearest chunks by embedding (cosine), under the same access filter."""
+    [vector] = await embedder.embed([text])
+    cur = await conn.execute(
+        _DENSE,
+        {
+            **_acl_params(requester),
+            "vector": to_pgvector(vector),
+            "model": embedder.name,
+            "limit": limit,
+        },
+    )
+    return [_hit(r) for r in await cur.fetchall()]
+
+
+RERANK_POOL = 4  # candidates fetched per result when a later stage re-orders them
+RRF_K = 60  # reciprocal rank fusion's damping constant (the usual choice)
 
 
 async def search(
-    conn: AsyncConnection, requester: Requester, text: str, limit: int = 3, *, rerank: bool = False
+    conn: AsyncConnection,
+    requester: Requester,
+    text: str,
+    limit: int = 3,
+    *,
+    rerank: bool = False,
+    embedder: Embedder | None = None,
 ) -> list[Hit]:
-    """The best chunks for `text` that `requester` may read, best first."""
+    """The best chunks for `text` that `requester` may read, best first.
+
+    Full-text search; fused by reciprocal rank with dense search when an embedder is given
+    and the database has pgvector; then optionally reranked lexically.
+    """
     if not text.strip() or limit <= 0:
         return []
-    fetch = max(limit * RERANK_POOL, 12) if rerank else limit
-    cur = await conn.execute(
-        _SEARCH,
-        {
-            "text": text,
-            "org": requester.org_id,
-            "user": requester.user_id,
-            "groups": list(requester.groups),
-            "limit": fetch,
-        },
-    )
+    dense = embedder is not None and await vectors_ready(conn)
+    fetch = max(limit * RERANK_POOL, 12) if rerank or dense else limit
+    cur = await conn.execute(_SEARCH, {**_acl_params(requester), "text": text, "limit": fetch})
     hits = [_hit(r) for r in await cur.fetchall()]
+    if dense:
+        assert embedder is not None
+        hits = fuse([hits, await dense_search(conn, requester, text, fetch, embedder)])
+        if not rerank:
+            return hits[:limit]
     if rerank:
         from parley.rerank import lexical_rerank
 
@@ -271,7 +330,55 @@ def _hit(row: dict) -> Hit:
         row["heading"],
         row["content"],
         row["score"],
+        row.get("chunk_id", 0),
     )
+
+
+def fuse(rankings: list[list[Hit]]) -> list[Hit]:
+    """Reciprocal rank fusion: each list votes 1/(k + rank) for its chunks."""
+    scores: dict[int, float] = {}
+    first_seen: dict[int, Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, 1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + 1.0 / (RRF_K + rank)
+            first_seen.setdefault(hit.chunk_id, hit)
+    ordered = sorted(scores, key=lambda cid: -scores[cid])
+    return [replace(first_seen[cid], score=round(scores[cid], 6)) for cid in ordered]
+
+
+_VECTOR_TABLES: dict[tuple[str, str], bool] = {}
+
+
+async def vectors_ready(conn: AsyncConnection) -> bool:
+    """Whether this database has pgvector's chunk_embeddings (cached per database)."""
+    key = (conn.info.host, conn.info.dbname)
+    if key not in _VECTOR_TABLES:
+        cur = await conn.execute("select to_regclass('chunk_embeddings') is not null as ready")
+        _VECTOR_TABLES[key] = (await cur.fetchone())["ready"]
+    return _VECTOR_TABLES[key]
+
+
+async def _embed_missing(
+    conn: AsyncConnection, org_id: str, document_id: str, embedder: Embedder
+) -> None:
+    cur = await conn.execute(
+        "select c.id, c.heading, c.content from chunks c"
+        " where c.org_id = %s and c.document_id = %s and not exists ("
+        " select 1 from chunk_embeddings e where e.chunk_id = c.id and e.model = %s)"
+        " order by c.ord",
+        (org_id, document_id, embedder.name),
+    )
+    rows = await cur.fetchall()
+    if not rows:
+        return
+    vectors = await embedder.embed([f"{r['heading']}\n{r['content']}" for r in rows])
+    async with conn.transaction(), conn.cursor() as insert:
+        await insert.executemany(
+            "insert into chunk_embeddings (chunk_id, model, embedding) values (%s, %s, %s::vector)"
+            " on conflict (chunk_id) do update set model = excluded.model,"
+            " embedding = excluded.embedding",
+            [(r["id"], embedder.name, to_pgvector(v)) for r, v in zip(rows, vectors, strict=True)],
+        )
 
 
 async def turn_citations(conn: AsyncConnection, turn_id: str) -> list[dict]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from parley import knowledge
+from parley.embeddings import Embedder
 from parley.tools import ToolRegistry, current_call
 
 NAME = "knowledge_search"
@@ -29,7 +30,9 @@ PARAMETERS: dict[str, Any] = {
 }
 
 
-def register_knowledge_search(registry: ToolRegistry, *, rerank: bool = False) -> None:
+def register_knowledge_search(
+    registry: ToolRegistry, *, rerank: bool = False, embedder: Embedder | None = None
+) -> None:
     async def handler(args: dict[str, Any]) -> Any:
         call = current_call()
         assert call.connection is not None
@@ -40,7 +43,12 @@ def register_knowledge_search(registry: ToolRegistry, *, rerank: bool = False) -
             await knowledge.requester_groups(conn, call.org_id, call.user_id),
         )
         hits = await knowledge.search(
-            conn, requester, args["query"], limit=args.get("limit", 3), rerank=rerank
+            conn,
+            requester,
+            args["query"],
+            limit=args.get("limit", 3),
+            rerank=rerank,
+            embedder=embedder,
         )
         if call.turn_id:
             await knowledge.record_sources(conn, call.turn_id, hits, "search")

@@ -84,6 +84,7 @@ class Settings(BaseSettings):
     demo: bool = Field(False, validation_alias=_env("PARLEY_DEMO"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("PARLEY_ADMIN_TOKEN"))
     rerank: Literal["lexical"] | None = Field(None, validation_alias=_env("PARLEY_RERANK"))
+    embeddings: str | None = Field(None, validation_alias=_env("PARLEY_EMBEDDINGS"))
     grounding_results: int = Field(
         3, ge=0, le=20, validation_alias=_env("PARLEY_GROUNDING_RESULTS")
     )

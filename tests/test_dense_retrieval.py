@@ -1,0 +1,156 @@
+"""Dense retrieval where PostgreSQL has pgvector: embeddings per chunk, the access filter
+on the vector path too, and reciprocal-rank fusion with full-text search."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import conninfo
+
+from parley import db, knowledge
+from parley.embeddings import HashingEmbedder, load_embedder
+from parley.knowledge import Access, Document, Hit, Requester, fuse
+
+
+@pytest.fixture(scope="module")
+def vector_server(database_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The run's server when it has pgvector, else an embedded one (pgserver ships it)."""
+    with psycopg.connect(database_server, autocommit=True) as conn:
+        has_vector = conn.execute(
+            "select 1 from pg_available_extensions where name = 'vector'"
+        ).fetchone()
+    if has_vector:
+        yield database_server
+        return
+    from parley.embedded import start_postgres
+
+    server = start_postgres(tmp_path_factory.mktemp("pgvector"))
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+async def vector_pool(vector_server: str) -> AsyncIterator:
+    name = f"parley_vec_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(vector_server, autocommit=True) as admin:
+        admin.execute(f'create database "{name}"')
+    url = conninfo.make_conninfo(vector_server, dbname=name)
+    try:
+        await db.migrate(url)
+        async with db.create_pool(url, max_size=2, name="vectors") as pool:
+            yield pool
+    finally:
+        with psycopg.connect(vector_server, autocommit=True) as admin:
+            admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+DOCS = [
+    Document(
+        "returns.md",
+        "Returns",
+        "returns.md",
+        "# Returns\n\nReturns are accepted within 17 days.",
+        Access(True),
+    ),
+    Document(
+        "shipping.md",
+        "Shipping",
+        "shipping.md",
+        "# Shipping\n\nStandard shipping takes 5 to 7 days.",
+        Access(True),
+    ),
+    Document(
+        "private.md",
+        "Private",
+        "private.md",
+        "# Bonus\n\nBonus payouts are in March.",
+        Access(users=("alice",)),
+    ),
+]
+
+
+async def test_embeddings_are_stored_and_the_dense_path_filters_access(vector_pool) -> None:
+    embedder = HashingEmbedder()
+    org_id = f"org-{uuid.uuid4().hex[:6]}"
+    async with vector_pool.connection() as conn:
+        assert await knowledge.vectors_ready(conn)
+        for doc in DOCS:
+            await knowledge.upsert_document(conn, org_id, doc, embedder)
+        cur = await conn.execute(
+            "select count(*) as chunks, count(e.chunk_id) as embedded from chunks c"
+            " left join chunk_embeddings e on e.chunk_id = c.id where c.org_id = %s",
+            (org_id,),
+        )
+        counts = await cur.fetchone()
+        assert counts["chunks"] == counts["embedded"] == 3
+
+        nearest = await knowledge.dense_search(
+            conn, Requester(org_id, "alice"), "bonus payouts", 1, embedder
+        )
+        assert nearest[0].document_id == "private.md" and nearest[0].chunk_id > 0
+        for stranger in (Requester(org_id, "bob"), Requester(org_id)):
+            seen = await knowledge.dense_search(conn, stranger, "bonus payouts", 10, embedder)
+            assert "private.md" not in {h.document_id for h in seen}
+            assert {h.document_id for h in seen} == {"returns.md", "shipping.md"}
+
+        fused = await knowledge.search(
+            conn, Requester(org_id), "how long does shipping take", 2, embedder=embedder
+        )
+        assert fused[0].document_id == "shipping.md"
+        plain = await knowledge.search(conn, Requester(org_id), "how long does shipping take", 2)
+        assert fused[0].score != plain[0].score  # fused scores are reciprocal-rank sums
+
+
+async def test_changed_documents_get_fresh_embeddings(vector_pool) -> None:
+    embedder = HashingEmbedder()
+    org_id = f"org-{uuid.uuid4().hex[:6]}"
+    doc = DOCS[0]
+    async with vector_pool.connection() as conn:
+        await knowledge.upsert_document(conn, org_id, doc, embedder)
+        changed = Document(
+            doc.id, doc.title, doc.source, doc.text + "\n\nExchanges are free.", doc.access
+        )
+        outcome, _ = await knowledge.upsert_document(conn, org_id, changed, embedder)
+        assert outcome == "changed"
+        cur = await conn.execute(
+            "select count(*) as n from chunks c join chunk_embeddings e on e.chunk_id = c.id"
+            " where c.org_id = %s",
+            (org_id,),
+        )
+        assert (await cur.fetchone())["n"] == 1
+        # Embeddings for a document ingested before a provider was configured are filled in.
+        other = f"org-{uuid.uuid4().hex[:6]}"
+        await knowledge.upsert_document(conn, other, doc)
+        outcome, _ = await knowledge.upsert_document(conn, other, doc, embedder)
+        assert outcome == "skipped"
+        cur = await conn.execute(
+            "select count(*) as n from chunks c join chunk_embeddings e on e.chunk_id = c.id"
+            " where c.org_id = %s",
+            (other,),
+        )
+        assert (await cur.fetchone())["n"] == 1
+
+
+def test_reciprocal_rank_fusion() -> None:
+    def hit(chunk: int) -> Hit:
+        return Hit(f"d{chunk}", "", "", "", "", 0.0, chunk)
+
+    fused = fuse([[hit(1), hit(2), hit(3)], [hit(3), hit(1), hit(4)]])
+    assert [h.chunk_id for h in fused] == [1, 3, 2, 4]
+    assert fused[0].score == pytest.approx(1 / 61 + 1 / 62, abs=1e-6)
+
+
+def test_loading_embedders(tmp_path: Path) -> None:
+    assert load_embedder(None) is None
+    assert load_embedder("hashing").dimensions == 256
+    assert load_embedder("parley.embeddings:HashingEmbedder").name == "hashing-256"
+    with pytest.raises(ValueError, match="module:attribute"):
+        load_embedder("nonsense")
+    with pytest.raises(TypeError, match="not an embedder"):
+        load_embedder("parley.knowledge:SNIPPET_CHARS")
