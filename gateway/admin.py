@@ -1,5 +1,5 @@
 """The knowledge admin API: `POST /admin/documents`, `GET /admin/documents`,
-`DELETE /admin/documents/{id}`.
+`DELETE /admin/documents/{id}`, and `PUT /admin/users/{id}/groups` (group access lists).
 
 Guarded by a bearer token (`PARLEY_ADMIN_TOKEN`); with no token configured the endpoints
 answer 404, as if they did not exist.
@@ -119,8 +119,30 @@ async def delete_document(request: Request) -> Response:
     return Response(status_code=204)
 
 
+class GroupsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    groups: list[str]
+    org: str | None = None
+
+
+async def put_user_groups(request: Request) -> Response:
+    if (denied := _authorized(request)) is not None:
+        return denied
+    try:
+        body = GroupsIn.model_validate_json(await request.body())
+    except ValidationError as err:
+        return _error(422, err.errors()[0]["msg"])
+    services: Services = request.app.state.services
+    org, user = _org(request, body.org), request.path_params["user_id"]
+    async with services.pool.connection() as conn:
+        await knowledge.set_user_groups(conn, org, user, body.groups)
+    return JSONResponse({"org": org, "user": user, "groups": sorted(set(body.groups))})
+
+
 routes = [
     Route("/admin/documents", put_document, methods=["POST"]),
     Route("/admin/documents", list_documents, methods=["GET"]),
     Route("/admin/documents/{doc_id:path}", delete_document, methods=["DELETE"]),
+    Route("/admin/users/{user_id}/groups", put_user_groups, methods=["PUT"]),
 ]

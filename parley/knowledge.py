@@ -180,6 +180,21 @@ async def list_documents(conn: AsyncConnection, org_id: str) -> list[dict]:
     return await cur.fetchall()
 
 
+async def set_user_groups(
+    conn: AsyncConnection, org_id: str, user_id: str, groups: list[str]
+) -> None:
+    """Replace the groups `user_id` belongs to in `org_id` (what group access lists match)."""
+    async with conn.transaction():
+        await conn.execute(
+            "delete from user_groups where org_id = %s and user_id = %s", (org_id, user_id)
+        )
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                "insert into user_groups (org_id, user_id, group_id) values (%s, %s, %s)",
+                [(org_id, user_id, g) for g in sorted(set(groups))],
+            )
+
+
 async def requester_groups(
     conn: AsyncConnection, org_id: str, user_id: str | None
 ) -> tuple[str, ...]:

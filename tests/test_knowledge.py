@@ -238,6 +238,14 @@ async def test_admin_api(settings) -> None:
                 "/admin/documents/kb/returns.md", params={"org": org_id}, headers=auth
             )
             assert gone.status_code == 204
+            groups = await http.put(
+                "/admin/users/carol/groups",
+                json={"groups": ["eng", "ops", "eng"], "org": org_id},
+                headers=auth,
+            )
+            assert groups.json() == {"org": org_id, "user": "carol", "groups": ["eng", "ops"]}
+            async with server.services.pool.connection() as conn:
+                assert await knowledge.requester_groups(conn, org_id, "carol") == ("eng", "ops")
             again = await http.delete(
                 "/admin/documents/kb/returns.md", params={"org": org_id}, headers=auth
             )
