@@ -103,14 +103,9 @@ class ModelActivities:
         if inp.iteration > 0:
             return await knowledge.turn_grounding(conn, inp.turn_id)
         question = history[-1]["content"] if history and history[-1]["role"] == "user" else ""
-        requester = knowledge.Requester(
-            inp.org_id,
-            inp.user_id,
-            await knowledge.requester_groups(conn, inp.org_id, inp.user_id),
-        )
         hits = await knowledge.search(
             conn,
-            requester,
+            await knowledge.requester(conn, inp.org_id, inp.user_id),
             question,
             limit=self._settings.grounding_results,
             rerank=self._settings.rerank == "lexical",

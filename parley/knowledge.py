@@ -195,6 +195,11 @@ async def set_user_groups(
             )
 
 
+async def requester(conn: AsyncConnection, org_id: str, user_id: str | None) -> Requester:
+    """The requester with the groups they belong to (what group access lists match)."""
+    return Requester(org_id, user_id, await requester_groups(conn, org_id, user_id))
+
+
 async def requester_groups(
     conn: AsyncConnection, org_id: str, user_id: str | None
 ) -> tuple[str, ...]:

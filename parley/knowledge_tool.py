@@ -37,14 +37,9 @@ def register_knowledge_search(
         call = current_call()
         assert call.connection is not None
         conn = call.connection
-        requester = knowledge.Requester(
-            call.org_id,
-            call.user_id,
-            await knowledge.requester_groups(conn, call.org_id, call.user_id),
-        )
         hits = await knowledge.search(
             conn,
-            requester,
+            await knowledge.requester(conn, call.org_id, call.user_id),
             args["query"],
             limit=args.get("limit", 3),
             rerank=rerank,
