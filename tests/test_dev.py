@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,64 +25,75 @@ def _env(data_dir: Path, port: int) -> dict[str, str]:
     return env
 
 
-async def _wait_ready(base: str, process: subprocess.Popen) -> None:
-    async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(STARTUP_TIMEOUT):
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                if (await http.get(f"{base}/readyz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.25)
+class DevProcess:
+    """`parley dev` as a child process, its output read line by line as it comes."""
 
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
 
-def _start(data_dir: Path, port: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "parley", "dev"],
-        env=_env(data_dir, port),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    @classmethod
+    async def start(cls, data_dir: Path, port: int) -> DevProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "parley",
+            "dev",
+            env=_env(data_dir, port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        return cls(process)
 
+    async def wait_for_line(self, text: str) -> None:
+        """Until `parley dev` prints `text` (its banner comes once /readyz answers 200)."""
+        assert self.process.stdout is not None
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            while not any(text in line for line in self.lines):
+                line = await self.process.stdout.readline()
+                assert line, "parley dev exited:\n" + "".join(self.lines)
+                self.lines.append(line.decode())
 
-async def _stop(process: subprocess.Popen) -> str:
-    descendants = psutil.Process(process.pid).children(recursive=True)
-    assert {p.name() for p in descendants} >= {"temporal"}, descendants
-    process.send_signal(signal.SIGINT)
-    output, _ = await asyncio.to_thread(process.communicate, timeout=60)
-    assert process.returncode == 0, output
-    _, alive = psutil.wait_procs(descendants, timeout=15)
-    alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"orphans left running: {alive}"
-    return output
+    async def stop(self) -> str:
+        """SIGINT, a clean exit, and no process of its left behind; returns all output."""
+        descendants = psutil.Process(self.process.pid).children(recursive=True)
+        assert {p.name() for p in descendants} >= {"temporal"}, descendants
+        self.process.send_signal(signal.SIGINT)
+        rest, _ = await asyncio.wait_for(self.process.communicate(), 60)
+        output = "".join(self.lines) + rest.decode()
+        assert self.process.returncode == 0, output
+        _, alive = psutil.wait_procs(descendants, timeout=15)
+        alive = [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, f"orphans left running: {alive}"
+        return output
 
 
 @pytest.mark.timeout(240)
 async def test_parley_dev_runs_on_a_bare_machine_and_survives_a_restart(tmp_path: Path):
     data_dir, port = tmp_path / "data", free_port()
     base = f"http://127.0.0.1:{port}"
-    process = _start(data_dir, port)
+    dev = await DevProcess.start(data_dir, port)
     try:
-        await _wait_ready(base, process)
+        await dev.wait_for_line("Press Ctrl-C to stop.")
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{base}/readyz")).status_code == 200
         async with await WsClient.open(f"ws://127.0.0.1:{port}/ws") as client:
             created = await client.create_session("agent-dev", userName="Dev")
     finally:
-        output = await _stop(process)
+        output = await dev.stop()
     assert "Parley is running." in output and f"ws://127.0.0.1:{port}/ws" in output
     assert "UI http://" in output  # the Temporal UI is printed
     assert not (data_dir / "postgres" / "postmaster.pid").exists()  # postgres stopped too
     assert not (data_dir / "run" / "stores.json").exists()
 
-    process = _start(data_dir, port)
+    dev = await DevProcess.start(data_dir, port)
     try:
-        await _wait_ready(base, process)
+        await dev.wait_for_line("Press Ctrl-C to stop.")
         async with await WsClient.open(f"ws://127.0.0.1:{port}/ws") as client:
             again = await client.request(
                 {"action": "get_session", "requestId": "g", "sessionId": created["sessionId"]}
             )
     finally:
-        await _stop(process)
+        await dev.stop()
     assert again["type"] == "immediate_response", again
     assert again["data"]["conversationId"] == created["conversationId"]
