@@ -431,3 +431,29 @@ async def test_official_client_streams_a_turn(gateway: GatewayServer, fake_model
         assert final.data.data.response["responseParts"] == ["Hello from Parley."]
     finally:
         await client.disconnect()
+
+
+async def test_worker_without_a_model_key(isolated_settings, fake_model: FakeAnthropic):
+    """A gateway that has a key in front of a worker that has none: the turn ends with
+    LLM_UNAVAILABLE, not a retry loop."""
+    import asyncio
+
+    from worker import run_worker
+
+    keyless = isolated_settings.model_copy(update={"anthropic_api_key": None})
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_worker(keyless, stop, ready))
+    gateway = GatewayServer(isolated_settings)
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        await gateway.start()
+        async with await WsClient.open(gateway.ws_url) as c:
+            s = await c.create_session()
+            events = await run_turn(c, s["sessionId"], "hello?", "nokey")
+    finally:
+        await gateway.stop()
+        stop.set()
+        await task
+    assert kinds(events) == ["immediate:202", "error"]
+    assert events[-1]["error"]["code"] == "LLM_UNAVAILABLE"
+    assert fake_model.requests == []

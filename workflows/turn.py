@@ -73,24 +73,35 @@ class TurnWorkflow:
             self.events.publish(TurnEvent("done", done))
             return TurnOutcome("completed", message_id)
         except asyncio.CancelledError:
-            await self._finish(turn, "cancelled")
-            self.events.publish(TurnEvent("cancelled"))
+            await self._end_cancelled(turn)
             raise
         except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, CancelledError):
-                await self._finish(turn, "cancelled")
-                self.events.publish(TurnEvent("cancelled"))
+            if isinstance(err.cause, CancelledError):
+                await self._end_cancelled(turn)
                 raise
-            reason = cause.message if isinstance(cause, ApplicationError) else str(err)
-            workflow.logger.warning("turn failed: %s", reason)
-            await self._finish(turn, "failed")
-            self.events.publish(
-                TurnEvent(
-                    "error", {"code": "AGENT_ERROR", "message": f"agent turn failed: {reason}"}
-                )
-            )
+            await self._end_failed(turn, err)
             return TurnOutcome("failed")
+
+    async def _end_cancelled(self, turn: str) -> None:
+        await self._finish(turn, "cancelled")
+        self.events.publish(TurnEvent("cancelled"))
+
+    async def _end_failed(self, turn: str, err: ActivityError) -> None:
+        """Release the slot, then tell the client why (a key problem as LLM_UNAVAILABLE)."""
+        cause = err.cause
+        reason = cause.message if isinstance(cause, ApplicationError) else str(err)
+        unavailable = isinstance(cause, ApplicationError) and cause.type == "LlmUnavailable"
+        workflow.logger.warning("turn failed: %s", reason)
+        await self._finish(turn, "failed")
+        self.events.publish(
+            TurnEvent(
+                "error",
+                {
+                    "code": "LLM_UNAVAILABLE" if unavailable else "AGENT_ERROR",
+                    "message": reason if unavailable else f"agent turn failed: {reason}",
+                },
+            )
+        )
 
     async def _persist_user_message(self, turn: str) -> None:
         await workflow.execute_activity(
