@@ -82,4 +82,8 @@ async def ingest_files(
         summary.count(outcome)
         summary.chunks += chunks
         progress(1)
+    if summary.new or summary.changed:
+        # Search picks its candidate tiers from the planner's word statistics: refresh them.
+        async with pool.connection() as conn:
+            await conn.execute("analyze chunks")
     return summary

@@ -212,27 +212,80 @@ async def requester_groups(
     return tuple(r["group_id"] for r in await cur.fetchall())
 
 
-# OR over the query's stemmed terms: the lexemes of to_tsvector('english', query), each
-# quoted, joined with `|`, and parsed with the 'simple' configuration so they are not
-# stemmed twice.
-_SEARCH = """
-with q as (
-    select to_tsquery('simple', coalesce(string_agg(quote_literal(lexeme), ' | '), '')) as query
-    from unnest(to_tsvector('english', %(text)s))
+# Ranking every chunk that shares a word with the query is what makes full-text search slow
+# on a large corpus: a common word ("order", "app") matches most chunks, and each match
+# is ranked before the LIMIT. So candidates come in tiers, cheapest first, and PostgreSQL
+# never starts a later branch of the UNION ALL once the LIMIT is filled:
+#   1. chunks containing a rare query word (one in under 1% of chunks, per the planner's
+#      statistics of chunks.tsv; a word the statistics do not list is rare),
+#   2. else chunks containing all of the common query words,
+#   3. else the plain OR over the query's words, ranking at most CANDIDATE_CAP matches.
+# Words are the lexemes of to_tsvector('english', query), quoted and parsed with the
+# 'simple' configuration so they are not stemmed twice. The access filter is in every tier;
+# the documents join runs after the LIMIT. (bench/retrieval.py measured the alternatives.)
+COMMON_WORD_FREQUENCY = 0.01
+CANDIDATE_CAP = 2000
+_ACL = "(c.acl_public or c.acl_users @> array[%(user)s]::text[] or c.acl_groups && %(groups)s)"
+# Weights {D, C, B, A}: content (B) counts fully, the heading path (A) half: every chunk of
+# a document shares its title, so headings must not outweigh what a chunk says.
+_WEIGHTS = "'{0.1, 0.2, 1.0, 0.5}'"
+_RANKED = (
+    "c.id, c.org_id, c.document_id, c.heading, c.content,"
+    f" ts_rank({_WEIGHTS}, c.tsv, q.query, 32) as score"
 )
-select c.id as chunk_id, c.document_id, d.title, d.source, c.heading, c.content,
-       ts_rank_cd(c.tsv, q.query, 32) as score
-from q, chunks c
-join documents d on d.org_id = c.org_id and d.id = c.document_id
-where c.tsv @@ q.query
-  and c.org_id = %(org)s
-  and (c.acl_public or c.acl_users @> array[%(user)s]::text[] or c.acl_groups && %(groups)s)
-order by score desc, c.id
-limit %(limit)s
+_SEARCH = f"""
+with words as (
+    select distinct lexeme from unnest(to_tsvector('english', %(text)s))
+),
+frequency as (
+    select w.lexeme, coalesce(s.freq, 0) as freq
+    from words w
+    left join (
+        select e.lexeme, e.freq
+        from pg_stats st,
+             unnest(st.most_common_elems::text::text[], st.most_common_elem_freqs)
+                 as e(lexeme, freq)
+        where st.schemaname = current_schema() and st.tablename = 'chunks'
+          and st.attname = 'tsv'
+    ) s using (lexeme)
+),
+q as (
+    select to_tsquery('simple', coalesce(string_agg(quote_literal(lexeme), ' | '), ''))
+               as query,
+           to_tsquery('simple', coalesce(string_agg(quote_literal(lexeme), ' | ')
+               filter (where freq < {COMMON_WORD_FREQUENCY}), '')) as rare,
+           to_tsquery('simple', coalesce(string_agg(quote_literal(lexeme), ' & ')
+               filter (where freq >= {COMMON_WORD_FREQUENCY}), '')) as common
+    from frequency
+),
+hits as (
+    (select {_RANKED}, 1 as tier
+     from q, chunks c
+     where c.tsv @@ q.rare and c.org_id = %(org)s and {_ACL}
+     order by score desc, c.id limit %(limit)s)
+    union all
+    (select {_RANKED}, 2 as tier
+     from q, chunks c
+     where c.tsv @@ q.common and not c.tsv @@ q.rare and c.org_id = %(org)s and {_ACL}
+     order by score desc, c.id limit %(limit)s)
+    union all
+    (select * from (
+         select {_RANKED}, 3 as tier
+         from q, chunks c
+         where c.tsv @@ q.query and not c.tsv @@ q.rare and not c.tsv @@ q.common
+           and c.org_id = %(org)s and {_ACL}
+         limit {CANDIDATE_CAP}) capped
+     order by score desc, id limit %(limit)s)
+    limit %(limit)s
+)
+select h.id as chunk_id, h.document_id, d.title, d.source, h.heading, h.content, h.score
+from hits h
+join documents d on d.org_id = h.org_id and d.id = h.document_id
+order by h.tier, h.score desc, h.id
 """
 
 
-_DENSE = """
+_DENSE = f"""
 select c.id as chunk_id, c.document_id, d.title, d.source, c.heading, c.content,
        1 - (e.embedding <=> %(vector)s::vector) as score
 from chunk_embeddings e
@@ -240,7 +293,7 @@ join chunks c on c.id = e.chunk_id
 join documents d on d.org_id = c.org_id and d.id = c.document_id
 where e.model = %(model)s
   and c.org_id = %(org)s
-  and (c.acl_public or c.acl_users @> array[%(user)s]::text[] or c.acl_groups && %(groups)s)
+  and {_ACL}
 order by e.embedding <=> %(vector)s::vector
 limit %(limit)s
 """
