@@ -32,10 +32,13 @@ async def migrate(conninfo: str) -> list[str]:
     """Apply pending migrations; returns the versions applied by this call."""
     applied: list[str] = []
     async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        await conn.execute(
-            "create table if not exists schema_migrations ("
-            " version text primary key, applied_at timestamptz not null default now())"
-        )
+        async with conn.transaction():
+            # `create table if not exists` is not safe against a concurrent create: lock first.
+            await conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            await conn.execute(
+                "create table if not exists schema_migrations ("
+                " version text primary key, applied_at timestamptz not null default now())"
+            )
         for version, sql in migration_files():
             async with conn.transaction():
                 await conn.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
