@@ -86,7 +86,6 @@ async def run_worker(
             activities=[
                 model.call_model,
                 tool_runner.run_tool,
-                storage.persist_user_message,
                 storage.finish_turn,
                 approval.record_approval,
                 approval.expire_approval,

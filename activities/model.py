@@ -9,18 +9,18 @@ attempt first publishes a `reset` so clients drop the partial text of the failed
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
 import anthropic
-from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.publishing import TurnPublisher
-from parley import context, knowledge, organizations, prompts
+from parley import context, knowledge, messages, organizations, prompts
 from parley.embeddings import load_embedder
 from parley.logs import get_logger
 from parley.settings import Settings
@@ -60,59 +60,84 @@ class ModelActivities:
                 type=LLM_UNAVAILABLE,
                 non_retryable=True,
             )
-        request = await self._request(inp)
+        request, grounding = await self._request(inp)
         publisher = TurnPublisher.for_current_activity(self._batch_interval)
         async with heartbeating(), publisher:
             attempt = activity.info().attempt
             if attempt > 1 and inp.stream:
                 publisher.publish(TurnEvent("reset", {"attempt": attempt}), now=True)
             output = await self._stream(request, inp, publisher)
-        if output.tool_calls:
+        # Recorded once the reply is in, off the path to the first token: citations and
+        # the turn's later calls read it; a retried first call records it again.
+        if inp.user_message is not None or output.tool_calls:
             async with self._pool.connection() as conn:
-                await context.save_assistant_step(
-                    conn, inp.turn_id, inp.iteration, _assistant_blocks(output)
-                )
+                if inp.user_message is not None:
+                    await knowledge.record_sources(conn, inp.turn_id, grounding, "grounding")
+                if output.tool_calls:
+                    await context.save_assistant_step(
+                        conn, inp.turn_id, inp.iteration, _assistant_blocks(output)
+                    )
         return output
 
-    async def _request(self, inp: ModelInput) -> dict[str, Any]:
-        async with self._pool.connection() as conn:
-            history = await context.conversation_messages(
-                conn, inp.conversation_id, CONTEXT_BUDGET_TOKENS
-            )
-            steps = await context.turn_steps(conn, inp.turn_id)
-            grounding = await self._grounding(conn, inp, history)
-            persona = await organizations.persona(conn, inp.org_id)
+    async def _request(self, inp: ModelInput) -> tuple[dict[str, Any], list[knowledge.Hit]]:
+        """The API request, and the grounding it carries (new hits to record, first call).
+
+        The conversation and the knowledge are read on two connections at once: both sit
+        on the path to the first token.
+        """
+        conversation, (persona, grounding) = await asyncio.gather(
+            self._messages(inp), self._knowledge(inp)
+        )
         request: dict[str, Any] = {
             "model": inp.model,
             "max_tokens": self._settings.max_tokens,
             "system": prompts.system_prompt(persona, grounding),
-            "messages": history + steps,
+            "messages": conversation,
         }
         tools = [t.spec() for t in self._tools.all()]
         if tools:
             request["tools"] = tools
             if not inp.allow_tools:
                 request["tool_choice"] = {"type": "none"}
-        return request
+        return request, grounding if inp.user_message is not None else []
 
-    async def _grounding(
-        self, conn: AsyncConnection, inp: ModelInput, history: list[dict[str, Any]]
-    ) -> list[knowledge.Hit]:
-        """Knowledge for the user's message: retrieved once, before the first model call,
-        filtered to what the requester may read; later calls of the turn reuse it."""
-        if inp.iteration > 0:
-            return await knowledge.turn_grounding(conn, inp.turn_id)
-        question = history[-1]["content"] if history and history[-1]["role"] == "user" else ""
-        hits = await knowledge.search(
-            conn,
-            await knowledge.requester(conn, inp.org_id, inp.user_id),
-            question,
-            limit=self._settings.grounding_results,
-            rerank=self._settings.rerank == "lexical",
-            embedder=load_embedder(self._settings.embeddings),
-        )
-        await knowledge.record_sources(conn, inp.turn_id, hits, "grounding")
-        return hits
+    async def _messages(self, inp: ModelInput) -> list[dict[str, Any]]:
+        """The conversation (the user message stored first, on the turn's first call) and
+        the turn's own earlier steps."""
+        async with self._pool.connection() as conn:
+            if inp.user_message is not None:
+                await messages.add_message(
+                    conn,
+                    conversation_id=inp.conversation_id,
+                    participant_id=inp.user_message.participant_id,
+                    direction="inbound",
+                    text=inp.user_message.text,
+                    turn_id=inp.turn_id,
+                    message_id=inp.user_message.message_id,
+                )
+            history = await context.conversation_messages(
+                conn, inp.conversation_id, CONTEXT_BUDGET_TOKENS
+            )
+            if inp.iteration == 0:
+                return history
+            return history + await context.turn_steps(conn, inp.turn_id, inp.iteration)
+
+    async def _knowledge(self, inp: ModelInput) -> tuple[str | None, list[knowledge.Hit]]:
+        """The org's persona, and knowledge for the user's message: retrieved on the first
+        call, filtered to what the requester may read; later calls reuse what it recorded."""
+        async with self._pool.connection() as conn:
+            persona = await organizations.persona(conn, inp.org_id)
+            if inp.user_message is None:
+                return persona, await knowledge.turn_grounding(conn, inp.turn_id)
+            hits = await knowledge.search(
+                conn,
+                await knowledge.requester(conn, inp.org_id, inp.user_id),
+                inp.user_message.text,
+                limit=self._settings.grounding_results,
+                rerank=self._settings.rerank == "lexical",
+                embedder=load_embedder(self._settings.embeddings),
+            )
+            return persona, hits
 
     def _call(self, call_id: str, name: str, arguments: dict[str, Any]) -> ToolCall:
         """A tool call, marked as a write (parks for approval) with its approval sentence."""

@@ -1,5 +1,5 @@
-"""Persistence steps of a turn: the user message at the start, the reply and the slot at
-the end. Both are idempotent, so a retried activity changes nothing twice."""
+"""The last persistence step of a turn: the reply and the slot. Idempotent, so a retried
+activity changes nothing twice. (The user message is stored by the first model call.)"""
 
 from __future__ import annotations
 
@@ -7,25 +7,12 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
 from parley import knowledge, messages, turns
-from parley.turn_types import FinishInput, FinishOutput, UserMessageInput
+from parley.turn_types import FinishInput, FinishOutput
 
 
 class StorageActivities:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self._pool = pool
-
-    @activity.defn(name="persist_user_message")
-    async def persist_user_message(self, inp: UserMessageInput) -> None:
-        async with self._pool.connection() as conn:
-            await messages.add_message(
-                conn,
-                conversation_id=inp.conversation_id,
-                participant_id=inp.participant_id,
-                direction="inbound",
-                text=inp.text,
-                turn_id=inp.turn_id,
-                message_id=inp.message_id,
-            )
 
     @activity.defn(name="finish_turn")
     async def finish_turn(self, inp: FinishInput) -> FinishOutput:

@@ -50,12 +50,15 @@ async def conversation_messages(
     return merged
 
 
-async def turn_steps(conn: AsyncConnection, turn_id: str) -> list[dict[str, Any]]:
-    """The current turn's assistant tool-use messages and tool-result messages, in order."""
+async def turn_steps(
+    conn: AsyncConnection, turn_id: str, before_iteration: int
+) -> list[dict[str, Any]]:
+    """The turn's assistant tool-use and tool-result messages of the iterations before
+    `before_iteration`, in order (a retried call must not see the step it saved itself)."""
     cur = await conn.execute(
-        "select iteration, kind, call_id, content from turn_steps where turn_id = %s"
-        " order by iteration, kind, created_at",
-        (turn_id,),
+        "select iteration, kind, call_id, content from turn_steps"
+        " where turn_id = %s and iteration < %s order by iteration, kind, created_at",
+        (turn_id, before_iteration),
     )
     rows = await cur.fetchall()
     out: list[dict[str, Any]] = []

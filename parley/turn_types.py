@@ -56,9 +56,9 @@ class Usage:
 
 
 @dataclass
-class UserMessageInput:
-    turn_id: str
-    conversation_id: str
+class UserMessage:
+    """The user's words, stored by the turn's first model call before it reads the context."""
+
     participant_id: str
     message_id: str
     text: str
@@ -74,6 +74,7 @@ class ModelInput:
     iteration: int
     stream: bool
     allow_tools: bool
+    user_message: UserMessage | None = None  # set on the turn's first call only
 
 
 @dataclass

@@ -7,7 +7,9 @@ import uuid
 
 import pytest
 
+from parley import context
 from parley.pricing import cost_usd
+from parley.turn_types import turn_id
 from tests.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from tests.helpers import (
     GatewayServer,
@@ -92,7 +94,9 @@ async def test_multi_turn_memory(client: WsClient, session: dict, fake_model: Fa
     ]
 
 
-async def test_tool_call_turn(client: WsClient, session: dict, fake_model: FakeAnthropic):
+async def test_tool_call_turn(
+    client: WsClient, session: dict, fake_model: FakeAnthropic, pool
+) -> None:
     fake_model.enqueue(
         Reply(tool_calls=[ToolCall("order_status", {"order_id": "ORD-7"})]),
         Reply(text="Your order ORD-7 has shipped with DHL."),
@@ -124,6 +128,14 @@ async def test_tool_call_turn(client: WsClient, session: dict, fake_model: FakeA
     assert tool_result["type"] == "tool_result"
     assert "shipped" in tool_result["content"] and tool_result["is_error"] is False
     assert {t["name"] for t in second["tools"]} >= {"order_status", "add_numbers"}
+    # A model call sees only the steps of earlier iterations: a retried call must not
+    # read back the tool-use step it saved itself before it failed.
+    async with pool.connection() as conn:
+        tid = turn_id(session["sessionId"], "tc")
+        assert await context.turn_steps(conn, tid, 0) == []
+        steps = await context.turn_steps(conn, tid, 1)
+    assert [m["role"] for m in steps] == ["assistant", "user"]
+    assert steps == second["messages"][-2:]
 
 
 @pytest.mark.parametrize(
