@@ -5,7 +5,12 @@ cancels a background flusher that waits in `asyncio.wait_for`; on Python 3.11 a 
 that meets the batch timer there is swallowed (gh-86296) and the exit never returns. So
 this publisher drives the client's `flush()` from a loop of its own that is stopped by an
 event, never cancelled mid-wait. It also owns the batching policy: the first item goes out
-at once (time-to-first-token), later ones every `batch_interval`.
+at once (time-to-first-token), later ones as one signal per `batch_interval`.
+
+Events wait in this publisher's own queue and reach the client only at the start of a
+round: `flush()` sends until the client's buffer is empty, so events handed over while a
+signal is in flight would go out as a second signal right behind it. One signal per round
+halves the signals (and workflow tasks) of a streaming turn, which is what load costs.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class TurnPublisher:
     def __init__(self, client: WorkflowStreamClient, batch_interval: timedelta) -> None:
         self._client = client
         self._topic = client.topic(EVENTS_TOPIC, type=TurnEvent)
+        self._queue: list[TurnEvent] = []
         self._interval = batch_interval.total_seconds()
         self._wake = asyncio.Event()
         self._closing = False
@@ -55,11 +61,11 @@ class TurnPublisher:
         if self._task is not None:
             await asyncio.shield(self._task)
         if exc_type is None:
-            await self._client.flush()
+            await self._send()
 
     def publish(self, event: TurnEvent, *, now: bool = False) -> None:
         """Queue `event`; the first one (or `now=True`) is sent without waiting for a batch."""
-        self._topic.publish(event)
+        self._queue.append(event)
         if now or not self._sent_first:
             self._sent_first = True
             self._wake.set()
@@ -71,6 +77,14 @@ class TurnPublisher:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                await self._client.flush()
+                await self._send()
             except Exception as err:  # retried on the next round; surfaced at exit
                 log.warning("publishing turn events failed", error=str(err))
+
+    async def _send(self) -> None:
+        """Hand the queued events to the client and send them (a failed batch stays
+        pending in the client and goes first next round)."""
+        queued, self._queue = self._queue, []
+        for event in queued:
+            self._topic.publish(event)
+        await self._client.flush()
