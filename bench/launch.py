@@ -2,7 +2,6 @@
 
 Roles:
   worker        Parley's worker (`python worker.py`), relay tunables installed first
-                (and PARLEY_BENCH_TURN_VARIANT: a workflow of bench.turn_variants as "Turn")
   gateway       Parley's gateway (`parley gateway`: uvicorn on `create_app` with
                 `uvicorn_config`), relay tunables installed first
   floor-worker  a worker for the raw relay floor (`bench.relay_floor`)
@@ -11,7 +10,7 @@ Roles:
 Everything is configured by environment variables: Parley's own (DATABASE_URL,
 TEMPORAL_ADDRESS, PARLEY_TASK_QUEUE, ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL, PARLEY_PORT, ...;
 see parley/settings.py), `PARLEY_BENCH_TUNING` (bench.tuning), and for the fake model
-PARLEY_BENCH_FAKE_PORT / PARLEY_BENCH_DELTAS / PARLEY_BENCH_INTERVAL / PARLEY_BENCH_FAKE_NAGLE,
+PARLEY_BENCH_FAKE_PORT / PARLEY_BENCH_DELTAS / PARLEY_BENCH_INTERVAL,
 for the floor worker
 PARLEY_BENCH_FLOOR_QUEUE. SIGTERM or SIGINT stops any of them cleanly.
 """
@@ -21,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import threading
 import time
 from datetime import timedelta
-from typing import Any
 
 from temporalio import activity
 
@@ -39,11 +36,6 @@ def run_worker() -> None:
     install_publisher(Tunables.from_env())
     import worker
 
-    variant = os.environ.get("PARLEY_BENCH_TURN_VARIANT")
-    if variant:
-        from bench.turn_variants import VARIANTS
-
-        worker.TurnWorkflow = VARIANTS[variant]  # type: ignore[misc]
     worker.main()
 
 
@@ -116,32 +108,9 @@ async def _serve_floor() -> None:
         await stop.wait()
 
 
-def _fake_model_nodelay() -> None:
-    """Turn Nagle's algorithm off on the fake model's connections.
-
-    tests/fake_anthropic.py creates its listening socket without `IPPROTO_TCP`, so asyncio
-    does not set TCP_NODELAY on the accepted connections: on a reused keep-alive connection
-    the first SSE bytes of a response then wait ~40 ms for the client's delayed ACK, which
-    neither Parley nor the real API has. Linux copies TCP_NODELAY from the listening socket
-    to the connections it accepts.
-    """
-    from tests import fake_anthropic
-
-    startup = fake_anthropic._Server.startup
-
-    async def startup_nodelay(self: Any, sockets: list[socket.socket] | None = None) -> None:
-        for sock in sockets or []:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await startup(self, sockets)
-
-    fake_anthropic._Server.startup = startup_nodelay  # type: ignore[method-assign]
-
-
 def run_fake_model() -> None:
     from tests.fake_anthropic import FakeAnthropic, Reply
 
-    if os.environ.get("PARLEY_BENCH_FAKE_NAGLE") != "1":
-        _fake_model_nodelay()
     fake = FakeAnthropic(port=int(os.environ["PARLEY_BENCH_FAKE_PORT"]))
     fake.default_reply = Reply(
         stamp=True,

@@ -7,7 +7,7 @@ subprocess installs them before it starts serving:
 
 - the model activity's publisher (`activities.publishing.TurnPublisher`) is replaced by a
   subclass that follows the tunables (batch interval, first-delta flush, max batch size,
-  adaptive batching, one signal per round or drain);
+  adaptive batching);
 - the gateway's `POLL_COOLDOWN` is replaced;
 - the floor's activity publishes through `TunedStreamClient`, the library's own
   batching client with the same tunables.
@@ -48,14 +48,11 @@ class Tunables:
     # never below the batch interval nor above CAP milliseconds.
     adaptive: str | None = None
     poll_cooldown_ms: float | None = None  # gateway subscriber cooldown (POLL_COOLDOWN)
-    # Parley's publisher, each round: True drains the buffer (a second signal right after
-    # the first when deltas arrived meanwhile), False sends one batch. None: as shipped.
-    drain: bool | None = None
 
     @property
     def touches_publisher(self) -> bool:
-        fields = (self.batch_ms, self.max_batch, self.adaptive, self.drain)
-        return not self.first_flush or fields != (None, None, None, None)
+        fields = (self.batch_ms, self.max_batch, self.adaptive)
+        return not self.first_flush or fields != (None, None, None)
 
     def __post_init__(self) -> None:
         if self.adaptive:
@@ -81,7 +78,6 @@ class Tunables:
                 if self.poll_cooldown_ms is not None
                 else code_poll_cooldown_ms()
             ),
-            drain=self.drain,
         )
 
     def describe(self) -> str:
@@ -91,9 +87,6 @@ class Tunables:
             "first delta flushed at once" if r.first_flush else "first delta batched",
             f"max batch {r.max_batch}" if r.max_batch else "no max batch",
             f"adaptive {r.adaptive}" if r.adaptive else "fixed interval",
-            {None: "publisher rounds as shipped", True: "drain per round"}.get(
-                r.drain, "one signal per round"
-            ),
             f"poll cooldown {r.poll_cooldown_ms:g} ms",
         ]
         return ", ".join(parts)
@@ -224,11 +217,11 @@ class TunedStreamClient(WorkflowStreamClient):
 def tuned_turn_publisher(base: Any, tunables: Tunables) -> Any:
     """A subclass of the core's `TurnPublisher` that follows `tunables`.
 
-    It relies on the shipped publisher's shape (`_client`, `_wake`, `_closing`,
-    `_sent_first`, `_interval`, `_run`); if that changes, this fails loudly rather than
-    measuring something else.
+    It relies on the shipped publisher's shape (`_queue`, `_wake`, `_closing`,
+    `_sent_first`, `_interval`, `_send`, `_run`); if that changes, this fails loudly rather
+    than measuring something else.
     """
-    needed = ("for_current_activity", "publish", "_run", "__aenter__", "__aexit__")
+    needed = ("for_current_activity", "publish", "_run", "_send", "__aenter__", "__aexit__")
     missing = [name for name in needed if not hasattr(base, name)]
     if missing:
         raise RuntimeError(f"TurnPublisher changed shape ({missing}); update bench/tuning.py")
@@ -254,8 +247,15 @@ def tuned_turn_publisher(base: Any, tunables: Tunables) -> Any:
             if not tunables.first_flush:
                 self._sent_first = True
             super().publish(event, now=now)
-            if tunables.max_batch and len(self._client._buffer) >= tunables.max_batch:
+            if tunables.max_batch and len(self._queue) >= tunables.max_batch:
                 self._wake.set()
+
+        async def _send(self) -> None:
+            sending = bool(self._queue)
+            began = time.monotonic()
+            await super()._send()
+            if sending:
+                Load.record_rtt(time.monotonic() - began)
 
         async def _run(self) -> None:
             while not self._closing:
@@ -263,17 +263,10 @@ def tuned_turn_publisher(base: Any, tunables: Tunables) -> Any:
                     async with asyncio.timeout(next_interval(self._interval, tunables)):
                         await self._wake.wait()
                 self._wake.clear()
-                began = time.monotonic()
-                sending = self._client._pending is not None or bool(self._client._buffer)
                 try:
-                    if tunables.drain is False:
-                        await self._client._flush()  # one batch, one signal
-                    else:
-                        await self._client.flush()  # as shipped: until the buffer is empty
+                    await self._send()
                 except Exception as err:  # as shipped: retried next round, surfaced at exit
                     print(f"bench publisher: flush failed: {err}", flush=True)
-                if sending:
-                    Load.record_rtt(time.monotonic() - began)
 
     return TunedTurnPublisher
 

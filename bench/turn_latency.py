@@ -75,7 +75,6 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.relay_floor import FloorInput
 from bench.tuning import Tunables
-from bench.turn_variants import VARIANTS
 from parley.turn_types import EVENTS_TOPIC, TurnEvent
 from tests.fake_anthropic import parse_stamps
 
@@ -886,7 +885,9 @@ class Stack:
         database_url = conninfo.make_conninfo(self.admin_url, dbname=self.database)
 
         say("starting the Temporal dev server ...")
-        self.env = await WorkflowEnvironment.start_local(dev_server_existing_path=TEMPORAL_BIN)
+        self.env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=TEMPORAL_BIN, dev_server_log_level="error"
+        )
         address = self.env.client.service_client.config.target_host
         temporal = [p for p in psutil.Process().children(recursive=True) if "temporal" in p.name()]
         if not temporal:
@@ -920,13 +921,11 @@ class Stack:
             "PARLEY_TOOL_MODULES": "",
             "PARLEY_CONFIRM_TOOLS": "",
             "PARLEY_DEMO": "0",
-            "PARLEY_BENCH_TURN_VARIANT": args.turn_variant or "",
         }
         fake_env = {
             "PARLEY_BENCH_FAKE_PORT": str(fake_port),
             "PARLEY_BENCH_DELTAS": str(args.deltas),
             "PARLEY_BENCH_INTERVAL": str(args.interval_ms / 1000),
-            "PARLEY_BENCH_FAKE_NAGLE": "1" if args.fake_model_nagle else "0",
         }
         self._spawn("fake-model", [*launch, "fake-model"], fake_env)
         self._spawn("worker", [*launch, "worker"], parley_env)
@@ -1016,7 +1015,6 @@ async def bench(args: argparse.Namespace) -> bool:
         max_batch=args.max_batch,
         adaptive=args.adaptive,
         poll_cooldown_ms=args.poll_cooldown_ms,
-        drain={None: None, "drain": True, "one": False}[args.publisher_rounds],
     )
     resolved = tunables.resolved()
     assert resolved.batch_ms is not None and resolved.poll_cooldown_ms is not None
@@ -1033,10 +1031,7 @@ async def bench(args: argparse.Namespace) -> bool:
         f"{CORES} CPU cores\n"
         f"  relay: {tunables.describe()}\n"
         f"  floor: the same publisher settings, subscriber poll cooldown "
-        f"{floor_cooldown_ms:g} ms; library defaults otherwise\n"
-        f"  turn workflow: {args.turn_variant or 'as shipped'}\n"
-        f"  fake model: TCP_NODELAY "
-        f"{'off, as tests/fake_anthropic.py has it' if args.fake_model_nagle else 'on'}",
+        f"{floor_cooldown_ms:g} ms; library defaults otherwise",
         flush=True,
     )
     idle = await asyncio.to_thread(psutil.cpu_percent, 1.0)
@@ -1161,32 +1156,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     tuning.add_argument("--poll-cooldown-ms", type=float, help="gateway subscriber poll cooldown")
     tuning.add_argument(
-        "--publisher-rounds",
-        choices=("drain", "one"),
-        help="each round of Parley's publisher: drain the buffer (back-to-back signals when "
-        "deltas arrive during a signal) or send one batch, as the library's flusher does",
-    )
-    tuning.add_argument(
         "--floor-poll-cooldown-ms",
         type=float,
         help="the floor subscriber's poll cooldown (default: the gateway's)",
     )
     parser.add_argument(
-        "--turn-variant",
-        choices=sorted(VARIANTS),
-        help="run a variant of the turn workflow from bench/turn_variants.py (a core change "
-        "measured before it is made)",
-    )
-    parser.add_argument(
         "--no-ws-deflate",
         action="store_true",
         help="do not negotiate permessage-deflate (browsers do)",
-    )
-    parser.add_argument(
-        "--fake-model-nagle",
-        action="store_true",
-        help="leave Nagle's algorithm on in the fake model, as tests/fake_anthropic.py has it "
-        "(adds ~40 ms to the model's TTFT on reused connections, for Parley and bare SDK alike)",
     )
     parser.add_argument(
         "--diagnose",

@@ -265,6 +265,9 @@ class FakeAnthropic:
             raise RuntimeError("already started")
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit TCP_NODELAY, as the real API's do: without it the
+        # first SSE bytes on a reused connection wait ~40 ms for the client's delayed ACK.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(("127.0.0.1", self._port))
         self._port = sock.getsockname()[1]
         ready = threading.Event()
