@@ -14,14 +14,13 @@ from contextlib import AsyncExitStack
 from datetime import timedelta
 
 import anthropic
-from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
 from activities.model import ModelActivities
 from activities.storage import StorageActivities
 from activities.tools import ToolActivities
-from parley import db, tools
+from parley import db, temporal_client, tools
 from parley.embeddings import load_embedder
 from parley.knowledge_tool import register_knowledge_search
 from parley.logs import configure_logging, get_logger
@@ -69,9 +68,7 @@ async def run_worker(
                 pool, settings.org, load_embedder(settings.embeddings)
             )
             log.info("demo knowledge", summary=summary.line())
-        client = await Client.connect(
-            stores.temporal_address, namespace=settings.temporal_namespace
-        )
+        client = await temporal_client.connect(stores.temporal_address, settings.temporal_namespace)
         llm = model_client(settings)
         if llm is not None:
             stack.push_async_callback(llm.close)

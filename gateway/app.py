@@ -19,14 +19,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from temporalio.client import Client
 
 from gateway import admin
 from gateway.actions import Connection, dispatch
 from gateway.approvals import Reconciler  # importing it registers the turn actions too
 from gateway.outbox import Outbox
 from gateway.services import Services
-from parley import db, protocol
+from parley import db, protocol, temporal_client
 from parley.logs import get_logger
 from parley.protocol import ErrorCode
 from parley.settings import Settings, get_settings
@@ -121,8 +120,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         await db.migrate(stores.database_url)
         pool = db.create_pool(stores.database_url, max_size=settings.db_pool_max, name="gateway")
         await pool.open()
-        temporal = await Client.connect(
-            stores.temporal_address, namespace=settings.temporal_namespace, lazy=True
+        temporal = await temporal_client.connect(
+            stores.temporal_address, settings.temporal_namespace, lazy=True
         )
         app.state.services = Services(settings=settings, pool=pool, temporal=temporal)
         reconciler = Reconciler(temporal, pool)
