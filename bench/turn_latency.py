@@ -41,13 +41,11 @@ import argparse
 import asyncio
 import atexit
 import contextlib
-import ctypes
 import json
 import math
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sysconfig
 import tempfile
@@ -75,6 +73,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.relay_floor import FloorInput
 from bench.tuning import Tunables
+from parley.embedded import die_with_parent, free_port
 from parley.turn_types import EVENTS_TOPIC, TurnEvent
 from tests.fake_anthropic import parse_stamps
 
@@ -96,27 +95,6 @@ def say(message: str) -> None:
 # ------------------------------------------------------------------------ subprocesses
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """preexec_fn: the child gets SIGTERM if the bench dies (Linux), even by SIGKILL."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class Proc:
     """One child process of the bench, its output in a log file."""
 
@@ -132,7 +110,7 @@ class Proc:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the bench only; it stops us in order
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(),
             )
         self.process = psutil.Process(self.popen.pid)
         atexit.register(self.stop)
