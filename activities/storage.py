@@ -1,5 +1,6 @@
 """The last persistence step of a turn: the reply and the slot. Idempotent, so a retried
-activity changes nothing twice. (The user message is stored by the first model call.)"""
+activity changes nothing twice. (The first model call stores the user message; a turn
+that ends without one stores it here.)"""
 
 from __future__ import annotations
 
@@ -22,6 +23,16 @@ class StorageActivities:
         already released by a `cancel` stays cancelled, and its late reply is not persisted.
         """
         async with self._pool.connection() as conn, conn.transaction():
+            if inp.user_message is not None:  # idempotent: the model call may have stored it
+                await messages.add_message(
+                    conn,
+                    conversation_id=inp.conversation_id,
+                    participant_id=inp.user_message.participant_id,
+                    direction="inbound",
+                    text=inp.user_message.text,
+                    turn_id=inp.turn_id,
+                    message_id=inp.user_message.message_id,
+                )
             if await turns.finish(conn, inp.turn_id, inp.status):  # type: ignore[arg-type]
                 status = inp.status
                 if status == "completed":

@@ -219,6 +219,12 @@ class CpuMeter:
         return used
 
 
+def local_postgres() -> list[psutil.Process]:
+    """This machine's PostgreSQL server processes (what DATABASE_URL's server spends,
+    when it runs here; nothing else should use it during a run)."""
+    return [p for p in psutil.process_iter(["name"]) if p.info["name"] == "postgres"]
+
+
 def with_children(root: psutil.Process) -> Callable[[], list[psutil.Process]]:
     def processes() -> list[psutil.Process]:
         try:
@@ -596,7 +602,7 @@ def ratio(a: float, b: float) -> float:
 
 
 OTHER_CPU_WARN = 0.15  # of one core: more than that, and a phase's numbers are suspect
-PARLEY_CPU = ("worker", "gateway", "temporal")
+PARLEY_CPU = ("worker", "gateway", "postgres", "temporal")
 FLOOR_CPU = ("floor-worker", "temporal")
 
 
@@ -666,7 +672,7 @@ def print_level(level: LevelReport, args: argparse.Namespace) -> None:
         "CPU s/turn",
         cpu_per_turn(parley, PARLEY_CPU),
         cpu_per_turn(floor, FLOOR_CPU),
-        "Parley: worker+gateway+temporal; floor: its worker+temporal",
+        "Parley: worker+gateway+postgres+temporal; floor: its worker+temporal",
     )
     for res, names in ((parley, PARLEY_CPU), (floor, FLOOR_CPU)):
         if res and res.turns:
@@ -852,6 +858,8 @@ class Stack:
         url = os.environ.get("DATABASE_URL")
         if url:
             self.admin_url = url
+            # The server's processes (this machine's, when DATABASE_URL points at it).
+            self.meter.add("postgres", local_postgres)
         else:
             from parley.embedded import start_postgres
 

@@ -127,6 +127,8 @@ class FinishInput:
     message_id: str
     text: str
     status: str  # completed | failed | cancelled
+    # A turn that ends before its first model call stored the user message stores it here.
+    user_message: UserMessage | None = None
 
 
 @dataclass

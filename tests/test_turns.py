@@ -462,6 +462,8 @@ async def test_worker_without_a_model_key(isolated_settings, fake_model: FakeAnt
         async with await WsClient.open(gateway.ws_url) as c:
             s = await c.create_session()
             events = await run_turn(c, s["sessionId"], "hello?", "nokey")
+            # The turn ended before any model call: finish_turn stored the user message.
+            stored = await history(c, s["sessionId"])
     finally:
         await gateway.stop()
         stop.set()
@@ -469,3 +471,4 @@ async def test_worker_without_a_model_key(isolated_settings, fake_model: FakeAnt
     assert kinds(events) == ["immediate:202", "error"]
     assert events[-1]["error"]["code"] == "LLM_UNAVAILABLE"
     assert fake_model.requests == []
+    assert [(m["direction"], m["content"]["text"]) for m in stored] == [("inbound", "hello?")]

@@ -65,6 +65,9 @@ class TurnWorkflow:
     @workflow.run
     async def run(self, inp: TurnInput) -> TurnOutcome:
         turn = workflow.info().workflow_id
+        self.user_message = UserMessage(
+            self.inp.user_participant_id, str(workflow.uuid4()), self.inp.message
+        )
         try:
             text, usage = await self._agent_loop(turn)
             message_id = str(workflow.uuid4())
@@ -113,9 +116,6 @@ class TurnWorkflow:
         """
         parts: list[str] = []
         usage = Usage()
-        user_message = UserMessage(
-            self.inp.user_participant_id, str(workflow.uuid4()), self.inp.message
-        )
         for iteration in range(self.inp.max_iterations):
             last = iteration == self.inp.max_iterations - 1
             output = await workflow.execute_activity(
@@ -129,7 +129,7 @@ class TurnWorkflow:
                     iteration=iteration,
                     stream=self.inp.stream,
                     allow_tools=not last,
-                    user_message=user_message if iteration == 0 else None,
+                    user_message=self.user_message if iteration == 0 else None,
                 ),
                 result_type=ModelOutput,
                 start_to_close_timeout=timedelta(minutes=10),
@@ -233,7 +233,11 @@ class TurnWorkflow:
             )
         return "approved" if self.verdicts[approval_id] else "denied"
 
-    async def _finish(self, turn: str, status: str, text: str = "", message_id: str = "") -> str:
+    async def _finish(
+        self, turn: str, status: str, text: str = "", message_id: str = ""
+    ) -> FinishOutput:
+        """Release the slot (and store the reply); a turn that did not complete also
+        stores the user message, which a cancel or failure may have reached first."""
         return await workflow.execute_activity(
             "finish_turn",
             FinishInput(
@@ -243,6 +247,7 @@ class TurnWorkflow:
                 message_id=message_id,
                 text=text,
                 status=status,
+                user_message=self.user_message if status != "completed" else None,
             ),
             result_type=FinishOutput,
             start_to_close_timeout=timedelta(seconds=30),
