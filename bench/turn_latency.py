@@ -19,7 +19,7 @@ event loop). Clients run in this process. Per concurrency level it measures:
 and prints, per level, Parley against the floor: time to first token (and Parley's added
 TTFT: Parley's minus the bare SDK's, percentile by percentile), per-delta latency (receive
 time minus the stamp in the token), turns per second, CPU seconds per turn (worker +
-gateway + Temporal over the measured window) and lost / duplicated / reordered deltas.
+gateway + PostgreSQL + Temporal over the measured window) and lost / duplicated / reordered deltas.
 
 The relay's tunables (publisher batch interval, first-delta flush, max batch size,
 adaptive batching, gateway poll cooldown) can be overridden without editing the core; see
