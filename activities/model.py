@@ -106,14 +106,8 @@ class ModelActivities:
         the turn's own earlier steps."""
         async with self._pool.connection() as conn:
             if inp.user_message is not None:
-                await messages.add_message(
-                    conn,
-                    conversation_id=inp.conversation_id,
-                    participant_id=inp.user_message.participant_id,
-                    direction="inbound",
-                    text=inp.user_message.text,
-                    turn_id=inp.turn_id,
-                    message_id=inp.user_message.message_id,
+                await messages.add_user_message(
+                    conn, inp.conversation_id, inp.turn_id, inp.user_message
                 )
             history = await context.conversation_messages(
                 conn, inp.conversation_id, CONTEXT_BUDGET_TOKENS

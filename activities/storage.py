@@ -24,14 +24,8 @@ class StorageActivities:
         """
         async with self._pool.connection() as conn, conn.transaction():
             if inp.user_message is not None:  # idempotent: the model call may have stored it
-                await messages.add_message(
-                    conn,
-                    conversation_id=inp.conversation_id,
-                    participant_id=inp.user_message.participant_id,
-                    direction="inbound",
-                    text=inp.user_message.text,
-                    turn_id=inp.turn_id,
-                    message_id=inp.user_message.message_id,
+                await messages.add_user_message(
+                    conn, inp.conversation_id, inp.turn_id, inp.user_message
                 )
             if await turns.finish(conn, inp.turn_id, inp.status):  # type: ignore[arg-type]
                 status = inp.status

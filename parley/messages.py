@@ -15,6 +15,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from parley.sessions import as_uuid
+from parley.turn_types import UserMessage
 
 Direction = Literal["inbound", "outbound"]
 
@@ -59,6 +60,21 @@ async def add_message(
         row = await cur.fetchone()
     assert row is not None
     return _message(row)
+
+
+async def add_user_message(
+    conn: AsyncConnection, conversation_id: str, turn_id: str, message: UserMessage
+) -> Message:
+    """Store a turn's user message; idempotent (its id was chosen by the workflow)."""
+    return await add_message(
+        conn,
+        conversation_id=conversation_id,
+        participant_id=message.participant_id,
+        direction="inbound",
+        text=message.text,
+        turn_id=turn_id,
+        message_id=message.message_id,
+    )
 
 
 async def list_messages(
