@@ -20,11 +20,12 @@ from activities.approvals import ApprovalActivities
 from activities.model import ModelActivities
 from activities.storage import StorageActivities
 from activities.tools import ToolActivities
-from parley import db, temporal_client, tools
-from parley.embeddings import load_embedder
-from parley.knowledge_tool import register_knowledge_search
+from parley import temporal_client, tools
+from parley.knowledge.embeddings import load_embedder
+from parley.knowledge.tool import register_knowledge_search
 from parley.logs import configure_logging, get_logger
 from parley.settings import Settings, get_settings
+from parley.storage import db
 from parley.stores import StoresNotConfigured, resolve_stores
 from workflows.turn import TurnWorkflow
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
-from parley import approvals
-from parley.turn_types import ApprovalInput
+from parley.storage import approvals
+from parley.turn.types import ApprovalInput
 
 
 class ApprovalActivities:

@@ -20,12 +20,14 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
 from activities.publishing import TurnPublisher
-from parley import context, knowledge, messages, organizations, prompts
-from parley.embeddings import load_embedder
+from parley import prompts
+from parley.knowledge import access, search, sources, types
+from parley.knowledge.embeddings import load_embedder
 from parley.logs import get_logger
 from parley.settings import Settings
+from parley.storage import context, messages, organizations
 from parley.tools import ToolRegistry
-from parley.turn_types import ModelInput, ModelOutput, ToolCall, TurnEvent, Usage
+from parley.turn.types import ModelInput, ModelOutput, ToolCall, TurnEvent, Usage
 
 log = get_logger(__name__)
 
@@ -72,14 +74,14 @@ class ModelActivities:
         if inp.user_message is not None or output.tool_calls:
             async with self._pool.connection() as conn:
                 if inp.user_message is not None:
-                    await knowledge.record_sources(conn, inp.turn_id, grounding, "grounding")
+                    await sources.record_sources(conn, inp.turn_id, grounding, "grounding")
                 if output.tool_calls:
                     await context.save_assistant_step(
                         conn, inp.turn_id, inp.iteration, _assistant_blocks(output)
                     )
         return output
 
-    async def _request(self, inp: ModelInput) -> tuple[dict[str, Any], list[knowledge.Hit]]:
+    async def _request(self, inp: ModelInput) -> tuple[dict[str, Any], list[types.Hit]]:
         """The API request, and the grounding it carries (new hits to record, first call).
 
         The conversation and the knowledge are read on two connections at once: both sit
@@ -116,16 +118,16 @@ class ModelActivities:
                 return history
             return history + await context.turn_steps(conn, inp.turn_id, inp.iteration)
 
-    async def _knowledge(self, inp: ModelInput) -> tuple[str | None, list[knowledge.Hit]]:
+    async def _knowledge(self, inp: ModelInput) -> tuple[str | None, list[types.Hit]]:
         """The org's persona, and knowledge for the user's message: retrieved on the first
         call, filtered to what the requester may read; later calls reuse what it recorded."""
         async with self._pool.connection() as conn:
             persona = await organizations.persona(conn, inp.org_id)
             if inp.user_message is None:
-                return persona, await knowledge.turn_grounding(conn, inp.turn_id)
-            hits = await knowledge.search(
+                return persona, await sources.turn_grounding(conn, inp.turn_id)
+            hits = await search.search(
                 conn,
-                await knowledge.requester(conn, inp.org_id, inp.user_id),
+                await access.requester(conn, inp.org_id, inp.user_id),
                 inp.user_message.text,
                 limit=self._settings.grounding_results,
                 rerank=self._settings.rerank == "lexical",

@@ -7,8 +7,9 @@ from __future__ import annotations
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
-from parley import knowledge, messages, turns
-from parley.turn_types import FinishInput, FinishOutput
+from parley.knowledge import sources
+from parley.storage import messages, turns
+from parley.turn.types import FinishInput, FinishOutput
 
 
 class StorageActivities:
@@ -45,4 +46,4 @@ class StorageActivities:
                 status = row["status"] if row else "abandoned"
             if status != "completed":
                 return FinishOutput(status)
-            return FinishOutput("completed", await knowledge.turn_citations(conn, inp.turn_id))
+            return FinishOutput("completed", await sources.turn_citations(conn, inp.turn_id))

@@ -21,10 +21,10 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
 from activities.heartbeat import heartbeating
-from parley import context
 from parley.logs import get_logger
+from parley.storage import context
 from parley.tools import CallContext, ToolArgumentsError, ToolRegistry
-from parley.turn_types import ToolCall, ToolInput, ToolOutput
+from parley.turn.types import ToolCall, ToolInput, ToolOutput
 
 log = get_logger(__name__)
 

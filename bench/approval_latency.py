@@ -47,9 +47,9 @@ from psycopg import conninfo
 from temporalio.testing import WorkflowEnvironment
 from websockets.asyncio.client import ClientConnection, connect
 
-from parley import db
-from parley.embedded import die_with_parent, free_port, start_postgres, temporal_binary
-from tests.fake_anthropic import FakeAnthropic, Reply, ToolCall
+from parley.stack.embedded import die_with_parent, free_port, start_postgres, temporal_binary
+from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
+from parley.storage import db
 
 
 def say(message: str) -> None:

@@ -29,7 +29,7 @@ from temporalio import activity
 
 from bench.relay_floor import PUBLISH_ACTIVITY, FloorInput
 from bench.tuning import Tunables, TunedStreamClient, install_gateway, install_publisher
-from parley.turn_types import EVENTS_TOPIC, TurnEvent
+from parley.turn.types import EVENTS_TOPIC, TurnEvent
 
 
 def run_worker() -> None:
@@ -109,7 +109,7 @@ async def _serve_floor() -> None:
 
 
 def run_fake_model() -> None:
-    from tests.fake_anthropic import FakeAnthropic, Reply
+    from parley.stack.fake_anthropic import FakeAnthropic, Reply
 
     fake = FakeAnthropic(port=int(os.environ["PARLEY_BENCH_FAKE_PORT"]))
     fake.default_reply = Reply(

@@ -17,7 +17,7 @@ from temporalio import workflow
 from temporalio.contrib.workflow_streams import WorkflowStream
 
 with workflow.unsafe.imports_passed_through():
-    from parley.turn_types import EVENTS_TOPIC, TurnEvent
+    from parley.turn.types import EVENTS_TOPIC, TurnEvent
 
 PUBLISH_ACTIVITY = "publish_deltas"
 

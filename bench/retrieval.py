@@ -1,4 +1,4 @@
-"""Retrieval benchmark: `knowledge.search` over ~100,000 chunks, with and without access lists.
+"""Retrieval benchmark: `search.search` over ~100,000 chunks, with and without access lists.
 
 Search runs before every grounded turn, so on a large knowledge base it must stay fast
 (target: p95 <= 25 ms), find the right article, and never return a chunk the requester may
@@ -9,12 +9,12 @@ root (it is not a test; about a minute on 2 CPUs, most of it ingest):
 
 In a fresh `parley_bench_<random>` database (on DATABASE_URL's server, else an embedded
 PostgreSQL; dropped at the end, also on an error, Ctrl-C or SIGTERM) it ingests the demo
-documents and generated help-center articles through `knowledge.upsert_document` (most
+documents and generated help-center articles through `documents.upsert_document` (most
 public; some restricted to users or groups; a few in a second organization), runs
 `analyze chunks` as `parley ingest` does, then reports:
 
-  latency   p50/p95/p99 of `knowledge.search(..., limit=3)` with and without rerank, for a
-            reader of everything (`knowledge._SEARCH` with its access predicate replaced by
+  latency   p50/p95/p99 of `search.search(..., limit=3)` with and without rerank, for a
+            reader of everything (`search._SEARCH` with its access predicate replaced by
             `true`), an anonymous requester and a user with groups; a verdict on the target
   recall@3  over the labelled questions of `bench/retrieval_questions.json`
   ACL       hits returned to requesters who may not read them (must be 0)
@@ -53,10 +53,11 @@ import psycopg
 from psycopg import AsyncConnection, conninfo, sql
 from psycopg_pool import AsyncConnectionPool
 
-from parley import knowledge
-from parley.chunking import chunk_text, extract
-from parley.db import create_pool, migrate
-from parley.knowledge import Access, Document, Hit, Requester
+from parley.knowledge import access as knowledge_access
+from parley.knowledge import documents, search
+from parley.knowledge.chunking import chunk_text, extract
+from parley.knowledge.types import Access, Document, Hit, Requester
+from parley.storage.db import create_pool, migrate
 
 # ============================================================================ the corpus
 #
@@ -538,7 +539,7 @@ async def fresh_database() -> AsyncIterator[str]:
     name = f"parley_bench_{uuid.uuid4().hex[:10]}"
     try:
         if not admin:
-            from parley.embedded import start_postgres
+            from parley.stack.embedded import start_postgres
 
             tmp = Path(tempfile.mkdtemp(prefix="parley-retrieval-"))
             pg = await asyncio.to_thread(start_postgres, tmp)
@@ -566,7 +567,7 @@ async def fresh_database() -> AsyncIterator[str]:
 
 async def ingest(pool: AsyncConnectionPool, target: int, workers: int) -> dict[str, DocInfo]:
     """The demo documents, then generated ones until `target` chunks, by `workers`
-    connections through `knowledge.upsert_document`; every bench user's groups."""
+    connections through `documents.upsert_document`; every bench user's groups."""
     docs: dict[str, DocInfo] = {}
     queue: asyncio.Queue[tuple[str, Document] | None] = asyncio.Queue(maxsize=workers * 8)
     written = 0
@@ -575,7 +576,7 @@ async def ingest(pool: AsyncConnectionPool, target: int, workers: int) -> dict[s
         nonlocal written
         async with pool.connection() as conn:
             while (item := await queue.get()) is not None:
-                _, chunks = await knowledge.upsert_document(conn, *item)
+                _, chunks = await documents.upsert_document(conn, *item)
                 written += chunks  # after the await: `written += await ...` loses updates
 
     async def progress() -> None:
@@ -586,7 +587,7 @@ async def ingest(pool: AsyncConnectionPool, target: int, workers: int) -> dict[s
 
     async with pool.connection() as conn:
         for user, groups in memberships().items():
-            await knowledge.set_user_groups(conn, ORG, user, groups)
+            await knowledge_access.set_user_groups(conn, ORG, user, groups)
     started, planned = time.monotonic(), 0
     tasks = [asyncio.create_task(worker()) for _ in range(workers)]
     reporter = asyncio.create_task(progress())
@@ -620,16 +621,16 @@ async def ingest(pool: AsyncConnectionPool, target: int, workers: int) -> dict[s
 
 
 def without_acl(search_sql: str) -> str:
-    """`search_sql` with every access predicate (`knowledge._ACL`) replaced by `true`: the
+    """`search_sql` with every access predicate (`search._ACL`) replaced by `true`: the
     product's own query for a reader of everything, so this mode cannot drift from it."""
     tiers = search_sql.split("union all")
-    per_tier = [t.count(knowledge._ACL) for t in tiers]
+    per_tier = [t.count(search._ACL) for t in tiers]
     if per_tier != [1, 1, 1]:
-        raise SystemExit(f"expected knowledge._ACL once in each of 3 tiers, found {per_tier}")
-    return search_sql.replace(knowledge._ACL, "true")
+        raise SystemExit(f"expected search._ACL once in each of 3 tiers, found {per_tier}")
+    return search_sql.replace(search._ACL, "true")
 
 
-NO_ACL_SEARCH = without_acl(knowledge._SEARCH)
+NO_ACL_SEARCH = without_acl(search._SEARCH)
 
 
 @dataclass(frozen=True)
@@ -640,11 +641,11 @@ class Mode:
     acl: bool = True
 
     async def search(self, conn: AsyncConnection, text: str, limit: int = 3) -> list[Hit]:
-        """`knowledge.search` itself; without ACL, with its query swapped for NO_ACL_SEARCH."""
+        """`search.search` itself; without ACL, with its query swapped for NO_ACL_SEARCH."""
         if self.acl:
-            return await knowledge.search(conn, self.requester, text, limit, rerank=self.rerank)
-        with mock.patch.object(knowledge, "_SEARCH", NO_ACL_SEARCH):
-            return await knowledge.search(conn, self.requester, text, limit, rerank=self.rerank)
+            return await search.search(conn, self.requester, text, limit, rerank=self.rerank)
+        with mock.patch.object(search, "_SEARCH", NO_ACL_SEARCH):
+            return await search.search(conn, self.requester, text, limit, rerank=self.rerank)
 
 
 async def latency(
@@ -683,7 +684,7 @@ async def check_acl(
     member = memberships()
     requesters = [Requester(ORG), Requester(OTHER_ORG)]
     for user in ACL_USERS:
-        req = await knowledge.requester(conn, ORG, user)
+        req = await knowledge_access.requester(conn, ORG, user)
         assert list(req.groups) == member[user], f"user_groups of {user} are not the bench's"
         requesters.append(req)
     violations = checked = restricted = withheld = 0
@@ -712,7 +713,7 @@ async def bench(args: argparse.Namespace) -> None:
     async with fresh_database() as url:
         pool = create_pool(url, max_size=args.workers + 1, name="bench-retrieval")
         async with pool:
-            say(f"ingesting ~{args.chunks:,} chunks through knowledge.upsert_document ...")
+            say(f"ingesting ~{args.chunks:,} chunks through documents.upsert_document ...")
             docs = await ingest(pool, args.chunks, args.workers)
             async with pool.connection() as conn:
                 started = time.monotonic()
@@ -762,7 +763,7 @@ async def measure(
 async def report_latency(
     conn: AsyncConnection, queries: list[str], n_labelled: int, args: argparse.Namespace
 ) -> None:
-    user = await knowledge.requester(conn, ORG, LATENCY_USER)
+    user = await knowledge_access.requester(conn, ORG, LATENCY_USER)
     modes = [
         mode
         for rerank, tail in ((False, ""), (True, " + rerank"))
@@ -795,7 +796,7 @@ async def report_latency(
 async def report_recall(
     conn: AsyncConnection, questions: dict[str, str], docs: dict[str, DocInfo]
 ) -> None:
-    reader = await knowledge.requester(conn, ORG, RECALL_USER)
+    reader = await knowledge_access.requester(conn, ORG, RECALL_USER)
     say(f"recall@3 as {reader.user_id} (groups {','.join(reader.groups)}): may read all targets")
     top: dict[bool, dict[str, list[str]]] = {}
     for rerank in (False, True):

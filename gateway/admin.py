@@ -16,10 +16,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.services import Services
-from parley import knowledge
-from parley.chunking import extract_string
-from parley.embeddings import load_embedder
-from parley.knowledge import Access, Document
+from parley.knowledge import access, documents
+from parley.knowledge.chunking import extract_string
+from parley.knowledge.embeddings import load_embedder
+from parley.knowledge.types import Access, Document
 
 MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
 
@@ -83,7 +83,7 @@ async def put_document(request: Request) -> Response:
     services: Services = request.app.state.services
     org = _org(request, doc.org)
     async with services.pool.connection() as conn:
-        outcome, chunks = await knowledge.upsert_document(
+        outcome, chunks = await documents.upsert_document(
             conn,
             org,
             Document(
@@ -101,7 +101,7 @@ async def list_documents(request: Request) -> Response:
     services: Services = request.app.state.services
     org = _org(request)
     async with services.pool.connection() as conn:
-        rows = await knowledge.list_documents(conn, org)
+        rows = await documents.list_documents(conn, org)
     for row in rows:
         row["updated_at"] = row["updated_at"].isoformat()
     return JSONResponse({"org": org, "documents": rows})
@@ -113,7 +113,7 @@ async def delete_document(request: Request) -> Response:
     services: Services = request.app.state.services
     doc_id = request.path_params["doc_id"]
     async with services.pool.connection() as conn:
-        deleted = await knowledge.delete_document(conn, _org(request), doc_id)
+        deleted = await documents.delete_document(conn, _org(request), doc_id)
     if not deleted:
         return _error(404, f"no document {doc_id!r}")
     return Response(status_code=204)
@@ -136,7 +136,7 @@ async def put_user_groups(request: Request) -> Response:
     services: Services = request.app.state.services
     org, user = _org(request, body.org), request.path_params["user_id"]
     async with services.pool.connection() as conn:
-        await knowledge.set_user_groups(conn, org, user, body.groups)
+        await access.set_user_groups(conn, org, user, body.groups)
     return JSONResponse({"org": org, "user": user, "groups": sorted(set(body.groups))})
 
 

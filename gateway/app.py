@@ -25,10 +25,11 @@ from gateway.actions import Connection, dispatch
 from gateway.approvals import Reconciler  # importing it registers the turn actions too
 from gateway.outbox import Outbox
 from gateway.services import Services
-from parley import db, protocol, temporal_client
+from parley import protocol, temporal_client
 from parley.logs import get_logger
 from parley.protocol import ErrorCode
 from parley.settings import Settings, get_settings
+from parley.storage import db
 from parley.stores import resolve_stores
 
 log = get_logger(__name__)

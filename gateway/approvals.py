@@ -16,10 +16,11 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from gateway.actions import Connection, action
 from gateway.turns import attach_after_park
-from parley import approvals, protocol
+from parley import protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
-from parley.turn_types import Verdict
+from parley.storage import approvals
+from parley.turn.types import Verdict
 
 log = get_logger(__name__)
 

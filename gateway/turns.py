@@ -19,11 +19,12 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from gateway.actions import Connection, action, require_session
 from gateway.services import Services
-from parley import protocol, turns
+from parley import protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
-from parley.sessions import SessionRecord
-from parley.turn_types import EVENTS_TOPIC, TurnEvent, TurnInput, turn_id
+from parley.storage import turns
+from parley.storage.sessions import SessionRecord
+from parley.turn.types import EVENTS_TOPIC, TurnEvent, TurnInput, turn_id
 
 log = get_logger(__name__)
 

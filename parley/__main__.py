@@ -1,5 +1,5 @@
 """`python -m parley` is the `parley` command."""
 
-from parley.cli import main
+from parley.stack.cli import main
 
 main()

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
-from parley.embeddings import Embedder
-from parley.ingest import Summary, discover, ingest_files
-from parley.knowledge import Access
+from parley.knowledge.embeddings import Embedder
+from parley.knowledge.ingest import Summary, discover, ingest_files
+from parley.knowledge.types import Access
 from parley.tools import current_call, tool
 
 

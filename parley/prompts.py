@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from parley.knowledge import Hit
+from parley.knowledge.types import Hit
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant in a company's chat widget. Answer briefly and plainly. "

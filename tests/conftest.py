@@ -25,9 +25,9 @@ import pytest
 from psycopg import conninfo
 from temporalio.testing import WorkflowEnvironment
 
-from parley.embedded import free_port
 from parley.settings import Settings
-from tests.fake_anthropic import FakeAnthropic
+from parley.stack.embedded import free_port
+from parley.stack.fake_anthropic import FakeAnthropic
 from tests.helpers import GatewayServer
 from worker import run_worker
 
@@ -41,7 +41,7 @@ def database_server() -> Iterator[str]:
     if url:
         yield url
         return
-    from parley.embedded import start_postgres
+    from parley.stack.embedded import start_postgres
 
     # Not under pytest's basetemp: a concurrent pytest session prunes old basetemps, which
     # would delete a running server's data directory.

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from parley.embedded import free_port, start_temporal
 from parley.settings import Settings
+from parley.stack.embedded import free_port, start_temporal
+from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from tests.conftest import Processes
-from tests.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from tests.helpers import GatewayServer, WsClient, collapse, is_terminal, kinds, tokens
 from tests.tools_for_tests import BLOCKING_REFUND_LOCK
 from worker import run_worker

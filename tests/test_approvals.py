@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.fake_anthropic import FakeAnthropic, Reply, ToolCall
+from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from tests.helpers import GatewayServer, WsClient, collapse, is_terminal, kinds, tokens
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -341,7 +341,7 @@ async def test_a_claimed_verdict_whose_gateway_died_is_still_delivered(
 ):
     """Claim without signalling (as a gateway that died right after its claim would leave
     it): the reconciler delivers the verdict and the turn goes on."""
-    from parley import approvals
+    from parley.storage import approvals
 
     fake_model.enqueue(Reply(tool_calls=[REFUND]), Reply(text="Delivered late."))
     await park(client, session, "rec")

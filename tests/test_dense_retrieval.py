@@ -12,9 +12,11 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from parley import db, knowledge
-from parley.embeddings import HashingEmbedder, load_embedder
-from parley.knowledge import Access, Document, Hit, Requester, fuse
+from parley.knowledge import documents, search
+from parley.knowledge.embeddings import HashingEmbedder, load_embedder
+from parley.knowledge.search import fuse
+from parley.knowledge.types import Access, Document, Hit, Requester
+from parley.storage import db
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def vector_server(database_server: str) -> Iterator[str]:
     if has_vector:
         yield database_server
         return
-    from parley.embedded import start_postgres
+    from parley.stack.embedded import start_postgres
 
     with tempfile.TemporaryDirectory(prefix="parley-test-pgvector-") as data_dir:
         server = start_postgres(Path(data_dir))
@@ -81,9 +83,9 @@ async def test_embeddings_are_stored_and_the_dense_path_filters_access(vector_po
     embedder = HashingEmbedder()
     org_id = f"org-{uuid.uuid4().hex[:6]}"
     async with vector_pool.connection() as conn:
-        assert await knowledge.vectors_ready(conn)
+        assert await documents.vectors_ready(conn)
         for doc in DOCS:
-            await knowledge.upsert_document(conn, org_id, doc, embedder)
+            await documents.upsert_document(conn, org_id, doc, embedder)
         cur = await conn.execute(
             "select count(*) as chunks, count(e.chunk_id) as embedded from chunks c"
             " left join chunk_embeddings e on e.chunk_id = c.id where c.org_id = %s",
@@ -92,20 +94,20 @@ async def test_embeddings_are_stored_and_the_dense_path_filters_access(vector_po
         counts = await cur.fetchone()
         assert counts["chunks"] == counts["embedded"] == 3
 
-        nearest = await knowledge.dense_search(
+        nearest = await search.dense_search(
             conn, Requester(org_id, "alice"), "bonus payouts", 1, embedder
         )
         assert nearest[0].document_id == "private.md" and nearest[0].chunk_id > 0
         for stranger in (Requester(org_id, "bob"), Requester(org_id)):
-            seen = await knowledge.dense_search(conn, stranger, "bonus payouts", 10, embedder)
+            seen = await search.dense_search(conn, stranger, "bonus payouts", 10, embedder)
             assert "private.md" not in {h.document_id for h in seen}
             assert {h.document_id for h in seen} == {"returns.md", "shipping.md"}
 
-        fused = await knowledge.search(
+        fused = await search.search(
             conn, Requester(org_id), "how long does shipping take", 2, embedder=embedder
         )
         assert fused[0].document_id == "shipping.md"
-        plain = await knowledge.search(conn, Requester(org_id), "how long does shipping take", 2)
+        plain = await search.search(conn, Requester(org_id), "how long does shipping take", 2)
         assert fused[0].score != plain[0].score  # fused scores are reciprocal-rank sums
 
 
@@ -114,11 +116,11 @@ async def test_changed_documents_get_fresh_embeddings(vector_pool) -> None:
     org_id = f"org-{uuid.uuid4().hex[:6]}"
     doc = DOCS[0]
     async with vector_pool.connection() as conn:
-        await knowledge.upsert_document(conn, org_id, doc, embedder)
+        await documents.upsert_document(conn, org_id, doc, embedder)
         changed = Document(
             doc.id, doc.title, doc.source, doc.text + "\n\nExchanges are free.", doc.access
         )
-        outcome, _ = await knowledge.upsert_document(conn, org_id, changed, embedder)
+        outcome, _ = await documents.upsert_document(conn, org_id, changed, embedder)
         assert outcome == "changed"
         cur = await conn.execute(
             "select count(*) as n from chunks c join chunk_embeddings e on e.chunk_id = c.id"
@@ -128,8 +130,8 @@ async def test_changed_documents_get_fresh_embeddings(vector_pool) -> None:
         assert (await cur.fetchone())["n"] == 1
         # Embeddings for a document ingested before a provider was configured are filled in.
         other = f"org-{uuid.uuid4().hex[:6]}"
-        await knowledge.upsert_document(conn, other, doc)
-        outcome, _ = await knowledge.upsert_document(conn, other, doc, embedder)
+        await documents.upsert_document(conn, other, doc)
+        outcome, _ = await documents.upsert_document(conn, other, doc, embedder)
         assert outcome == "skipped"
         cur = await conn.execute(
             "select count(*) as n from chunks c join chunk_embeddings e on e.chunk_id = c.id"
@@ -151,8 +153,8 @@ def test_reciprocal_rank_fusion() -> None:
 def test_loading_embedders(tmp_path: Path) -> None:
     assert load_embedder(None) is None
     assert load_embedder("hashing").dimensions == 256
-    assert load_embedder("parley.embeddings:HashingEmbedder").name == "hashing-256"
+    assert load_embedder("parley.knowledge.embeddings:HashingEmbedder").name == "hashing-256"
     with pytest.raises(ValueError, match="module:attribute"):
         load_embedder("nonsense")
     with pytest.raises(TypeError, match="not an embedder"):
-        load_embedder("parley.knowledge:SNIPPET_CHARS")
+        load_embedder("parley.knowledge.types:SNIPPET_CHARS")

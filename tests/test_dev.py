@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from parley.embedded import free_port
+from parley.stack.embedded import free_port
 from tests.helpers import WsClient
 
 STARTUP_TIMEOUT = 90

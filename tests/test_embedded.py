@@ -21,7 +21,7 @@ from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from parley.embedded import (
+from parley.stack.embedded import (
     EmbeddedStoreError,
     free_port,
     start_postgres,
@@ -118,7 +118,7 @@ async def test_postgres_attaches_to_server_of_killed_process(tmp_path: Path) -> 
         "import json, sys\n"
         "from pathlib import Path\n"
         "from parley.logs import configure_logging\n"
-        "from parley.embedded import start_postgres\n"
+        "from parley.stack.embedded import start_postgres\n"
         "configure_logging('WARNING')\n"
         "pg = start_postgres(Path('.parley'))\n"
         "print('READY ' + json.dumps({'url': pg.url, 'pid': pg.pid}), flush=True)\n"
@@ -199,7 +199,7 @@ async def test_temporal_dies_with_its_parent(tmp_path: Path) -> None:
         "import asyncio, json, sys\n"
         "from pathlib import Path\n"
         "from parley.logs import configure_logging\n"
-        "from parley.embedded import start_temporal\n"
+        "from parley.stack.embedded import start_temporal\n"
         "configure_logging('WARNING')\n"
         "async def main():\n"
         "    server = await start_temporal(Path('.parley'))\n"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from anthropic.types import TextBlock, ToolUseBlock
 
-from tests.fake_anthropic import FakeAnthropic, Reply, ToolCall, parse_stamps
+from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall, parse_stamps
 
 MESSAGES = [{"role": "user", "content": "ping"}]
 

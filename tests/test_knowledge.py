@@ -15,13 +15,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from parley import knowledge, organizations, sessions
-from parley.chunking import chunk_text
-from parley.ingest import discover, ingest_files
-from parley.knowledge import Access, Document, Requester
-from parley.rerank import lexical_rerank
+from parley.knowledge import access, documents, search, types
+from parley.knowledge.chunking import chunk_text
+from parley.knowledge.ingest import discover, ingest_files
+from parley.knowledge.rerank import lexical_rerank
+from parley.knowledge.types import Access, Document, Requester
+from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
+from parley.storage import organizations, sessions
 from parley.widget_auth import sign_auth_context
-from tests.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from tests.helpers import GatewayServer, WsClient, kinds, run_turn
 
 DATA = Path(__file__).parent / "data"
@@ -99,12 +100,12 @@ async def test_ingest_reingest_change_and_delete(pool, corpus: Path) -> None:
 
     anyone = Requester(org_id)
     async with pool.connection() as conn:
-        about = await knowledge.search(conn, anyone, "Where was the shop founded?")
+        about = await search.search(conn, anyone, "Where was the shop founded?")
         assert about[0].document_id == "about.html" and about[0].title == "About us"
         assert "tracking" not in about[0].content  # scripts are stripped
-        gift = await knowledge.search(conn, anyone, "do gift cards expire")
+        gift = await search.search(conn, anyone, "do gift cards expire")
         assert gift[0].document_id == "gift-cards.pdf"
-        docs = await knowledge.list_documents(conn, org_id)
+        docs = await documents.list_documents(conn, org_id)
     assert {d["id"]: d["chunks"] > 0 for d in docs} == dict.fromkeys(
         ["about.html", "faq.txt", "gift-cards.pdf", "policies/returns.md"], True
     )
@@ -113,11 +114,11 @@ async def test_ingest_reingest_change_and_delete(pool, corpus: Path) -> None:
     changed = await ingest_files(pool, files, org_id=org_id, access=Access(public=True))
     assert (changed.changed, changed.skipped) == (1, 3)
     async with pool.connection() as conn:
-        [hit] = await knowledge.search(conn, anyone, "return window days", limit=1)
+        [hit] = await search.search(conn, anyone, "return window days", limit=1)
         assert "30 days" in hit.content and "17 days" not in hit.content
-        assert await knowledge.delete_document(conn, org_id, "policies/returns.md")
-        assert not await knowledge.search(conn, anyone, "return window refund")
-        assert not await knowledge.delete_document(conn, org_id, "policies/returns.md")
+        assert await documents.delete_document(conn, org_id, "policies/returns.md")
+        assert not await search.search(conn, anyone, "return window refund")
+        assert not await documents.delete_document(conn, org_id, "policies/returns.md")
 
     single = discover([corpus / "faq.txt"])
     assert single == [(corpus / "faq.txt", "faq.txt")]
@@ -126,10 +127,10 @@ async def test_ingest_reingest_change_and_delete(pool, corpus: Path) -> None:
 async def test_stemmed_or_query_finds_the_policy(pool) -> None:
     org_id = org()
     async with pool.connection() as conn:
-        await knowledge.upsert_document(
+        await documents.upsert_document(
             conn, org_id, Document("returns.md", "Returns", "returns.md", RETURNS, Access(True))
         )
-        hits = await knowledge.search(conn, Requester(org_id), "return policy")
+        hits = await search.search(conn, Requester(org_id), "return policy")
     assert hits and "Returns are accepted" in hits[0].content
     assert hits[0].heading == "Returns > Return window"
     assert 0 < hits[0].score <= 1
@@ -146,15 +147,15 @@ async def test_access_control_is_in_the_sql(pool) -> None:
     ]
     async with pool.connection() as conn:
         for doc in docs:
-            await knowledge.upsert_document(conn, org_id, doc)
+            await documents.upsert_document(conn, org_id, doc)
         await conn.execute(
             "insert into user_groups (org_id, user_id, group_id) values (%s, 'carol', 'eng')",
             (org_id,),
         )
 
         async def readable(user: str | None, org_for: str = org_id) -> set[str]:
-            groups = await knowledge.requester_groups(conn, org_for, user)
-            hits = await knowledge.search(
+            groups = await access.requester_groups(conn, org_for, user)
+            hits = await search.search(
                 conn, Requester(org_for, user, groups), "salary bonus bands returns", limit=10
             )
             return {h.document_id for h in hits}
@@ -164,14 +165,14 @@ async def test_access_control_is_in_the_sql(pool) -> None:
         assert await readable(None) == {"public.md"}
         assert await readable("carol") == {"team.md", "public.md"}
         assert await readable("alice", org()) == set()  # another organization sees nothing
-        public = await knowledge.search(conn, Requester(org_id), "returns")
+        public = await search.search(conn, Requester(org_id), "returns")
         assert {h.url for h in public} == {"https://shop.example.com/p"}
 
 
 def test_lexical_rerank_prefers_coverage() -> None:
     hits = [
-        knowledge.Hit("a", "A", "a", "", "shipping shipping shipping shipping", 0.9),
-        knowledge.Hit("b", "B", "b", "Shipping costs", "express shipping costs 14.90", 0.5),
+        types.Hit("a", "A", "a", "", "shipping shipping shipping shipping", 0.9),
+        types.Hit("b", "B", "b", "Shipping costs", "express shipping costs 14.90", 0.5),
     ]
     assert [h.document_id for h in lexical_rerank("shipping costs", hits, 2)] == ["b", "a"]
 
@@ -202,8 +203,8 @@ async def test_cli_ingest(settings, corpus: Path, pool) -> None:
     again = subprocess.run(run, env=env, capture_output=True, text=True, timeout=60)
     assert "0 new, 0 changed, 4 skipped" in again.stdout
     async with pool.connection() as conn:
-        assert await knowledge.search(conn, Requester(org_id, "u1"), "gift cards")
-        assert not await knowledge.search(conn, Requester(org_id, "u3"), "gift cards")
+        assert await search.search(conn, Requester(org_id, "u1"), "gift cards")
+        assert not await search.search(conn, Requester(org_id, "u3"), "gift cards")
     bad = subprocess.run(
         [*run[:4], str(corpus), "--public", "--users", "x"], env=env, capture_output=True, text=True
     )
@@ -245,7 +246,7 @@ async def test_admin_api(settings) -> None:
             )
             assert groups.json() == {"org": org_id, "user": "carol", "groups": ["eng", "ops"]}
             async with server.services.pool.connection() as conn:
-                assert await knowledge.requester_groups(conn, org_id, "carol") == ("eng", "ops")
+                assert await access.requester_groups(conn, org_id, "carol") == ("eng", "ops")
             again = await http.delete(
                 "/admin/documents/kb/returns.md", params={"org": org_id}, headers=auth
             )
@@ -288,12 +289,12 @@ async def test_private_documents_never_reach_other_requesters(
 ) -> None:
     org_id = org()
     async with pool.connection() as conn:
-        await knowledge.upsert_document(
+        await documents.upsert_document(
             conn,
             org_id,
             Document("alice.md", "Alice notes", "alice.md", SECRET, Access(users=("alice",))),
         )
-        await knowledge.upsert_document(
+        await documents.upsert_document(
             conn, org_id, Document("returns.md", "Returns", "returns.md", RETURNS, Access(True))
         )
     search = ToolCall("knowledge_search", {"query": "salary bands", "limit": 5})
@@ -328,14 +329,14 @@ async def test_citations_match_what_was_retrieved(
 ) -> None:
     org_id = org()
     async with pool.connection() as conn:
-        await knowledge.upsert_document(
+        await documents.upsert_document(
             conn,
             org_id,
             Document(
                 "returns.md", "Returns", "https://shop.example.com/returns", RETURNS, Access(True)
             ),
         )
-        await knowledge.upsert_document(
+        await documents.upsert_document(
             conn,
             org_id,
             Document(
@@ -393,7 +394,5 @@ async def test_demo_knowledge(pool) -> None:
     assert first.new == 4 and first.chunks > 0
     assert (await demo.seed_knowledge(pool, org_id)).skipped == 4
     async with pool.connection() as conn:
-        [hit] = await knowledge.search(
-            conn, Requester(org_id), "how many days to return an item", 1
-        )
+        [hit] = await search.search(conn, Requester(org_id), "how many days to return an item", 1)
     assert "17 days" in hit.content and hit.document_id == "returns.md"

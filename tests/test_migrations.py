@@ -8,7 +8,7 @@ import uuid
 import psycopg
 from psycopg import conninfo
 
-from parley import db
+from parley.storage import db
 
 
 async def test_concurrent_starters_apply_each_migration_once(database_server: str) -> None:

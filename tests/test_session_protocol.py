@@ -11,8 +11,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from parley import messages, sessions
 from parley.protocol import MAX_FRAME_BYTES
+from parley.storage import messages, sessions
 from parley.widget_auth import sign_auth_context
 from tests.helpers import GatewayServer, WsClient
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio.converter import DataConverter, _payload_converter
 
 from parley.temporal_client import memoize_type_hints
-from parley.turn_types import ModelInput, TurnEvent, UserMessage
+from parley.turn.types import ModelInput, TurnEvent, UserMessage
 
 
 def test_memoized_type_hints_decode_the_same_values() -> None:

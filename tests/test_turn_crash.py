@@ -13,8 +13,8 @@ import uuid
 import pytest
 
 from parley.settings import Settings
+from parley.stack.fake_anthropic import FakeAnthropic, Reply
 from tests.conftest import Processes
-from tests.fake_anthropic import FakeAnthropic, Reply
 from tests.helpers import GatewayServer, WsClient, is_terminal, kinds
 
 

@@ -7,10 +7,10 @@ import uuid
 
 import pytest
 
-from parley import context
-from parley.pricing import cost_usd
-from parley.turn_types import turn_id
-from tests.fake_anthropic import FakeAnthropic, Reply, ToolCall
+from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
+from parley.storage import context
+from parley.turn.pricing import cost_usd
+from parley.turn.types import turn_id
 from tests.helpers import (
     GatewayServer,
     WsClient,

@@ -24,8 +24,8 @@ from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from parley.pricing import cost_usd
-    from parley.turn_types import (
+    from parley.turn.pricing import cost_usd
+    from parley.turn.types import (
         EVENTS_TOPIC,
         ApprovalInput,
         FinishInput,

@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from parley.sessions import as_uuid
+from parley.storage.sessions import as_uuid
 
 
 @dataclass(frozen=True)

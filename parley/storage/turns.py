@@ -15,8 +15,8 @@ from typing import Literal
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from parley import approvals
-from parley.sessions import as_uuid
+from parley.storage import approvals
+from parley.storage.sessions import as_uuid
 
 Status = Literal["running", "completed", "failed", "cancelled", "abandoned"]
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from parley import knowledge
-from parley.embeddings import Embedder
+from parley.knowledge import access, search, sources
+from parley.knowledge.embeddings import Embedder
 from parley.tools import ToolRegistry, current_call
 
 NAME = "knowledge_search"
@@ -37,16 +37,16 @@ def register_knowledge_search(
         call = current_call()
         assert call.connection is not None
         conn = call.connection
-        hits = await knowledge.search(
+        hits = await search.search(
             conn,
-            await knowledge.requester(conn, call.org_id, call.user_id),
+            await access.requester(conn, call.org_id, call.user_id),
             args["query"],
             limit=args.get("limit", 3),
             rerank=rerank,
             embedder=embedder,
         )
         if call.turn_id:
-            await knowledge.record_sources(conn, call.turn_id, hits, "search")
+            await sources.record_sources(conn, call.turn_id, hits, "search")
         if not hits:
             return "No passage in the knowledge base matches this query."
         return [

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from psycopg_pool import AsyncConnectionPool
 
-from parley import knowledge
-from parley.chunking import SUPPORTED_SUFFIXES, extract
-from parley.embeddings import Embedder
-from parley.knowledge import Access, Document, Outcome
+from parley.knowledge import documents
+from parley.knowledge.chunking import SUPPORTED_SUFFIXES, extract
+from parley.knowledge.embeddings import Embedder
+from parley.knowledge.types import Access, Document, Outcome
 from parley.logs import get_logger
 
 log = get_logger(__name__)
@@ -78,7 +78,7 @@ async def ingest_files(
             continue
         doc = Document(doc_id, extracted.title, doc_id, extracted.text, access)
         async with pool.connection() as conn:
-            outcome, chunks = await knowledge.upsert_document(conn, org_id, doc, embedder)
+            outcome, chunks = await documents.upsert_document(conn, org_id, doc, embedder)
         summary.count(outcome)
         summary.chunks += chunks
         progress(1)

@@ -14,8 +14,8 @@ from typing import Literal
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from parley.sessions import as_uuid
-from parley.turn_types import UserMessage
+from parley.storage.sessions import as_uuid
+from parley.turn.types import UserMessage
 
 Direction = Literal["inbound", "outbound"]
 

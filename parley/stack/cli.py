@@ -25,7 +25,7 @@ def _settings() -> Settings:
 
 def _with_database(settings: Settings, work: Callable[[AsyncConnectionPool], Awaitable[T]]) -> T:
     """Run `work` against the configured (or `parley dev`'s embedded) database."""
-    from parley import db
+    from parley.storage import db
     from parley.stores import resolve_stores
 
     async def run() -> T:
@@ -53,7 +53,7 @@ def dev() -> None:
     Stores named by DATABASE_URL / TEMPORAL_ADDRESS are used as they are; unset, embedded
     ones are started with their data under PARLEY_DATA_DIR (default ./.parley).
     """
-    from parley.dev import run_dev
+    from parley.stack.dev import run_dev
 
     asyncio.run(run_dev(_settings()))
 
@@ -99,7 +99,7 @@ def agent(
     agent_id: str, name: str, org: str | None, origins: tuple[str, ...], auth_key: str | None
 ) -> None:
     """Register (or update) an agent and its embed policy."""
-    from parley import sessions
+    from parley.storage import sessions
 
     settings = _settings()
     _with_database(
@@ -122,7 +122,7 @@ def agent(
 @click.option("--clear-persona", is_flag=True, help="Go back to the default system prompt.")
 def org(org_id: str, persona: str | None, clear_persona: bool) -> None:
     """Set an organization's persona (its system prompt override)."""
-    from parley import organizations
+    from parley.storage import organizations
 
     if persona is None and not clear_persona:
         raise click.UsageError("give --persona TEXT or --clear-persona")
@@ -153,9 +153,9 @@ def ingest(
     A document's id and source are its path relative to the folder given (a file given
     directly: its file name). Unchanged files are skipped; changed ones replaced.
     """
-    from parley.embeddings import load_embedder
-    from parley.ingest import Summary, discover, ingest_files
-    from parley.knowledge import Access
+    from parley.knowledge.embeddings import load_embedder
+    from parley.knowledge.ingest import Summary, discover, ingest_files
+    from parley.knowledge.types import Access
 
     if public and (users or groups):
         raise click.UsageError("--public cannot be combined with --users/--groups")

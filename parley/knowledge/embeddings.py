@@ -20,7 +20,7 @@ import math
 from functools import cache
 from typing import Protocol, runtime_checkable
 
-from parley.text import terms
+from parley.knowledge.text import terms
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ _MIGRATION_LOCK = 0x7061726C6579  # "parley"
 
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every bundled migration, in order."""
-    folder = resources.files("parley") / "migrations"
+    folder = resources.files("parley.storage") / "migrations"
     files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 

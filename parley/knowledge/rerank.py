@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from parley.knowledge import Hit
-from parley.text import terms
+from parley.knowledge.text import terms
+from parley.knowledge.types import Hit
 
 
 def lexical_rerank(query: str, hits: list[Hit], limit: int) -> list[Hit]:

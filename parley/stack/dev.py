@@ -20,13 +20,13 @@ from pathlib import Path
 import click
 import httpx
 
-from parley import db
-from parley.embedded import die_with_parent, start_postgres, start_temporal
 from parley.logs import get_logger
 from parley.settings import Settings
+from parley.stack.embedded import die_with_parent, start_postgres, start_temporal
+from parley.storage import db
 from parley.stores import Stores, clear_state, write_state
 
-log = get_logger("parley.dev")
+log = get_logger("parley.stack.dev")
 
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 10.0

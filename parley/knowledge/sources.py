@@ -1,0 +1,67 @@
+"""What a turn drew on: its grounding and the search results its tools read, recorded so
+later model calls reuse the grounding and the reply carries citations."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from psycopg import AsyncConnection
+
+from parley.knowledge.search import hit_from_row
+from parley.knowledge.types import Hit
+
+MAX_CITATIONS = 8
+
+
+async def record_sources(
+    conn: AsyncConnection, turn_id: str, hits: list[Hit], origin: Literal["grounding", "search"]
+) -> None:
+    """Remember what a turn drew on, for its citations (and to reuse its grounding).
+
+    Grounding is recorded once per turn: a retried first model call replaces it.
+    """
+    async with conn.transaction(), conn.cursor() as cur:
+        if origin == "grounding":
+            await cur.execute(
+                "delete from turn_sources where turn_id = %s and origin = 'grounding'", (turn_id,)
+            )
+        await cur.executemany(
+            "insert into turn_sources (turn_id, document_id, title, source, heading, content,"
+            " score, origin) values (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (turn_id, h.document_id, h.title, h.source, h.heading, h.content, h.score, origin)
+                for h in hits
+            ],
+        )
+
+
+async def turn_grounding(conn: AsyncConnection, turn_id: str) -> list[Hit]:
+    """The grounding recorded by the turn's first model call."""
+    cur = await conn.execute(
+        "select document_id, title, source, heading, content, score from turn_sources"
+        " where turn_id = %s and origin = 'grounding' order by score desc, created_at",
+        (turn_id,),
+    )
+    return [hit_from_row(r) for r in await cur.fetchall()]
+
+
+async def turn_citations(conn: AsyncConnection, turn_id: str) -> list[dict]:
+    """The turn's citations: grounding and search results, one per document, best first."""
+    cur = await conn.execute(
+        "select distinct on (document_id) document_id, title, source, heading, content, score"
+        " from turn_sources where turn_id = %s order by document_id, score desc",
+        (turn_id,),
+    )
+    hits = sorted((hit_from_row(r) for r in await cur.fetchall()), key=lambda h: -h.score)
+    citations = []
+    for hit in hits[:MAX_CITATIONS]:
+        citation = {
+            "id": hit.document_id,
+            "title": hit.title,
+            "snippet": hit.snippet,
+            "score": round(hit.score, 4),
+        }
+        if hit.url:
+            citation["url"] = hit.url
+        citations.append(citation)
+    return citations
