@@ -73,7 +73,9 @@ async def run_worker(
         llm = model_client(settings)
         if llm is not None:
             stack.push_async_callback(llm.close)
-        model = ModelActivities(pool, settings, tools.registry, llm)
+        model = ModelActivities(
+            pool, settings, tools.registry, llm, batch_interval=settings.relay_batch_interval
+        )
         tool_runner = ToolActivities(pool, tools.registry)
         storage = StorageActivities(pool)
         approval = ApprovalActivities(pool)

@@ -28,9 +28,6 @@ from parley.turn.types import EVENTS_TOPIC, TurnEvent, TurnInput, turn_id
 
 log = get_logger(__name__)
 
-# How long a subscriber rests after a poll that drained the stream. Polls are long-polls
-# (they wait in the workflow for new items), so this only spaces out back-to-back batches.
-POLL_COOLDOWN = timedelta(milliseconds=10)
 # A slot whose workflow cannot be found is only stale once its starter had time to start it.
 START_GRACE = timedelta(seconds=30)
 RELAY_RETRIES = 5
@@ -206,7 +203,9 @@ class Relay:
                     [EVENTS_TOPIC],
                     from_offset=offset,
                     result_type=TurnEvent,
-                    poll_cooldown=POLL_COOLDOWN,
+                    # Polls are long-polls (they wait in the workflow for new items): the
+                    # cooldown only spaces out back-to-back batches.
+                    poll_cooldown=self.conn.services.settings.relay_poll_cooldown,
                 ):
                     offset = item.offset + 1
                     if self._skipping(item.data):

@@ -81,6 +81,15 @@ class Settings(BaseSettings):
         timedelta(minutes=30), validation_alias=_env("PARLEY_APPROVAL_TIMEOUT")
     )
 
+    # The signal relay: how often the model activity sends its batched deltas, and how long a
+    # gateway's subscriber rests after a poll that drained the stream.
+    relay_batch_interval: Duration = Field(
+        timedelta(milliseconds=30), validation_alias=_env("PARLEY_RELAY_BATCH_INTERVAL")
+    )
+    relay_poll_cooldown: Duration = Field(
+        timedelta(milliseconds=10), validation_alias=_env("PARLEY_RELAY_POLL_COOLDOWN")
+    )
+
     demo: bool = Field(False, validation_alias=_env("PARLEY_DEMO"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("PARLEY_ADMIN_TOKEN"))
     rerank: Literal["lexical"] | None = Field(None, validation_alias=_env("PARLEY_RERANK"))
