@@ -27,7 +27,9 @@ from parley.logs import get_logger
 from parley.settings import Settings
 from parley.storage import context, messages, organizations
 from parley.tools import ToolRegistry
-from parley.turn.types import ModelInput, ModelOutput, ToolCall, TurnEvent, Usage
+from parley.turn.events import Reset, Token
+from parley.turn.pricing import cost_usd
+from parley.turn.types import ModelInput, ModelOutput, ToolCall, Usage
 
 log = get_logger(__name__)
 
@@ -67,7 +69,7 @@ class ModelActivities:
         async with heartbeating(), publisher:
             attempt = activity.info().attempt
             if attempt > 1 and inp.stream:
-                publisher.publish(TurnEvent("reset", {"attempt": attempt}), now=True)
+                publisher.publish(Reset(attempt), now=True)
             output = await self._stream(request, inp, publisher)
         # Recorded once the reply is in, off the path to the first token: citations and
         # the turn's later calls read it; a retried first call records it again.
@@ -149,7 +151,7 @@ class ModelActivities:
             async with self._client.messages.stream(**request) as stream:
                 async for event in stream:
                     if event.type == "text" and event.text and inp.stream:
-                        publisher.publish(TurnEvent("token", {"text": event.text}))
+                        publisher.publish(Token(event.text))
                 final = await stream.get_final_message()
         except anthropic.APIStatusError as err:
             raise _classify(err) from None
@@ -157,7 +159,8 @@ class ModelActivities:
         calls = [
             self._call(b.id, b.name, dict(b.input)) for b in final.content if b.type == "tool_use"
         ]
-        usage = Usage(final.usage.input_tokens, final.usage.output_tokens)
+        tokens_in, tokens_out = final.usage.input_tokens, final.usage.output_tokens
+        usage = Usage(tokens_in, tokens_out, cost_usd(inp.model, tokens_in, tokens_out))
         return ModelOutput(
             text=text, tool_calls=calls, usage=usage, stop_reason=final.stop_reason or ""
         )

@@ -24,7 +24,7 @@ from typing import Self
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
 from parley.logs import get_logger
-from parley.turn.types import EVENTS_TOPIC, TurnEvent
+from parley.turn.events import EVENTS_TOPIC, TurnEvent
 
 log = get_logger(__name__)
 

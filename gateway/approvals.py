@@ -20,7 +20,8 @@ from parley import protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
 from parley.storage import approvals
-from parley.turn.types import Verdict
+from parley.turn.types import Decision
+from workflows.turn import TurnWorkflow
 
 log = get_logger(__name__)
 
@@ -56,7 +57,7 @@ async def deliver(temporal: Client, pool, claimed: approvals.Claimed) -> bool:
     """Signal the verdict to its turn and record the delivery; False when it must wait."""
     try:
         await temporal.get_workflow_handle(claimed.turn_id).signal(
-            "verdict", Verdict(claimed.approval_id, claimed.approved)
+            TurnWorkflow.verdict, Decision(claimed.approval_id, claimed.approved)
         )
     except RPCError as err:
         if err.status != RPCStatusCode.NOT_FOUND:

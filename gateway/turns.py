@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.common import WorkflowIDReusePolicy
@@ -24,7 +23,9 @@ from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
 from parley.storage import turns
 from parley.storage.sessions import SessionRecord
-from parley.turn.types import EVENTS_TOPIC, TurnEvent, TurnInput, turn_id
+from parley.turn.events import EVENTS_TOPIC, ApprovalAsked, ToolCallStarted, TurnEvent, is_terminal
+from parley.turn.types import TurnInput, turn_id
+from workflows.turn import TurnWorkflow
 
 log = get_logger(__name__)
 
@@ -134,7 +135,7 @@ async def _start_turn(
     settings = services.settings
     try:
         await services.temporal.start_workflow(
-            "Turn",
+            TurnWorkflow.run,
             TurnInput(
                 session_id=session.id,
                 request_id=req.request_id,
@@ -210,10 +211,10 @@ class Relay:
                     offset = item.offset + 1
                     if self._skipping(item.data):
                         continue
-                    event = render(item.data, self.request_id, self.stream)
+                    event = protocol.turn_event(self.request_id, item.data, self.stream)
                     if event is not None:
                         self.conn.outbox.send(event)
-                    if item.data.terminal:
+                    if is_terminal(item.data):
                         return
                 return
             except asyncio.CancelledError:
@@ -234,10 +235,10 @@ class Relay:
 
     def _skipping(self, event: TurnEvent) -> bool:
         if self._skip_until is not None:
-            if event.kind == "confirm" and event.data.get("approvalId") == self._skip_until:
+            if isinstance(event, ApprovalAsked) and event.approval_id == self._skip_until:
                 self._skip_until, self._skip_call = None, True
             return True
-        if self._skip_call and event.kind == "tool_call":
+        if self._skip_call and isinstance(event, ToolCallStarted):
             self._skip_call = False
             return True
         return False
@@ -256,46 +257,3 @@ def attach(conn: Connection, tid: str, request_id: str, *, stream: bool) -> None
     if previous is not None:
         previous.task.cancel()
     conn.relays[tid] = Relay(conn, tid, request_id, stream)
-
-
-def render(event: TurnEvent, request_id: str, stream: bool) -> dict[str, Any] | None:
-    """The protocol event for one stream item (None: not shown when `stream` is off)."""
-    data = event.data
-    match event.kind:
-        case "token":
-            return protocol.stream_token(request_id, data["text"]) if stream else None
-        case "reset":
-            raw = {"reset": {"attempt": data["attempt"]}}
-            return protocol.stream_chunk(request_id, "stream_reset", raw) if stream else None
-        case "tool_call":
-            raw = {"toolCall": {"name": data["name"], "arguments": data["arguments"]}}
-            return protocol.stream_chunk(request_id, data["name"], raw) if stream else None
-        case "tool_result":
-            raw = {
-                "toolResult": {
-                    "name": data["name"],
-                    "isError": data["isError"],
-                    "result": data["result"],
-                }
-            }
-            return protocol.stream_chunk(request_id, data["name"], raw) if stream else None
-        case "confirm":
-            return protocol.write_confirmation_required(
-                request_id, data["toolId"], data["actionDescription"]
-            )
-        case "done":
-            return protocol.eventual_response(
-                request_id,
-                protocol.EventualData(
-                    message_id=data["messageId"],
-                    response=protocol.AgentResponse(response_parts=[data["text"]]),
-                    usage=protocol.Usage(**data["usage"]),
-                    citations=[protocol.Citation(**c) for c in data.get("citations", [])] or None,
-                ),
-            )
-        case "error":
-            return protocol.error(request_id, data["code"], data["message"])
-        case "cancelled":
-            return protocol.cancelled(request_id)
-    log.warning("unknown turn event", kind=event.kind)
-    return None

@@ -23,6 +23,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from parley.turn import events as turn
+
 MAX_FRAME_BYTES = 256 * 1024
 MAX_MESSAGE_CHARS = 10_000
 
@@ -350,4 +352,46 @@ def eventual_response(request_id: str, payload: EventualData) -> dict[str, Any]:
 def cancelled(request_id: str) -> dict[str, Any]:
     return _event(
         "cancelled", request_id, status=499, data={"requestId": request_id, "status": 499}
+    )
+
+
+def turn_event(request_id: str, event: turn.TurnEvent, stream: bool) -> dict[str, Any] | None:
+    """The protocol event for one item of a turn's stream (None: not shown when the
+    client asked for `stream: false`, which hides tokens and tool chunks)."""
+    match event:
+        case turn.Token(text=text):
+            return stream_token(request_id, text) if stream else None
+        case turn.Reset(attempt=attempt):
+            raw = {"reset": {"attempt": attempt}}
+            return stream_chunk(request_id, "stream_reset", raw) if stream else None
+        case turn.ToolCallStarted(name=name, arguments=arguments):
+            raw = {"toolCall": {"name": name, "arguments": arguments}}
+            return stream_chunk(request_id, name, raw) if stream else None
+        case turn.ToolResult(name=name, is_error=is_error, result=result):
+            raw = {"toolResult": {"name": name, "isError": is_error, "result": result}}
+            return stream_chunk(request_id, name, raw) if stream else None
+        case turn.ApprovalAsked(tool_name=tool_name, description=description):
+            return write_confirmation_required(request_id, tool_name, description)
+        case turn.Done():
+            return eventual_response(request_id, _eventual_data(event))
+        case turn.Failed(code=code, message=message):
+            return error(request_id, code, message)
+        case turn.Cancelled():
+            return cancelled(request_id)
+
+
+def _eventual_data(done: turn.Done) -> EventualData:
+    return EventualData(
+        message_id=done.message_id,
+        response=AgentResponse(response_parts=[done.text]),
+        usage=Usage(
+            cost_usd=done.usage.cost_usd,
+            prompt_tokens=done.usage.prompt_tokens,
+            completion_tokens=done.usage.completion_tokens,
+        ),
+        citations=[
+            Citation(id=c.id, title=c.title, snippet=c.snippet, score=c.score, url=c.url)
+            for c in done.citations
+        ]
+        or None,
     )

@@ -11,12 +11,20 @@ gateway subscribes.
 
 Only ids and short strings pass through history; the model activity reads the conversation
 from PostgreSQL.
+
+A turn never wedges its session: whatever fails (an activity, or a bug in this code), the
+slot is released and the client gets a terminal event. Changes to the sequence of commands
+this workflow issues must be guarded by `workflow.patched` (tests/test_replay.py replays
+recorded histories of every kind of turn).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -24,18 +32,33 @@ from temporalio.contrib.workflow_streams import WorkflowStream
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from parley.turn.pricing import cost_usd
-    from parley.turn.types import (
+    from activities.approvals import ApprovalActivities
+    from activities.model import LLM_UNAVAILABLE, ModelActivities
+    from activities.storage import StorageActivities
+    from activities.tools import ToolActivities
+    from parley.protocol import ErrorCode
+    from parley.turn.events import (
         EVENTS_TOPIC,
+        ApprovalAsked,
+        Cancelled,
+        Citation,
+        Done,
+        Failed,
+        Token,
+        ToolCallStarted,
+        ToolResult,
+        TurnEvent,
+        TurnUsage,
+    )
+    from parley.turn.types import (
         ApprovalInput,
+        Decision,
+        EndStatus,
         FinishInput,
         FinishOutput,
         ModelInput,
-        ModelOutput,
         ToolCall,
         ToolInput,
-        ToolOutput,
-        TurnEvent,
         TurnInput,
         TurnOutcome,
         Usage,
@@ -43,14 +66,42 @@ with workflow.unsafe.imports_passed_through():
         Verdict,
     )
 
-MODEL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=20),
-    maximum_attempts=6,
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How long one kind of activity may take, and how it is retried."""
+
+    start_to_close: timedelta
+    retry: RetryPolicy
+    heartbeat: timedelta | None = None
+
+
+MODEL_CALL = Policy(
+    start_to_close=timedelta(minutes=10),
+    heartbeat=timedelta(seconds=5),
+    retry=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=20),
+        maximum_attempts=6,
+    ),
 )
-STORAGE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=20)
-TOOL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+TOOL_CALL = Policy(
+    start_to_close=timedelta(minutes=5),
+    heartbeat=timedelta(seconds=5),
+    retry=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5),
+)
+STORAGE = Policy(
+    start_to_close=timedelta(seconds=30),
+    retry=RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=20),
+)
+
+# Appended to a reply the model stopped at its output limit (PARLEY_MAX_TOKENS): the
+# reader must know the answer is incomplete, and an incomplete tool call is never run.
+TRUNCATED_NOTICE = "\n\n[This reply was cut short: it reached the length limit.]"
 
 
 @workflow.defn(name="Turn")
@@ -60,7 +111,7 @@ class TurnWorkflow:
         self.stream = WorkflowStream()
         self.events = self.stream.topic(EVENTS_TOPIC, type=TurnEvent)
         self.inp = inp
-        self.verdicts: dict[str, bool] = {}
+        self.decisions: dict[str, bool] = {}
 
     @workflow.run
     async def run(self, inp: TurnInput) -> TurnOutcome:
@@ -73,10 +124,9 @@ class TurnWorkflow:
             message_id = str(workflow.uuid4())
             finished = await self._finish(turn, "completed", text, message_id)
             if finished.status != "completed":  # a cancel released the slot first
-                self.events.publish(TurnEvent("cancelled"))
+                self.events.publish(Cancelled())
                 return TurnOutcome(finished.status)
-            done = self._done(message_id, text, usage, finished.citations)
-            self.events.publish(TurnEvent("done", done))
+            self.events.publish(self._done(message_id, text, usage, finished.citations))
             return TurnOutcome("completed", message_id)
         except asyncio.CancelledError:
             await self._end_cancelled(turn)
@@ -87,39 +137,54 @@ class TurnWorkflow:
                 raise
             await self._end_failed(turn, err)
             return TurnOutcome("failed")
+        except Exception:
+            # A bug in this workflow. Left alone, Temporal would retry the workflow task
+            # forever and the session would answer TURN_IN_PROGRESS until someone
+            # terminated the workflow by hand; instead the turn fails.
+            workflow.logger.exception("turn workflow failed unexpectedly")
+            await self._end(turn, "failed", Failed(ErrorCode.AGENT_ERROR, "agent turn failed"))
+            return TurnOutcome("failed")
 
     async def _end_cancelled(self, turn: str) -> None:
-        await self._finish(turn, "cancelled")
-        self.events.publish(TurnEvent("cancelled"))
+        await self._end(turn, "cancelled", Cancelled())
 
     async def _end_failed(self, turn: str, err: ActivityError) -> None:
         """Release the slot, then tell the client why (a key problem as LLM_UNAVAILABLE)."""
         cause = err.cause
         reason = cause.message if isinstance(cause, ApplicationError) else str(err)
-        unavailable = isinstance(cause, ApplicationError) and cause.type == "LlmUnavailable"
         workflow.logger.warning("turn failed: %s", reason)
-        await self._finish(turn, "failed")
-        self.events.publish(
-            TurnEvent(
-                "error",
-                {
-                    "code": "LLM_UNAVAILABLE" if unavailable else "AGENT_ERROR",
-                    "message": reason if unavailable else f"agent turn failed: {reason}",
-                },
-            )
-        )
+        if isinstance(cause, ApplicationError) and cause.type == LLM_UNAVAILABLE:
+            event = Failed(ErrorCode.LLM_UNAVAILABLE, reason)
+        else:
+            event = Failed(ErrorCode.AGENT_ERROR, f"agent turn failed: {reason}")
+        await self._end(turn, "failed", event)
+
+    async def _end(self, turn: str, status: EndStatus, event: Failed | Cancelled) -> None:
+        """Release the slot as `status` and publish the terminal event.
+
+        Only activity errors are expected here; anything else becomes a workflow failure
+        (the gateway's next claim then takes the slot over), never a wedged task.
+        """
+        try:
+            await self._finish(turn, status)
+        except ActivityError:
+            raise
+        except Exception as err:
+            raise ApplicationError(f"could not end the turn: {err!r}", non_retryable=True) from err
+        self.events.publish(event)
 
     async def _agent_loop(self, turn: str) -> tuple[str, Usage]:
         """Model calls and tool calls until the model answers without tools.
 
         The last allowed iteration runs with tools disabled, so the turn ends with words.
+        A reply cut off at the output limit ends the turn, saying so.
         """
         parts: list[str] = []
         usage = Usage()
         for iteration in range(self.inp.max_iterations):
             last = iteration == self.inp.max_iterations - 1
-            output = await workflow.execute_activity(
-                "call_model",
+            output = await self._activity(
+                ModelActivities.call_model,
                 ModelInput(
                     turn_id=turn,
                     conversation_id=self.inp.conversation_id,
@@ -131,13 +196,16 @@ class TurnWorkflow:
                     allow_tools=not last,
                     user_message=self.user_message if iteration == 0 else None,
                 ),
-                result_type=ModelOutput,
-                start_to_close_timeout=timedelta(minutes=10),
-                heartbeat_timeout=timedelta(seconds=5),
-                retry_policy=MODEL_RETRY,
+                MODEL_CALL,
             )
             usage.add(output.usage)
             parts.append(output.text)
+            if output.stop_reason == "max_tokens":
+                workflow.logger.warning("model reply reached the output limit")
+                if self.inp.stream:
+                    self.events.publish(Token(TRUNCATED_NOTICE))
+                parts.append(TRUNCATED_NOTICE)
+                break
             if not output.tool_calls or last:
                 break
             for call in output.tool_calls:
@@ -150,8 +218,8 @@ class TurnWorkflow:
             verdict = await self._park(turn, call)
         else:
             self._publish_call(call)
-        result = await workflow.execute_activity(
-            "run_tool",
+        result = await self._activity(
+            ToolActivities.run_tool,
             ToolInput(
                 turn_id=turn,
                 iteration=iteration,
@@ -160,43 +228,28 @@ class TurnWorkflow:
                 user_id=self.inp.user_id,
                 verdict=verdict,
             ),
-            result_type=ToolOutput,
-            start_to_close_timeout=timedelta(minutes=5),
-            heartbeat_timeout=timedelta(seconds=5),
-            retry_policy=TOOL_RETRY,
+            TOOL_CALL,
         )
-        self.events.publish(
-            TurnEvent(
-                "tool_result",
-                {
-                    "id": call.id,
-                    "name": call.name,
-                    "isError": result.is_error,
-                    "result": result.result,
-                },
-            )
-        )
+        self.events.publish(ToolResult(call.id, call.name, result.is_error, result.result))
 
     def _publish_call(self, call: ToolCall) -> None:
-        self.events.publish(
-            TurnEvent("tool_call", {"id": call.id, "name": call.name, "arguments": call.arguments})
-        )
+        self.events.publish(ToolCallStarted(call.id, call.name, call.arguments))
 
     @workflow.signal(name="verdict")
-    def verdict(self, verdict: Verdict) -> None:
+    def verdict(self, decision: Decision) -> None:
         """A person's claimed decision, delivered by the gateway that won the claim."""
-        self.verdicts.setdefault(verdict.approval_id, verdict.approved)
+        self.decisions.setdefault(decision.approval_id, decision.approved)
 
-    async def _park(self, turn: str, call: ToolCall) -> str:
-        """Ask a person, and wait (durably) for their verdict or the deadline.
+    async def _park(self, turn: str, call: ToolCall) -> Verdict:
+        """Ask a person, and wait (durably) for their decision or the deadline.
 
-        Returns approved | denied | expired. The database holds the one decision: at the
-        deadline the expiry only wins if no confirm claimed the approval first.
+        The database holds the one decision: at the deadline the expiry only wins if no
+        confirm claimed the approval first.
         """
         approval_id = str(workflow.uuid4())
         timeout = timedelta(seconds=self.inp.approval_timeout_seconds)
-        await workflow.execute_activity(
-            "record_approval",
+        await self._activity(
+            ApprovalActivities.record_approval,
             ApprovalInput(
                 approval_id=approval_id,
                 turn_id=turn,
@@ -205,41 +258,25 @@ class TurnWorkflow:
                 call=call,
                 deadline=workflow.now() + timeout,
             ),
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=STORAGE_RETRY,
+            STORAGE,
         )
-        self.events.publish(
-            TurnEvent(
-                "confirm",
-                {
-                    "approvalId": approval_id,
-                    "toolId": call.name,
-                    "actionDescription": call.description,
-                },
-            )
-        )
+        self.events.publish(ApprovalAsked(approval_id, call.name, call.description))
         self._publish_call(call)
         try:
             await workflow.wait_condition(
-                lambda: approval_id in self.verdicts, timeout=timeout, timeout_summary="approval"
+                lambda: approval_id in self.decisions, timeout=timeout, timeout_summary="approval"
             )
         except TimeoutError:
-            return await workflow.execute_activity(
-                "expire_approval",
-                approval_id,
-                result_type=str,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=STORAGE_RETRY,
-            )
-        return "approved" if self.verdicts[approval_id] else "denied"
+            return await self._activity(ApprovalActivities.expire_approval, approval_id, STORAGE)
+        return "approved" if self.decisions[approval_id] else "denied"
 
     async def _finish(
-        self, turn: str, status: str, text: str = "", message_id: str = ""
+        self, turn: str, status: EndStatus, text: str = "", message_id: str = ""
     ) -> FinishOutput:
         """Release the slot (and store the reply); a turn that did not complete also
         stores the user message, which a cancel or failure may have reached first."""
-        return await workflow.execute_activity(
-            "finish_turn",
+        return await self._activity(
+            StorageActivities.finish_turn,
             FinishInput(
                 turn_id=turn,
                 conversation_id=self.inp.conversation_id,
@@ -249,21 +286,26 @@ class TurnWorkflow:
                 status=status,
                 user_message=self.user_message if status != "completed" else None,
             ),
-            result_type=FinishOutput,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=STORAGE_RETRY,
+            STORAGE,
         )
 
-    def _done(self, message_id: str, text: str, usage: Usage, citations: list[dict]) -> dict:
-        done = {
-            "messageId": message_id,
-            "text": text,
-            "usage": {
-                "costUsd": cost_usd(self.inp.model, usage.input_tokens, usage.output_tokens),
-                "promptTokens": usage.input_tokens,
-                "completionTokens": usage.output_tokens,
-            },
-        }
-        if citations:
-            done["citations"] = citations
-        return done
+    @staticmethod
+    async def _activity(
+        method: Callable[[Any, ArgT], Awaitable[ResultT]], arg: ArgT, policy: Policy
+    ) -> ResultT:
+        return await workflow.execute_activity_method(
+            method,
+            arg,
+            start_to_close_timeout=policy.start_to_close,
+            heartbeat_timeout=policy.heartbeat,
+            retry_policy=policy.retry,
+        )
+
+    @staticmethod
+    def _done(message_id: str, text: str, usage: Usage, citations: list[Citation]) -> Done:
+        return Done(
+            message_id=message_id,
+            text=text,
+            usage=TurnUsage(usage.cost_usd, usage.input_tokens, usage.output_tokens),
+            citations=citations,
+        )

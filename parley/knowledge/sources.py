@@ -9,6 +9,7 @@ from psycopg import AsyncConnection
 
 from parley.knowledge.search import hit_from_row
 from parley.knowledge.types import Hit
+from parley.turn.events import Citation
 
 MAX_CITATIONS = 8
 
@@ -45,7 +46,7 @@ async def turn_grounding(conn: AsyncConnection, turn_id: str) -> list[Hit]:
     return [hit_from_row(r) for r in await cur.fetchall()]
 
 
-async def turn_citations(conn: AsyncConnection, turn_id: str) -> list[dict]:
+async def turn_citations(conn: AsyncConnection, turn_id: str) -> list[Citation]:
     """The turn's citations: grounding and search results, one per document, best first."""
     cur = await conn.execute(
         "select distinct on (document_id) document_id, title, source, heading, content, score"
@@ -53,15 +54,7 @@ async def turn_citations(conn: AsyncConnection, turn_id: str) -> list[dict]:
         (turn_id,),
     )
     hits = sorted((hit_from_row(r) for r in await cur.fetchall()), key=lambda h: -h.score)
-    citations = []
-    for hit in hits[:MAX_CITATIONS]:
-        citation = {
-            "id": hit.document_id,
-            "title": hit.title,
-            "snippet": hit.snippet,
-            "score": round(hit.score, 4),
-        }
-        if hit.url:
-            citation["url"] = hit.url
-        citations.append(citation)
-    return citations
+    return [
+        Citation(h.document_id, h.title, h.snippet, round(h.score, 4), h.url)
+        for h in hits[:MAX_CITATIONS]
+    ]

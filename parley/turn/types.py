@@ -1,5 +1,5 @@
-"""The values that cross the workflow boundary: workflow input, activity inputs and outputs,
-and the items of a turn's event stream.
+"""The values that cross the workflow boundary: the workflow's input and result, and the
+activities' inputs and outputs (the stream's items are in `parley.turn.events`).
 
 They are plain dataclasses (deterministic, sandbox-safe) and hold ids and short strings
 only: conversation content stays in PostgreSQL, so a turn's history does not grow with the
@@ -10,9 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-EVENTS_TOPIC = "events"
+from parley.turn.events import Citation
+
+TurnStatus = Literal["running", "completed", "failed", "cancelled", "abandoned"]
+EndStatus = Literal["completed", "failed", "cancelled"]  # what a turn's own end can be
+Verdict = Literal["approved", "denied", "expired"]  # how a parked write was decided
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"]
 
 
 def turn_id(session_id: str, request_id: str) -> str:
@@ -47,12 +52,17 @@ class ToolCall:
 
 @dataclass
 class Usage:
+    """Tokens and their price, priced by the model activity when it made the call: a
+    replayed history keeps the cost it had, whatever today's prices."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cost_usd: float = 0.0
 
     def add(self, other: Usage) -> None:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
+        self.cost_usd = round(self.cost_usd + other.cost_usd, 8)
 
 
 @dataclass
@@ -82,7 +92,7 @@ class ModelOutput:
     text: str
     tool_calls: list[ToolCall] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
-    stop_reason: str = "end_turn"
+    stop_reason: StopReason | str = "end_turn"  # a reason newer than this list passes as is
 
 
 @dataclass
@@ -92,7 +102,7 @@ class ToolInput:
     call: ToolCall
     org_id: str
     user_id: str | None
-    verdict: str | None = None  # for writes: approved | denied | expired
+    verdict: Verdict | None = None  # for writes
 
 
 @dataclass
@@ -106,7 +116,7 @@ class ApprovalInput:
 
 
 @dataclass
-class Verdict:
+class Decision:
     """The `verdict` signal: a person's claimed decision on one approval."""
 
     approval_id: str
@@ -126,35 +136,18 @@ class FinishInput:
     participant_id: str
     message_id: str
     text: str
-    status: str  # completed | failed | cancelled
+    status: EndStatus
     # A turn that ends before its first model call stored the user message stores it here.
     user_message: UserMessage | None = None
 
 
 @dataclass
 class FinishOutput:
-    status: str  # the status that stands (a cancel may have released the slot first)
-    citations: list[dict[str, Any]] = field(default_factory=list)  # at most 8, short
+    status: TurnStatus  # the status that stands (a cancel may have released the slot first)
+    citations: list[Citation] = field(default_factory=list)  # at most 8, short
 
 
 @dataclass
 class TurnOutcome:
-    status: str
+    status: TurnStatus
     message_id: str | None = None
-
-
-@dataclass
-class TurnEvent:
-    """One item of a turn's stream; the gateway renders it as a protocol event.
-
-    kinds: token {text} · reset {attempt} · tool_call {id, name, arguments} ·
-    tool_result {id, name, isError, result} · confirm {toolId, actionDescription} ·
-    done {messageId, text, usage, citations?} · error {code, message} · cancelled {}
-    """
-
-    kind: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def terminal(self) -> bool:
-        return self.kind in ("done", "error", "cancelled")
