@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from typing import Any
 
 import anthropic
+from psycopg_pool import AsyncConnectionPool
 from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
@@ -42,6 +45,25 @@ def model_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
         base_url=settings.anthropic_base_url,
         max_retries=0,
     )
+
+
+def turn_activities(
+    pool: AsyncConnectionPool, settings: Settings, llm: anthropic.AsyncAnthropic | None
+) -> list[Callable[..., Any]]:
+    """Every activity the turn workflow calls, bound to this process's pool and clients."""
+    model = ModelActivities(
+        pool, settings, tools.registry, llm, batch_interval=settings.relay_batch_interval
+    )
+    tool_runner = ToolActivities(pool, tools.registry)
+    storage = StorageActivities(pool)
+    approval = ApprovalActivities(pool)
+    return [
+        model.call_model,
+        tool_runner.run_tool,
+        storage.finish_turn,
+        approval.record_approval,
+        approval.expire_approval,
+    ]
 
 
 async def run_worker(
@@ -73,23 +95,11 @@ async def run_worker(
         llm = model_client(settings)
         if llm is not None:
             stack.push_async_callback(llm.close)
-        model = ModelActivities(
-            pool, settings, tools.registry, llm, batch_interval=settings.relay_batch_interval
-        )
-        tool_runner = ToolActivities(pool, tools.registry)
-        storage = StorageActivities(pool)
-        approval = ApprovalActivities(pool)
         worker = Worker(
             client,
             task_queue=settings.task_queue,
             workflows=[TurnWorkflow],
-            activities=[
-                model.call_model,
-                tool_runner.run_tool,
-                storage.finish_turn,
-                approval.record_approval,
-                approval.expire_approval,
-            ],
+            activities=turn_activities(pool, settings, llm),
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),
             graceful_shutdown_timeout=timedelta(seconds=5),

@@ -1,0 +1,111 @@
+"""Turns that go wrong end cleanly: a bug in the workflow fails the turn instead of wedging
+the session, and a reply cut off at the output limit says so."""
+
+from __future__ import annotations
+
+import uuid
+
+from temporalio import workflow
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+# The sandbox re-imports this module to validate BrokenTurn: the rest passes through.
+with workflow.unsafe.imports_passed_through():
+    import pytest
+
+    from parley.settings import Settings
+    from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
+    from parley.turn.types import ToolCall as TurnToolCall
+    from parley.turn.types import TurnInput, TurnOutcome
+    from tests.helpers import GatewayServer, WsClient, collapse, kinds, run_turn, tokens
+    from worker import model_client, turn_activities
+    from workflows.turn import TRUNCATED_NOTICE, TurnWorkflow
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+@workflow.defn(name="Turn")
+class BrokenTurn(TurnWorkflow):
+    """The real workflow with a deliberate bug on the tool-call path."""
+
+    @workflow.run
+    async def run(self, inp: TurnInput) -> TurnOutcome:
+        return await super().run(inp)
+
+    def _publish_call(self, call: TurnToolCall) -> None:
+        raise KeyError(f"deliberate bug publishing {call.name}")
+
+
+async def test_a_workflow_bug_fails_the_turn_and_frees_the_session(
+    isolated_settings: Settings, fake_model: FakeAnthropic, temporal_env: WorkflowEnvironment
+) -> None:
+    gateway = GatewayServer(isolated_settings)
+    await gateway.start()
+    services = gateway.services
+    llm = model_client(isolated_settings)
+    assert llm is not None
+    worker = Worker(
+        temporal_env.client,
+        task_queue=isolated_settings.task_queue,
+        workflows=[BrokenTurn],
+        activities=turn_activities(services.pool, isolated_settings, llm),
+    )
+    try:
+        async with worker, await WsClient.open(gateway.ws_url) as client:
+            session = await client.create_session(str(uuid.uuid4()))
+            fake_model.enqueue(
+                Reply(
+                    text="Let me check.", tool_calls=[ToolCall("order_status", {"order_id": "A1"})]
+                )
+            )
+            broken = await run_turn(client, session["sessionId"], "where is A1?", "bug")
+            fake_model.enqueue(Reply(text="Hello again."))
+            after = await run_turn(client, session["sessionId"], "hello?", "next")
+    finally:
+        await llm.close()
+        await gateway.stop()
+    assert collapse(kinds(broken)) == ["immediate:202", "stream_token", "error"]
+    assert broken[-1]["error"]["code"] == "AGENT_ERROR"
+    assert "deliberate" not in broken[-1]["error"]["message"]  # no internals on the wire
+    assert kinds(after)[0] == "immediate:202" and kinds(after)[-1] == "eventual_response"
+    assert tokens(after) == "Hello again."
+
+
+@pytest.fixture
+async def client(gateway: GatewayServer):
+    async with await WsClient.open(gateway.ws_url) as c:
+        yield c
+
+
+async def test_a_reply_cut_at_the_output_limit_says_so(
+    client: WsClient, fake_model: FakeAnthropic
+) -> None:
+    session = await client.create_session(str(uuid.uuid4()))
+    fake_model.enqueue(Reply(text="The three steps are: one, two", stop_reason="max_tokens"))
+    events = await run_turn(client, session["sessionId"], "steps?", "cut")
+    expected = "The three steps are: one, two" + TRUNCATED_NOTICE
+    assert tokens(events) == expected
+    final = events[-1]
+    assert final["type"] == "eventual_response"
+    assert final["data"]["data"]["response"]["responseParts"] == [expected]
+    reply = await client.request(
+        {"action": "get_conversation_messages", "requestId": "h", "sessionId": session["sessionId"]}
+    )
+    assert reply["data"]["messages"][0]["content"]["text"] == expected
+
+
+async def test_a_tool_call_cut_at_the_output_limit_is_not_run(
+    client: WsClient, fake_model: FakeAnthropic
+) -> None:
+    session = await client.create_session(str(uuid.uuid4()))
+    fake_model.enqueue(
+        Reply(
+            text="Checking",
+            tool_calls=[ToolCall("order_status", {"order_id": "A"})],
+            stop_reason="max_tokens",
+        )
+    )
+    events = await run_turn(client, session["sessionId"], "where?", "cuttool")
+    assert collapse(kinds(events)) == ["immediate:202", "stream_token", "eventual_response"]
+    assert tokens(events) == "Checking" + TRUNCATED_NOTICE
+    assert len(fake_model.requests) == 1
