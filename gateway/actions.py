@@ -145,7 +145,8 @@ async def create_conversation_session(conn: Connection, req: protocol.CreateSess
                 ErrorCode.ORIGIN_NOT_ALLOWED, "this origin is not allowed to embed this agent"
             )
         if req.auth_context is not None:
-            user_id = verify_auth_context(agent.policy.auth_key, req.auth_context, int(time.time()))
+            context = protocol.AuthContext.parse(req.auth_context)
+            user_id = verify_auth_context(agent.policy.auth_key, context, int(time.time()))
             if user_id is None:
                 raise ProtocolError(
                     ErrorCode.AUTH_CONTEXT_INVALID, "authContext signature failed verification"

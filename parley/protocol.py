@@ -86,11 +86,25 @@ def _required_text(message: str) -> Any:
 
 
 class AuthContext(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    """A host page's signed claim of who its visitor is (`{userId, signature, timestamp}`).
+
+    Parsed only where it matters (an agent with an embed policy), and any shape it does not
+    fit is AUTH_CONTEXT_INVALID there, as in the reference server, not a validation error.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, strict=True)
 
     user_id: str
     signature: str
     timestamp: int
+
+    @classmethod
+    def parse(cls, value: Any) -> AuthContext | None:
+        """The context, or None when `value` is not one."""
+        try:
+            return cls.model_validate(value)
+        except ValidationError:
+            return None
 
 
 class CreateSession(Action):
@@ -102,7 +116,7 @@ class CreateSession(Action):
     browser_fingerprint: str | None = None
     metadata: dict[str, Any] | None = None
     supports: list[str] | None = None
-    auth_context: dict[str, Any] | None = None
+    auth_context: Any = None  # see AuthContext.parse
     conversation_id: str | None = None
 
 

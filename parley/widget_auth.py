@@ -11,6 +11,8 @@ import hmac
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from parley.protocol import AuthContext
+
 REPLAY_WINDOW_SECONDS = 60
 
 
@@ -45,22 +47,14 @@ def sign_auth_context(key: str, user_id: str, timestamp: int) -> str:
     return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
 
 
-def verify_auth_context(key: str | None, context: object, now: int) -> str | None:
-    """The verified user id, or None when the context is malformed, stale or forged."""
-    if not key or not isinstance(context, dict):
+def verify_auth_context(key: str | None, context: AuthContext | None, now: int) -> str | None:
+    """The verified user id, or None when the context is missing, stale or forged."""
+    if not key or context is None:
         return None
-    user_id, signature, timestamp = (
-        context.get("userId"),
-        context.get("signature"),
-        context.get("timestamp"),
-    )
-    if not isinstance(user_id, str) or not isinstance(signature, str):
+    if abs(now - context.timestamp) > REPLAY_WINDOW_SECONDS:
         return None
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int):
+    expected = sign_auth_context(key, context.user_id, context.timestamp)
+    # Bytes, not str: compare_digest refuses non-ASCII strings (a hostile signature).
+    if not hmac.compare_digest(expected.encode(), context.signature.lower().encode()):
         return None
-    if abs(now - timestamp) > REPLAY_WINDOW_SECONDS:
-        return None
-    expected = sign_auth_context(key, user_id, timestamp)
-    if not hmac.compare_digest(expected, signature.lower()):
-        return None
-    return user_id
+    return context.user_id
