@@ -312,6 +312,9 @@ async def test_embed_policy(gateway: GatewayServer, pool) -> None:
         {**good, "userId": "u-2"},
         {**good, "timestamp": now - 120, "signature": sign_auth_context(key, "u-1", now - 120)},
         {"userId": "u-1"},
+        {**good, "signature": "é" * 64},  # non-ASCII: refused, not an internal error
+        {**good, "timestamp": str(now)},
+        "u-1",
     ):
         denied = await create("https://acme.test", authContext=bad)
         assert denied["error"]["code"] == "AUTH_CONTEXT_INVALID"
