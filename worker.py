@@ -20,6 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
+from activities.log_context import LogContextInterceptor
 from activities.model import ModelActivities
 from activities.storage import StorageActivities
 from activities.tools import ToolActivities
@@ -100,6 +101,7 @@ async def run_worker(
             task_queue=settings.task_queue,
             workflows=[TurnWorkflow],
             activities=turn_activities(pool, settings, llm),
+            interceptors=[LogContextInterceptor()],
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),
             graceful_shutdown_timeout=timedelta(seconds=5),

@@ -7,6 +7,7 @@ key passed as log context never reaches the output.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -61,6 +62,14 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     # Per-request access lines are noise at INFO; errors still surface.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def session_ref(session_id: object) -> str | None:
+    """A stable, non-reversible reference to a session for logs: a session id grants access
+    to its conversation, so it never appears in a log line itself."""
+    if not isinstance(session_id, str) or not session_id:
+        return None
+    return hashlib.sha256(session_id.encode()).hexdigest()[:12]
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
