@@ -6,7 +6,7 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
 from parley.storage import approvals
-from parley.turn.types import ApprovalInput
+from parley.turn.types import ApprovalInput, Verdict
 
 
 class ApprovalActivities:
@@ -30,7 +30,7 @@ class ApprovalActivities:
             )
 
     @activity.defn(name="expire_approval")
-    async def expire_approval(self, approval_id: str) -> str:
+    async def expire_approval(self, approval_id: str) -> Verdict:
         """Expire the approval; returns the decision that stands (a confirm may have won)."""
         async with self._pool.connection() as conn:
             return await approvals.expire(conn, approval_id)

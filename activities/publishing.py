@@ -24,7 +24,7 @@ from typing import Self
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
 from parley.logs import get_logger
-from parley.turn.events import EVENTS_TOPIC, TurnEvent
+from parley.turn.events import EVENTS_TOPIC, TURN_EVENT, TurnEvent
 
 log = get_logger(__name__)
 
@@ -32,7 +32,7 @@ log = get_logger(__name__)
 class TurnPublisher:
     def __init__(self, client: WorkflowStreamClient, batch_interval: timedelta) -> None:
         self._client = client
-        self._topic = client.topic(EVENTS_TOPIC, type=TurnEvent)
+        self._topic = client.topic(EVENTS_TOPIC, type=TURN_EVENT)
         self._queue: list[TurnEvent] = []
         self._interval = batch_interval.total_seconds()
         self._wake = asyncio.Event()

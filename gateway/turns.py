@@ -23,7 +23,14 @@ from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
 from parley.storage import turns
 from parley.storage.sessions import SessionRecord
-from parley.turn.events import EVENTS_TOPIC, ApprovalAsked, ToolCallStarted, TurnEvent, is_terminal
+from parley.turn.events import (
+    EVENTS_TOPIC,
+    TURN_EVENT,
+    ApprovalAsked,
+    ToolCallStarted,
+    TurnEvent,
+    is_terminal,
+)
 from parley.turn.types import TurnInput, turn_id
 from workflows.turn import TurnWorkflow
 
@@ -203,7 +210,7 @@ class Relay:
                 async for item in client.subscribe(
                     [EVENTS_TOPIC],
                     from_offset=offset,
-                    result_type=TurnEvent,
+                    result_type=TURN_EVENT,
                     # Polls are long-polls (they wait in the workflow for new items): the
                     # cooldown only spaces out back-to-back batches.
                     poll_cooldown=self.conn.services.settings.relay_poll_cooldown,

@@ -376,14 +376,14 @@ def turn_event(request_id: str, event: turn.TurnEvent, stream: bool) -> dict[str
         case turn.Token(text=text):
             return stream_token(request_id, text) if stream else None
         case turn.Reset(attempt=attempt):
-            raw = {"reset": {"attempt": attempt}}
-            return stream_chunk(request_id, "stream_reset", raw) if stream else None
+            reset = {"reset": {"attempt": attempt}}
+            return stream_chunk(request_id, "stream_reset", reset) if stream else None
         case turn.ToolCallStarted(name=name, arguments=arguments):
-            raw = {"toolCall": {"name": name, "arguments": arguments}}
-            return stream_chunk(request_id, name, raw) if stream else None
+            call = {"toolCall": {"name": name, "arguments": arguments}}
+            return stream_chunk(request_id, name, call) if stream else None
         case turn.ToolResult(name=name, is_error=is_error, result=result):
-            raw = {"toolResult": {"name": name, "isError": is_error, "result": result}}
-            return stream_chunk(request_id, name, raw) if stream else None
+            outcome = {"toolResult": {"name": name, "isError": is_error, "result": result}}
+            return stream_chunk(request_id, name, outcome) if stream else None
         case turn.ApprovalAsked(tool_name=tool_name, description=description):
             return write_confirmation_required(request_id, tool_name, description)
         case turn.Done():

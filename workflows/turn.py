@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from parley.protocol import ErrorCode
     from parley.turn.events import (
         EVENTS_TOPIC,
+        TURN_EVENT,
         ApprovalAsked,
         Cancelled,
         Citation,
@@ -47,7 +48,6 @@ with workflow.unsafe.imports_passed_through():
         Token,
         ToolCallStarted,
         ToolResult,
-        TurnEvent,
         TurnUsage,
     )
     from parley.turn.types import (
@@ -109,7 +109,7 @@ class TurnWorkflow:
     @workflow.init
     def __init__(self, inp: TurnInput) -> None:
         self.stream = WorkflowStream()
-        self.events = self.stream.topic(EVENTS_TOPIC, type=TurnEvent)
+        self.events = self.stream.topic(EVENTS_TOPIC, type=TURN_EVENT)
         self.inp = inp
         self.decisions: dict[str, bool] = {}
 

@@ -103,6 +103,9 @@ class Cancelled:
 
 # Tokens first: the converter tries the members in order, and most items are tokens.
 TurnEvent = Token | Reset | ToolCallStarted | ToolResult | ApprovalAsked | Done | Failed | Cancelled
+# The union as the stream's item type: the payload converter decodes into it by `kind`,
+# but a union is not a class, so to a type checker it needs this one annotation.
+TURN_EVENT: type[TurnEvent] = TurnEvent  # type: ignore[assignment]
 TERMINAL = (Done, Failed, Cancelled)
 
 
