@@ -48,9 +48,6 @@ class Outbox:
             return
         self._queue.put_nowait(event)
 
-    async def wait_closed(self) -> None:
-        await self._closed.wait()
-
     async def aclose(self) -> None:
         """Stop the writer (pending events are dropped: the peer is gone or going)."""
         self._closed.set()
