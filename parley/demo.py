@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from psycopg_pool import AsyncConnectionPool
+from psycopg import AsyncConnection
 
 from parley.knowledge.embeddings import Embedder
 from parley.knowledge.ingest import Summary, discover, ingest_files
@@ -45,10 +45,10 @@ async def issue_refund(order_id: str, reason: str | None = None) -> dict:
 
 
 async def seed_knowledge(
-    pool: AsyncConnectionPool, org_id: str, embedder: Embedder | None = None
+    conn: AsyncConnection, org_id: str, embedder: Embedder | None = None
 ) -> Summary:
     """Ingest the demo policy documents (public), skipping any that are unchanged."""
     folder = Path(str(resources.files("parley") / "demo_knowledge"))
     return await ingest_files(
-        pool, discover([folder]), org_id=org_id, access=Access(public=True), embedder=embedder
+        conn, discover([folder]), org_id=org_id, access=Access(public=True), embedder=embedder
     )
