@@ -88,9 +88,10 @@ async def run_worker(
         if settings.demo:
             from parley import demo
 
-            summary = await demo.seed_knowledge(
-                pool, settings.org, load_embedder(settings.embeddings)
-            )
+            async with pool.connection() as conn:
+                summary = await demo.seed_knowledge(
+                    conn, settings.org, load_embedder(settings.embeddings)
+                )
             log.info("demo knowledge", summary=summary.line())
         client = await temporal_client.connect(stores.temporal_address, settings.temporal_namespace)
         llm = model_client(settings)

@@ -41,9 +41,7 @@ class StorageActivities:
                         message_id=inp.message_id,
                     )
             else:  # released before: by a cancel, or by this activity's earlier attempt
-                cur = await conn.execute("select status from turns where id = %s", (inp.turn_id,))
-                row = await cur.fetchone()
-                status = row["status"] if row else "abandoned"
+                status = await turns.status(conn, inp.turn_id) or "abandoned"
             if status != "completed":
                 return FinishOutput(status)
             return FinishOutput("completed", await sources.turn_citations(conn, inp.turn_id))

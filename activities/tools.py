@@ -16,13 +16,12 @@ import json
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from parley.logs import get_logger
-from parley.storage import context
+from parley.storage import context, tool_executions
 from parley.tools import CallContext, ToolArgumentsError, ToolRegistry
 from parley.turn.types import ToolCall, ToolInput, ToolOutput
 
@@ -69,31 +68,23 @@ class ToolActivities:
     ) -> tuple[Any, bool]:
         workflow_id, call = inp.turn_id, inp.call
         async with conn.transaction():
-            cur = await conn.execute(
-                "select result, is_error from tool_executions"
-                " where workflow_id = %s and tool_call_id = %s for update",
-                (workflow_id, call.id),
-            )
-            done = await cur.fetchone()
+            done = await tool_executions.recorded(conn, workflow_id, call.id)
             if done is not None:
                 log.info("write already executed", tool=call.name, call=call.id)
-                return json.loads(done["result"]), done["is_error"]
+                return done
             try:
                 async with conn.transaction():  # a failing handler leaves no partial writes
                     value, is_error = await self._call(call, ctx), False
             except Exception as err:
                 value, is_error = self._failure(call, ctx, err), True
-            await conn.execute(
-                "insert into tool_executions (workflow_id, tool_call_id, tool_name, arguments,"
-                " result, is_error) values (%s, %s, %s, %s, %s, %s)",
-                (
-                    workflow_id,
-                    call.id,
-                    call.name,
-                    Jsonb(call.arguments),
-                    json.dumps(value, default=str),
-                    is_error,
-                ),
+            await tool_executions.record(
+                conn,
+                workflow_id=workflow_id,
+                tool_call_id=call.id,
+                tool_name=call.name,
+                arguments=call.arguments,
+                result=value,
+                is_error=is_error,
             )
         return value, is_error
 

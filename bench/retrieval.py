@@ -718,7 +718,7 @@ async def bench(args: argparse.Namespace) -> None:
             async with pool.connection() as conn:
                 started = time.monotonic()
                 # What `parley ingest` runs afterwards: the tiers read the word statistics.
-                await conn.execute("analyze chunks")
+                await documents.refresh_statistics(conn)
                 took = time.monotonic() - started
                 say(f"analyze chunks (as `parley ingest` does; no vacuum): {took:.1f}s")
                 await measure(conn, docs, args)

@@ -118,7 +118,8 @@ def _session_descriptor(s: sessions.SessionRecord, *, full: bool) -> dict[str, A
 
 
 async def require_session(conn: Connection, session_id: str) -> sessions.SessionRecord:
-    session = await sessions.get_session(conn.services.pool, session_id)
+    async with conn.services.pool.connection() as db:
+        session = await sessions.get_session(db, session_id)
     if session is None:
         raise ProtocolError(ErrorCode.SESSION_NOT_FOUND, f"session '{session_id}' not found")
     return session
@@ -132,7 +133,8 @@ async def ping(conn: Connection, req: protocol.Action) -> None:
 @action("create_conversation_session", protocol.CreateSession)
 async def create_conversation_session(conn: Connection, req: protocol.CreateSession) -> None:
     settings = conn.services.settings
-    agent = await sessions.get_agent(conn.services.pool, req.agent_id, settings.org)
+    async with conn.services.pool.connection() as db:
+        agent = await sessions.get_agent(db, req.agent_id, settings.org)
     user_id = None
     if agent.policy is None:
         if settings.widget_auth_strict:
@@ -151,20 +153,19 @@ async def create_conversation_session(conn: Connection, req: protocol.CreateSess
                 raise ProtocolError(
                     ErrorCode.AUTH_CONTEXT_INVALID, "authContext signature failed verification"
                 )
-    session = await sessions.create_session(
-        conn.services.pool,
-        sessions.NewSession(
-            agent=agent,
-            user_name=req.user_name,
-            user_email=req.user_email,
-            browser_fingerprint=req.browser_fingerprint,
-            metadata=req.metadata,
-            supports=req.supports,
-            user_id=user_id,
-            origin=conn.origin,
-            resume_conversation_id=req.conversation_id,
-        ),
+    new = sessions.NewSession(
+        agent=agent,
+        user_name=req.user_name,
+        user_email=req.user_email,
+        browser_fingerprint=req.browser_fingerprint,
+        metadata=req.metadata,
+        supports=req.supports,
+        user_id=user_id,
+        origin=conn.origin,
+        resume_conversation_id=req.conversation_id,
     )
+    async with conn.services.pool.connection() as db:
+        session = await sessions.create_session(db, new)
     log.info("session created", session_id=session.id, conversation_id=session.conversation_id)
     conn.outbox.send(
         protocol.immediate_response(
@@ -188,9 +189,10 @@ async def get_conversation_messages(conn: Connection, req: protocol.GetMessages)
     session = await require_session(conn, req.session_id)
     cursor = req.page_cursor
     try:
-        page, has_more = await messages.list_messages(
-            conn.services.pool, session.conversation_id, limit=req.limit, cursor=cursor
-        )
+        async with conn.services.pool.connection() as db:
+            page, has_more = await messages.list_messages(
+                db, session.conversation_id, limit=req.limit, cursor=cursor
+            )
     except messages.UnknownCursor:
         raise ProtocolError(ErrorCode.VALIDATION_ERROR, f"unknown cursor '{cursor}'") from None
     data = protocol.MessagesPage(

@@ -95,7 +95,8 @@ async def readyz(request: Request) -> JSONResponse:
 
     async def check_db() -> None:
         try:
-            await asyncio.wait_for(db.ping(services.pool), 3)
+            async with asyncio.timeout(3), services.pool.connection(timeout=2) as conn:
+                await db.ping(conn)
         except Exception as exc:
             problems["postgres"] = f"unreachable: {type(exc).__name__}"
 

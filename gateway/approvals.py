@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -29,9 +30,10 @@ log = get_logger(__name__)
 @action("confirm_tool_action", protocol.ConfirmToolAction)
 async def confirm_tool_action(conn: Connection, req: protocol.ConfirmToolAction) -> None:
     services = conn.services
-    claimed = await approvals.claim(
-        services.pool, req.session_id, approved=req.approved, decided_by=conn.describe()
-    )
+    async with services.pool.connection() as db:
+        claimed = await approvals.claim(
+            db, req.session_id, approved=req.approved, decided_by=conn.describe()
+        )
     if claimed is None:
         raise ProtocolError(
             ErrorCode.NO_PENDING_CONFIRMATION,
@@ -53,7 +55,7 @@ async def confirm_tool_action(conn: Connection, req: protocol.ConfirmToolAction)
     await deliver(services.temporal, services.pool, claimed)
 
 
-async def deliver(temporal: Client, pool, claimed: approvals.Claimed) -> bool:
+async def deliver(temporal: Client, pool: AsyncConnectionPool, claimed: approvals.Claimed) -> bool:
     """Signal the verdict to its turn and record the delivery; False when it must wait."""
     try:
         await temporal.get_workflow_handle(claimed.turn_id).signal(
@@ -64,7 +66,8 @@ async def deliver(temporal: Client, pool, claimed: approvals.Claimed) -> bool:
             log.warning("verdict not delivered yet", turn=claimed.turn_id, error=err.message)
             return False
         log.warning("verdict for a turn that is gone", turn=claimed.turn_id)
-    await approvals.mark_delivered(pool, claimed.approval_id)
+    async with pool.connection() as db:
+        await approvals.mark_delivered(db, claimed.approval_id)
     return True
 
 
@@ -75,7 +78,14 @@ class Reconciler:
     verdict per approval).
     """
 
-    def __init__(self, temporal: Client, pool, *, every: float = 2.0, grace: float = 2.0) -> None:
+    def __init__(
+        self,
+        temporal: Client,
+        pool: AsyncConnectionPool,
+        *,
+        every: float = 2.0,
+        grace: float = 2.0,
+    ) -> None:
         self._temporal = temporal
         self._pool = pool
         self._every = every
@@ -94,7 +104,9 @@ class Reconciler:
     async def _run(self) -> None:
         while True:
             try:
-                for claimed in await approvals.undelivered(self._pool, self._grace):
+                async with self._pool.connection() as db:
+                    stranded = await approvals.undelivered(db, self._grace)
+                for claimed in stranded:  # signalled without holding a connection
                     log.info("delivering a stranded verdict", approval=claimed.approval_id)
                     await deliver(self._temporal, self._pool, claimed)
             except Exception:

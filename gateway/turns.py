@@ -62,7 +62,8 @@ async def send_message(conn: Connection, req: protocol.SendMessage) -> None:
 
 @action("resume_turn", protocol.ResumeTurn)
 async def resume_turn(conn: Connection, req: protocol.ResumeTurn) -> None:
-    turn = await turns.running_turn(conn.services.pool, req.session_id)
+    async with conn.services.pool.connection() as db:
+        turn = await turns.running_turn(db, req.session_id)
     if turn is None or (req.request_id is not None and req.request_id != turn.request_id):
         raise ProtocolError(
             ErrorCode.NO_ACTIVE_TURN, f"session '{req.session_id}' has no active turn"
@@ -105,13 +106,14 @@ async def _claim_slot(
     """Claim the slot, taking it over from a holder whose workflow is gone."""
     for _ in range(2):
         try:
-            return await turns.claim(
-                services.pool,
-                turn_id=tid,
-                session_id=session.id,
-                request_id=req.request_id,
-                stream=req.stream,
-            )
+            async with services.pool.connection() as db:
+                return await turns.claim(
+                    db,
+                    turn_id=tid,
+                    session_id=session.id,
+                    request_id=req.request_id,
+                    stream=req.stream,
+                )
         except turns.SlotBusy as busy:
             if await _workflow_running(services, busy.holder):
                 raise ProtocolError(

@@ -11,11 +11,12 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from psycopg_pool import AsyncConnectionPool
+from psycopg import AsyncConnection
 
 from parley.knowledge.embeddings import Embedder
 from parley.knowledge.ingest import Summary, discover, ingest_files
 from parley.knowledge.types import Access
+from parley.storage import demo_refunds
 from parley.tools import current_call, tool
 
 
@@ -35,20 +36,17 @@ async def issue_refund(order_id: str, reason: str | None = None) -> dict:
     """
     call = current_call()
     assert call.connection is not None, "issue_refund runs as an approved write"
-    cur = await call.connection.execute(
-        "insert into demo_refunds (order_id, reason, call_key) values (%s, %s, %s) returning id",
-        (order_id, reason, call.call_key),
+    refund_id = await demo_refunds.record(
+        call.connection, order_id=order_id, reason=reason, call_key=call.call_key
     )
-    row = await cur.fetchone()
-    assert row is not None
-    return {"refund_id": row["id"], "order_id": order_id, "status": "refunded"}
+    return {"refund_id": refund_id, "order_id": order_id, "status": "refunded"}
 
 
 async def seed_knowledge(
-    pool: AsyncConnectionPool, org_id: str, embedder: Embedder | None = None
+    conn: AsyncConnection, org_id: str, embedder: Embedder | None = None
 ) -> Summary:
     """Ingest the demo policy documents (public), skipping any that are unchanged."""
     folder = Path(str(resources.files("parley") / "demo_knowledge"))
     return await ingest_files(
-        pool, discover([folder]), org_id=org_id, access=Access(public=True), embedder=embedder
+        conn, discover([folder]), org_id=org_id, access=Access(public=True), embedder=embedder
     )

@@ -345,9 +345,10 @@ async def test_a_claimed_verdict_whose_gateway_died_is_still_delivered(
 
     fake_model.enqueue(Reply(tool_calls=[REFUND]), Reply(text="Delivered late."))
     await park(client, session, "rec")
-    claimed = await approvals.claim(
-        pool, session["sessionId"], approved=True, decided_by="a gateway that died"
-    )
+    async with pool.connection() as conn:
+        claimed = await approvals.claim(
+            conn, session["sessionId"], approved=True, decided_by="a gateway that died"
+        )
     assert claimed is not None
     events = await client.recv_until(is_terminal("rec"), timeout=30)
     assert collapse(kinds(events)) == ["chunk:toolResult", "stream_token", "eventual_response"]

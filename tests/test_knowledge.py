@@ -92,10 +92,11 @@ async def test_ingest_reingest_change_and_delete(pool, corpus: Path) -> None:
         "gift-cards.pdf",
         "policies/returns.md",
     ]
-    first = await ingest_files(pool, files, org_id=org_id, access=Access(public=True))
+    async with pool.connection() as conn:
+        first = await ingest_files(conn, files, org_id=org_id, access=Access(public=True))
+        again = await ingest_files(conn, files, org_id=org_id, access=Access(public=True))
     assert (first.seen, first.new, first.changed, first.skipped) == (4, 4, 0, 0)
     assert first.chunks >= 4
-    again = await ingest_files(pool, files, org_id=org_id, access=Access(public=True))
     assert (again.new, again.changed, again.skipped, again.chunks) == (0, 0, 4, 0)
 
     anyone = Requester(org_id)
@@ -111,9 +112,9 @@ async def test_ingest_reingest_change_and_delete(pool, corpus: Path) -> None:
     )
 
     (corpus / "policies" / "returns.md").write_text(RETURNS.replace("17 days", "30 days"))
-    changed = await ingest_files(pool, files, org_id=org_id, access=Access(public=True))
-    assert (changed.changed, changed.skipped) == (1, 3)
     async with pool.connection() as conn:
+        changed = await ingest_files(conn, files, org_id=org_id, access=Access(public=True))
+        assert (changed.changed, changed.skipped) == (1, 3)
         [hit] = await search.search(conn, anyone, "return window days", limit=1)
         assert "30 days" in hit.content and "17 days" not in hit.content
         assert await documents.delete_document(conn, org_id, "policies/returns.md")
@@ -267,9 +268,10 @@ async def test_admin_api_is_off_without_a_token(gateway: GatewayServer) -> None:
 async def _verified_session(gateway: GatewayServer, pool, org_id: str, user: str | None):
     """A session of `user` (verified through authContext), or an anonymous one."""
     agent = f"agent-{org_id}"
-    await sessions.upsert_agent(
-        pool, agent, name="KB", org_id=org_id, allowed_origins=["*"], auth_key=KEY
-    )
+    async with pool.connection() as conn:
+        await sessions.upsert_agent(
+            conn, agent, name="KB", org_id=org_id, allowed_origins=["*"], auth_key=KEY
+        )
     client = await WsClient.open(gateway.ws_url, additional_headers={"Origin": "https://x.test"})
     fields = {}
     if user is not None:
@@ -390,9 +392,9 @@ async def test_demo_knowledge(pool) -> None:
     from parley import demo
 
     org_id = org()
-    first = await demo.seed_knowledge(pool, org_id)
-    assert first.new == 4 and first.chunks > 0
-    assert (await demo.seed_knowledge(pool, org_id)).skipped == 4
     async with pool.connection() as conn:
+        first = await demo.seed_knowledge(conn, org_id)
+        assert first.new == 4 and first.chunks > 0
+        assert (await demo.seed_knowledge(conn, org_id)).skipped == 4
         [hit] = await search.search(conn, Requester(org_id), "how many days to return an item", 1)
     assert "17 days" in hit.content and hit.document_id == "returns.md"

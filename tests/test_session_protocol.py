@@ -280,14 +280,15 @@ async def test_unknown_cursor(client: WsClient, pool) -> None:
 
 async def test_embed_policy(gateway: GatewayServer, pool) -> None:
     key = "s3cret-key"
-    await sessions.upsert_agent(
-        pool,
-        "agent-embed",
-        name="Shop helper",
-        org_id="acme",
-        allowed_origins=["https://shop.example.com", "https://*.acme.test"],
-        auth_key=key,
-    )
+    async with pool.connection() as conn:
+        await sessions.upsert_agent(
+            conn,
+            "agent-embed",
+            name="Shop helper",
+            org_id="acme",
+            allowed_origins=["https://shop.example.com", "https://*.acme.test"],
+            auth_key=key,
+        )
 
     async def create(origin: str | None, **fields) -> dict:
         headers = {"Origin": origin} if origin else {}

@@ -108,6 +108,12 @@ async def list_documents(conn: AsyncConnection, org_id: str) -> list[dict]:
     return await cur.fetchall()
 
 
+async def refresh_statistics(conn: AsyncConnection) -> None:
+    """Re-read the chunks' word statistics, from which search picks its candidate tiers
+    (after a bulk ingest; autovacuum would get there, later)."""
+    await conn.execute("analyze chunks")
+
+
 _VECTOR_TABLES: dict[tuple[str, str], bool] = {}
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from psycopg_pool import AsyncConnectionPool
+from psycopg import AsyncConnection
 
 from parley.knowledge import documents
 from parley.knowledge.chunking import SUPPORTED_SUFFIXES, extract
@@ -58,7 +58,7 @@ def discover(paths: Iterable[Path]) -> list[tuple[Path, str]]:
 
 
 async def ingest_files(
-    pool: AsyncConnectionPool,
+    conn: AsyncConnection,
     files: list[tuple[Path, str]],
     *,
     org_id: str,
@@ -66,6 +66,8 @@ async def ingest_files(
     progress: Callable[[int], None] = lambda _: None,
     embedder: Embedder | None = None,
 ) -> Summary:
+    """Store every file as a document. On an autocommit connection (the pool's) each
+    document commits on its own, so a failure midway keeps what was stored before it."""
     summary = Summary()
     for path, doc_id in files:
         summary.seen += 1
@@ -77,13 +79,10 @@ async def ingest_files(
             progress(1)
             continue
         doc = Document(doc_id, extracted.title, doc_id, extracted.text, access)
-        async with pool.connection() as conn:
-            outcome, chunks = await documents.upsert_document(conn, org_id, doc, embedder)
+        outcome, chunks = await documents.upsert_document(conn, org_id, doc, embedder)
         summary.count(outcome)
         summary.chunks += chunks
         progress(1)
     if summary.new or summary.changed:
-        # Search picks its candidate tiers from the planner's word statistics: refresh them.
-        async with pool.connection() as conn:
-            await conn.execute("analyze chunks")
+        await documents.refresh_statistics(conn)
     return summary

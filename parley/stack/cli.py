@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import click
-from psycopg_pool import AsyncConnectionPool
+from psycopg import AsyncConnection
 
 from parley.logs import configure_logging
 from parley.settings import Settings, get_settings
@@ -23,16 +23,16 @@ def _settings() -> Settings:
     return settings
 
 
-def _with_database(settings: Settings, work: Callable[[AsyncConnectionPool], Awaitable[T]]) -> T:
-    """Run `work` against the configured (or `parley dev`'s embedded) database."""
+def _with_database(settings: Settings, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+    """Run `work` on a connection to the configured (or `parley dev`'s embedded) database."""
     from parley.storage import db
     from parley.stores import resolve_stores
 
     async def run() -> T:
         url = resolve_stores(settings).database_url
         await db.migrate(url)
-        async with db.create_pool(url, max_size=2, name="cli") as pool:
-            return await work(pool)
+        async with db.create_pool(url, max_size=1, name="cli") as pool, pool.connection() as conn:
+            return await work(conn)
 
     try:
         return asyncio.run(run())
@@ -104,8 +104,8 @@ def agent(
     settings = _settings()
     _with_database(
         settings,
-        lambda pool: sessions.upsert_agent(
-            pool,
+        lambda conn: sessions.upsert_agent(
+            conn,
             agent_id,
             name=name,
             org_id=org or settings.org,
@@ -127,11 +127,10 @@ def org(org_id: str, persona: str | None, clear_persona: bool) -> None:
     if persona is None and not clear_persona:
         raise click.UsageError("give --persona TEXT or --clear-persona")
 
-    async def work(pool: AsyncConnectionPool) -> None:
-        async with pool.connection() as conn:
-            await organizations.set_persona(conn, org_id, None if clear_persona else persona)
-
-    _with_database(_settings(), work)
+    _with_database(
+        _settings(),
+        lambda conn: organizations.set_persona(conn, org_id, None if clear_persona else persona),
+    )
     click.echo(f"organization {org_id} saved")
 
 
@@ -173,10 +172,10 @@ def ingest(
     )
     click.echo(f"Ingesting {len(files)} files into organization {org_id!r}, readable by {readers}")
 
-    async def work(pool: AsyncConnectionPool) -> Summary:
+    async def work(conn: AsyncConnection) -> Summary:
         with click.progressbar(length=len(files), label="Documents", show_pos=True) as bar:
             return await ingest_files(
-                pool,
+                conn,
                 files,
                 org_id=org_id,
                 access=access,

@@ -14,7 +14,6 @@ from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
 from parley.storage.sessions import as_uuid
 
@@ -63,21 +62,20 @@ async def record(
 
 
 async def claim(
-    pool: AsyncConnectionPool, session_id: str, *, approved: bool, decided_by: str
+    conn: AsyncConnection, session_id: str, *, approved: bool, decided_by: str
 ) -> Claimed | None:
     """Decide the session's pending, unexpired approval; None when there is none to decide."""
     sid = as_uuid(session_id)
     if sid is None:
         return None
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "update approvals a set decision = %s, decided_by = %s, decided_at = now()"
-            " from turns t where t.id = a.turn_id"
-            " and a.session_id = %s and a.decision is null and a.deadline > now()"
-            " returning a.id, a.turn_id, a.request_id, t.stream",
-            ("approved" if approved else "denied", decided_by, sid),
-        )
-        row = await cur.fetchone()
+    cur = await conn.execute(
+        "update approvals a set decision = %s, decided_by = %s, decided_at = now()"
+        " from turns t where t.id = a.turn_id"
+        " and a.session_id = %s and a.decision is null and a.deadline > now()"
+        " returning a.id, a.turn_id, a.request_id, t.stream",
+        ("approved" if approved else "denied", decided_by, sid),
+    )
+    row = await cur.fetchone()
     if row is None:
         return None
     return Claimed(str(row["id"]), row["turn_id"], row["request_id"], approved, row["stream"])
@@ -109,24 +107,23 @@ async def cancel_pending(conn: AsyncConnection, turn_id: str) -> None:
     )
 
 
-async def mark_delivered(pool: AsyncConnectionPool, approval_id: str) -> None:
-    async with pool.connection() as conn:
-        await conn.execute(
-            "update approvals set delivered_at = now() where id = %s and delivered_at is null",
-            (uuid.UUID(approval_id),),
-        )
+async def mark_delivered(conn: AsyncConnection, approval_id: str) -> None:
+    """The verdict reached its turn's workflow: the reconciler leaves it alone from now on."""
+    await conn.execute(
+        "update approvals set delivered_at = now() where id = %s and delivered_at is null",
+        (uuid.UUID(approval_id),),
+    )
 
 
-async def undelivered(pool: AsyncConnectionPool, older_than_seconds: float) -> list[Claimed]:
+async def undelivered(conn: AsyncConnection, older_than_seconds: float) -> list[Claimed]:
     """Verdicts claimed but never signalled (their gateway died between claim and signal)."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "select id, turn_id, request_id, decision from approvals"
-            " where decision in ('approved', 'denied') and delivered_at is null"
-            " and decided_at < now() - make_interval(secs => %s) order by decided_at limit 100",
-            (older_than_seconds,),
-        )
-        rows = await cur.fetchall()
+    cur = await conn.execute(
+        "select id, turn_id, request_id, decision from approvals"
+        " where decision in ('approved', 'denied') and delivered_at is null"
+        " and decided_at < now() - make_interval(secs => %s) order by decided_at limit 100",
+        (older_than_seconds,),
+    )
+    rows = await cur.fetchall()
     return [
         Claimed(str(r["id"]), r["turn_id"], r["request_id"], r["decision"] == "approved")
         for r in rows

@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib import resources
 
 import psycopg
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -69,7 +70,6 @@ def create_pool(conninfo: str, *, max_size: int = 10, name: str = "parley") -> A
     )
 
 
-async def ping(pool: AsyncConnectionPool) -> None:
+async def ping(conn: AsyncConnection) -> None:
     """Raise unless the database answers a trivial query."""
-    async with pool.connection(timeout=2) as conn:
-        await conn.execute("select 1")
+    await conn.execute("select 1")

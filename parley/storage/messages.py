@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Literal
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
 from parley.storage.sessions import as_uuid
 from parley.turn.types import UserMessage
@@ -78,30 +77,29 @@ async def add_user_message(
 
 
 async def list_messages(
-    pool: AsyncConnectionPool, conversation_id: str, *, limit: int, cursor: str | None = None
+    conn: AsyncConnection, conversation_id: str, *, limit: int, cursor: str | None = None
 ) -> tuple[list[Message], bool]:
     """Up to `limit` messages older than `cursor`, newest first, and whether more exist."""
-    async with pool.connection() as conn:
-        before: int | None = None
-        if cursor is not None:
-            cid = as_uuid(cursor)
-            row = None
-            if cid is not None:
-                cur = await conn.execute(
-                    "select seq from messages where id = %s and conversation_id = %s",
-                    (cid, conversation_id),
-                )
-                row = await cur.fetchone()
-            if row is None:
-                raise UnknownCursor(cursor)
-            before = row["seq"]
-        cur = await conn.execute(
-            "select id, seq, direction, text, created_at from messages"
-            " where conversation_id = %s and (%s::bigint is null or seq < %s::bigint)"
-            " order by seq desc limit %s",
-            (conversation_id, before, before, limit + 1),
-        )
-        rows = await cur.fetchall()
+    before: int | None = None
+    if cursor is not None:
+        cid = as_uuid(cursor)
+        row = None
+        if cid is not None:
+            cur = await conn.execute(
+                "select seq from messages where id = %s and conversation_id = %s",
+                (cid, conversation_id),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise UnknownCursor(cursor)
+        before = row["seq"]
+    cur = await conn.execute(
+        "select id, seq, direction, text, created_at from messages"
+        " where conversation_id = %s and (%s::bigint is null or seq < %s::bigint)"
+        " order by seq desc limit %s",
+        (conversation_id, before, before, limit + 1),
+    )
+    rows = await cur.fetchall()
     return [_message(r) for r in rows[:limit]], len(rows) > limit
 
 

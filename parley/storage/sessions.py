@@ -6,8 +6,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
 
 from parley.widget_auth import EmbedPolicy
 
@@ -58,16 +58,15 @@ def as_uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-async def get_agent(pool: AsyncConnectionPool, agent_id: str, default_org: str) -> Agent:
+async def get_agent(conn: AsyncConnection, agent_id: str, default_org: str) -> Agent:
     """The registered agent, or an implicit one (default name and org, no policy)."""
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "select a.name, a.org_id, p.agent_id as has_policy, p.allowed_origins, p.auth_key"
-            " from agents a left join agent_embed_policies p on p.agent_id = a.id"
-            " where a.id = %s",
-            (agent_id,),
-        )
-        row = await cur.fetchone()
+    cur = await conn.execute(
+        "select a.name, a.org_id, p.agent_id as has_policy, p.allowed_origins, p.auth_key"
+        " from agents a left join agent_embed_policies p on p.agent_id = a.id"
+        " where a.id = %s",
+        (agent_id,),
+    )
+    row = await cur.fetchone()
     if row is None:
         return Agent(agent_id, DEFAULT_AGENT_NAME, default_org, None)
     policy = (
@@ -77,7 +76,7 @@ async def get_agent(pool: AsyncConnectionPool, agent_id: str, default_org: str) 
 
 
 async def upsert_agent(
-    pool: AsyncConnectionPool,
+    conn: AsyncConnection,
     agent_id: str,
     *,
     name: str,
@@ -86,7 +85,7 @@ async def upsert_agent(
     auth_key: str | None = None,
 ) -> None:
     """Register an agent; `allowed_origins` not None gives it an embed policy."""
-    async with pool.connection() as conn, conn.transaction():
+    async with conn.transaction():
         await conn.execute(
             "insert into agents (id, name, org_id) values (%s, %s, %s)"
             " on conflict (id) do update set name = excluded.name, org_id = excluded.org_id,"
@@ -124,11 +123,11 @@ for update of c
 """
 
 
-async def create_session(pool: AsyncConnectionPool, new: NewSession) -> SessionRecord:
+async def create_session(conn: AsyncConnection, new: NewSession) -> SessionRecord:
     """Create a session, on a resumed conversation when the caller may see it."""
     agent = new.agent
     session_id = uuid.uuid4()
-    async with pool.connection() as conn, conn.transaction():
+    async with conn.transaction():  # all or nothing; `for update` holds the resumed one
         resumed = None
         resume_id = as_uuid(new.resume_conversation_id)
         if resume_id is not None:
@@ -212,20 +211,19 @@ async def create_session(pool: AsyncConnectionPool, new: NewSession) -> SessionR
     )
 
 
-async def get_session(pool: AsyncConnectionPool, session_id: str) -> SessionRecord | None:
+async def get_session(conn: AsyncConnection, session_id: str) -> SessionRecord | None:
     """The session, or None when the id is unknown (or not a UUID at all)."""
     sid = as_uuid(session_id)
     if sid is None:
         return None
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "select s.id, s.conversation_id, s.agent_id, s.agent_name, s.user_participant_id,"
-            " s.agent_participant_id, s.status, c.org_id, u.external_id as user_id"
-            " from sessions s join conversations c on c.id = s.conversation_id"
-            " join participants u on u.id = s.user_participant_id where s.id = %s",
-            (sid,),
-        )
-        row = await cur.fetchone()
+    cur = await conn.execute(
+        "select s.id, s.conversation_id, s.agent_id, s.agent_name, s.user_participant_id,"
+        " s.agent_participant_id, s.status, c.org_id, u.external_id as user_id"
+        " from sessions s join conversations c on c.id = s.conversation_id"
+        " join participants u on u.id = s.user_participant_id where s.id = %s",
+        (sid,),
+    )
+    row = await cur.fetchone()
     if row is None:
         return None
     return SessionRecord(

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Literal
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 
 from parley.storage import approvals
 from parley.storage.sessions import as_uuid
@@ -54,31 +53,33 @@ def _turn(row: dict) -> Turn:
 
 
 async def claim(
-    pool: AsyncConnectionPool, *, turn_id: str, session_id: str, request_id: str, stream: bool
+    conn: AsyncConnection, *, turn_id: str, session_id: str, request_id: str, stream: bool
 ) -> tuple[Turn, bool]:
     """Take the session's slot for `turn_id`: (turn, True) when this call created it,
     (existing turn, False) when the same turn id exists; raises SlotBusy otherwise."""
-    async with pool.connection() as conn:
-        for _ in range(3):  # a holder finishing between our statements: just try again
-            cur = await conn.execute(
-                f"insert into turns (id, session_id, request_id, stream) values (%s, %s, %s, %s)"
-                f" on conflict do nothing returning {_COLUMNS}",
-                (turn_id, session_id, request_id, stream),
-            )
-            row = await cur.fetchone()
-            if row is not None:
-                return _turn(row), True
-            cur = await conn.execute(f"select {_COLUMNS} from turns where id = %s", (turn_id,))
-            row = await cur.fetchone()
-            if row is not None:
-                return _turn(row), False
-            holder = await _running(conn, session_id)
-            if holder is not None:
-                raise SlotBusy(holder)
+    for _ in range(3):  # a holder finishing between our statements: just try again
+        cur = await conn.execute(
+            f"insert into turns (id, session_id, request_id, stream) values (%s, %s, %s, %s)"
+            f" on conflict do nothing returning {_COLUMNS}",
+            (turn_id, session_id, request_id, stream),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            return _turn(row), True
+        cur = await conn.execute(f"select {_COLUMNS} from turns where id = %s", (turn_id,))
+        row = await cur.fetchone()
+        if row is not None:
+            return _turn(row), False
+        holder = await running_turn(conn, session_id)
+        if holder is not None:
+            raise SlotBusy(holder)
     raise RuntimeError(f"could not claim the turn slot of session {session_id}")
 
 
-async def _running(conn: AsyncConnection, session_id: str) -> Turn | None:
+async def running_turn(conn: AsyncConnection, session_id: str) -> Turn | None:
+    """The session's running turn, if any."""
+    if as_uuid(session_id) is None:
+        return None
     cur = await conn.execute(
         f"select {_COLUMNS} from turns where session_id = %s and status = 'running'",
         (session_id,),
@@ -87,19 +88,11 @@ async def _running(conn: AsyncConnection, session_id: str) -> Turn | None:
     return _turn(row) if row else None
 
 
-async def running_turn(pool: AsyncConnectionPool, session_id: str) -> Turn | None:
-    """The session's running turn, if any."""
-    if as_uuid(session_id) is None:
-        return None
-    async with pool.connection() as conn:
-        return await _running(conn, session_id)
-
-
-async def get_turn(pool: AsyncConnectionPool, turn_id: str) -> Turn | None:
-    async with pool.connection() as conn:
-        cur = await conn.execute(f"select {_COLUMNS} from turns where id = %s", (turn_id,))
-        row = await cur.fetchone()
-    return _turn(row) if row else None
+async def status(conn: AsyncConnection, turn_id: str) -> Status | None:
+    """The turn's status; None when no such turn was ever claimed."""
+    cur = await conn.execute("select status from turns where id = %s", (turn_id,))
+    row = await cur.fetchone()
+    return row["status"] if row else None
 
 
 async def finish(conn: AsyncConnection, turn_id: str, status: Status) -> bool:
