@@ -28,7 +28,7 @@ class StorageActivities:
                 await messages.add_user_message(
                     conn, inp.conversation_id, inp.turn_id, inp.user_message
                 )
-            if await turns.finish(conn, inp.turn_id, inp.status):  # type: ignore[arg-type]
+            if await turns.finish(conn, inp.turn_id, inp.status):
                 status = inp.status
                 if status == "completed":
                     await messages.add_message(

@@ -20,9 +20,10 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway import admin
-from gateway.actions import Connection, dispatch
-from gateway.approvals import Reconciler  # importing it registers the turn actions too
+from gateway import admin, approvals, sessions, turns
+from gateway.approvals import Reconciler
+from gateway.connection import Connection
+from gateway.dispatch import Dispatcher
 from gateway.outbox import Outbox
 from gateway.services import Services
 from parley import protocol, temporal_client
@@ -33,6 +34,10 @@ from parley.storage import db
 from parley.stores import resolve_stores
 
 log = get_logger(__name__)
+
+
+# Every protocol action this gateway answers, by the module that handles it.
+DISPATCHER = Dispatcher(sessions.ACTIONS, turns.ACTIONS, approvals.ACTIONS)
 
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
@@ -67,7 +72,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                     protocol.error(None, ErrorCode.VALIDATION_ERROR, f"invalid JSON frame: {err}")
                 )
                 continue
-            await dispatch(conn, frame)
+            await DISPATCHER.dispatch(conn, frame)
     except WebSocketDisconnect:
         pass
     finally:

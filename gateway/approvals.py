@@ -15,8 +15,9 @@ from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from gateway.actions import Connection, action
-from gateway.turns import attach_after_park
+from gateway.connection import Connection
+from gateway.dispatch import Action
+from gateway.relay import attach_after_park
 from parley import protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
@@ -27,7 +28,6 @@ from workflows.turn import TurnWorkflow
 log = get_logger(__name__)
 
 
-@action("confirm_tool_action", protocol.ConfirmToolAction)
 async def confirm_tool_action(conn: Connection, req: protocol.ConfirmToolAction) -> None:
     services = conn.services
     async with services.pool.connection() as db:
@@ -112,3 +112,6 @@ class Reconciler:
             except Exception:
                 log.exception("approval reconciler pass failed")
             await asyncio.sleep(self._every)
+
+
+ACTIONS = (Action("confirm_tool_action", protocol.ConfirmToolAction, confirm_tool_action),)

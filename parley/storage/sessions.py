@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
@@ -12,6 +12,9 @@ from psycopg.types.json import Jsonb
 from parley.widget_auth import EmbedPolicy
 
 DEFAULT_AGENT_NAME = "Parley"
+
+
+SessionStatus = Literal["active", "idle", "ended"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class SessionRecord:
     agent_name: str
     user_participant_id: str
     agent_participant_id: str
-    status: str
+    status: SessionStatus
     org_id: str
     user_id: str | None
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from psycopg import AsyncConnection
 
 from parley.storage import approvals
 from parley.storage.sessions import as_uuid
-
-Status = Literal["running", "completed", "failed", "cancelled", "abandoned"]
+from parley.turn.types import TurnStatus
 
 
 @dataclass(frozen=True)
@@ -25,7 +23,7 @@ class Turn:
     id: str
     session_id: str
     request_id: str
-    status: Status
+    status: TurnStatus
     stream: bool
     created_at: datetime
 
@@ -88,14 +86,14 @@ async def running_turn(conn: AsyncConnection, session_id: str) -> Turn | None:
     return _turn(row) if row else None
 
 
-async def status(conn: AsyncConnection, turn_id: str) -> Status | None:
+async def status(conn: AsyncConnection, turn_id: str) -> TurnStatus | None:
     """The turn's status; None when no such turn was ever claimed."""
     cur = await conn.execute("select status from turns where id = %s", (turn_id,))
     row = await cur.fetchone()
     return row["status"] if row else None
 
 
-async def finish(conn: AsyncConnection, turn_id: str, status: Status) -> bool:
+async def finish(conn: AsyncConnection, turn_id: str, status: TurnStatus) -> bool:
     """Release the slot with a final status; False when it was no longer running.
 
     A question the turn was parked on is decided `cancelled` in the same transaction, so a

@@ -1,0 +1,33 @@
+"""What a handler knows about the socket it serves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway.outbox import Outbox
+from gateway.services import Services
+
+if TYPE_CHECKING:
+    from gateway.relay import Relay
+
+
+@dataclass
+class Connection:
+    id: str
+    services: Services
+    outbox: Outbox
+    origin: str | None
+    # The turns relayed to this socket, by turn id.
+    relays: dict[str, Relay] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """Who is on this socket, for audit records."""
+        return f"connection {self.id}" + (f" from {self.origin}" if self.origin else "")
+
+    async def close(self) -> None:
+        """Stop relaying (the turns themselves go on) and stop the writer."""
+        for relay in list(self.relays.values()):
+            await relay.stop()
+        self.relays.clear()
+        await self.outbox.aclose()
