@@ -16,7 +16,6 @@ from datetime import timedelta
 from typing import Any
 
 import anthropic
-from psycopg_pool import AsyncConnectionPool
 from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
@@ -30,6 +29,7 @@ from parley.knowledge.tool import register_knowledge_search
 from parley.logs import configure_logging, get_logger
 from parley.settings import Settings, get_settings
 from parley.storage import db
+from parley.storage.db import Pool
 from parley.stores import StoresNotConfigured, resolve_stores
 from workflows.turn import TurnWorkflow
 
@@ -49,7 +49,7 @@ def model_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
 
 
 def turn_activities(
-    pool: AsyncConnectionPool, settings: Settings, llm: anthropic.AsyncAnthropic | None
+    pool: Pool, settings: Settings, llm: anthropic.AsyncAnthropic | None
 ) -> list[Callable[..., Any]]:
     """Every activity the turn workflow calls, bound to this process's pool and clients."""
     model = ModelActivities(

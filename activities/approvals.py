@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
 from parley.storage import approvals
+from parley.storage.db import Pool
 from parley.turn.types import ApprovalInput, Verdict
 
 
 class ApprovalActivities:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
     @activity.defn(name="record_approval")

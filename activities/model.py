@@ -14,7 +14,6 @@ from datetime import timedelta
 from typing import Any
 
 import anthropic
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -26,6 +25,7 @@ from parley.knowledge.embeddings import load_embedder
 from parley.logs import get_logger
 from parley.settings import Settings
 from parley.storage import context, messages, organizations
+from parley.storage.db import Pool
 from parley.tools import ToolRegistry
 from parley.turn.events import Reset, Token
 from parley.turn.pricing import cost_usd
@@ -43,7 +43,7 @@ LLM_UNAVAILABLE = "LlmUnavailable"
 class ModelActivities:
     def __init__(
         self,
-        pool: AsyncConnectionPool,
+        pool: Pool,
         settings: Settings,
         tools: ToolRegistry,
         client: anthropic.AsyncAnthropic | None,

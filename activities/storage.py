@@ -4,16 +4,16 @@ that ends without one stores it here.)"""
 
 from __future__ import annotations
 
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
 from parley.knowledge import sources
 from parley.storage import messages, turns
-from parley.turn.types import FinishInput, FinishOutput
+from parley.storage.db import Pool
+from parley.turn.types import FinishInput, FinishOutput, TurnStatus
 
 
 class StorageActivities:
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
     @activity.defn(name="finish_turn")
@@ -29,7 +29,7 @@ class StorageActivities:
                     conn, inp.conversation_id, inp.turn_id, inp.user_message
                 )
             if await turns.finish(conn, inp.turn_id, inp.status):
-                status = inp.status
+                status: TurnStatus = inp.status
                 if status == "completed":
                     await messages.add_message(
                         conn,

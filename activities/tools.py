@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
 from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from parley.logs import get_logger
 from parley.storage import context, tool_executions
+from parley.storage.db import Conn, Pool
 from parley.tools import CallContext, ToolArgumentsError, ToolRegistry
 from parley.turn.types import ToolCall, ToolInput, ToolOutput
 
@@ -34,6 +33,7 @@ NOT_RUN = {
     "denied": "A person declined this action, so it was not performed.",
     "expired": "Nobody approved this action in time, so the approval expired and it was not"
     " performed.",
+    "cancelled": "The conversation was stopped before anyone decided, so it was not performed.",
 }
 
 
@@ -42,7 +42,7 @@ class UnknownTool(LookupError):
 
 
 class ToolActivities:
-    def __init__(self, pool: AsyncConnectionPool, tools: ToolRegistry) -> None:
+    def __init__(self, pool: Pool, tools: ToolRegistry) -> None:
         self._pool = pool
         self._tools = tools
 
@@ -63,9 +63,7 @@ class ToolActivities:
         shown = value if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
         return ToolOutput(is_error=is_error, result=shown)
 
-    async def _execute_once(
-        self, conn: AsyncConnection, inp: ToolInput, ctx: CallContext
-    ) -> tuple[Any, bool]:
+    async def _execute_once(self, conn: Conn, inp: ToolInput, ctx: CallContext) -> tuple[Any, bool]:
         workflow_id, call = inp.turn_id, inp.call
         async with conn.transaction():
             done = await tool_executions.recorded(conn, workflow_id, call.id)
@@ -111,7 +109,7 @@ class ToolActivities:
         return f"{call.name} failed: {type(err).__name__}: {err}"
 
 
-def _context(inp: ToolInput, conn: AsyncConnection) -> CallContext:
+def _context(inp: ToolInput, conn: Conn) -> CallContext:
     return CallContext(
         call_key=f"{inp.turn_id}:{inp.call.id}",
         connection=conn,

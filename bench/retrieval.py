@@ -27,6 +27,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from parley.storage.db import Conn, Pool
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -50,8 +52,7 @@ from dataclasses import dataclass
 from unittest import mock
 
 import psycopg
-from psycopg import AsyncConnection, conninfo, sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg import conninfo, sql
 
 from parley.knowledge import access as knowledge_access
 from parley.knowledge import documents, search
@@ -565,7 +566,7 @@ async def fresh_database() -> AsyncIterator[str]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def ingest(pool: AsyncConnectionPool, target: int, workers: int) -> dict[str, DocInfo]:
+async def ingest(pool: Pool, target: int, workers: int) -> dict[str, DocInfo]:
     """The demo documents, then generated ones until `target` chunks, by `workers`
     connections through `documents.upsert_document`; every bench user's groups."""
     docs: dict[str, DocInfo] = {}
@@ -640,7 +641,7 @@ class Mode:
     rerank: bool = False
     acl: bool = True
 
-    async def search(self, conn: AsyncConnection, text: str, limit: int = 3) -> list[Hit]:
+    async def search(self, conn: Conn, text: str, limit: int = 3) -> list[Hit]:
         """`search.search` itself; without ACL, with its query swapped for NO_ACL_SEARCH."""
         if self.acl:
             return await search.search(conn, self.requester, text, limit, rerank=self.rerank)
@@ -649,7 +650,7 @@ class Mode:
 
 
 async def latency(
-    conn: AsyncConnection, modes: list[Mode], queries: list[str], rounds: int, warmup: int
+    conn: Conn, modes: list[Mode], queries: list[str], rounds: int, warmup: int
 ) -> dict[str, list[float]]:
     """Milliseconds per call and mode, after a warm-up; the modes take turns on each query
     so that load from elsewhere on the machine hits them alike."""
@@ -673,7 +674,7 @@ def percentiles(ms: list[float]) -> tuple[float, float, float]:
 
 
 async def check_acl(
-    conn: AsyncConnection, docs: dict[str, DocInfo], queries: list[str]
+    conn: Conn, docs: dict[str, DocInfo], queries: list[str]
 ) -> tuple[int, int, int, int]:
     """(violations, hits checked, restricted hits rightly shown, unreadable hits withheld).
 
@@ -724,9 +725,7 @@ async def bench(args: argparse.Namespace) -> None:
                 await measure(conn, docs, args)
 
 
-async def measure(
-    conn: AsyncConnection, docs: dict[str, DocInfo], args: argparse.Namespace
-) -> None:
+async def measure(conn: Conn, docs: dict[str, DocInfo], args: argparse.Namespace) -> None:
     cur = await conn.execute(
         "select (select count(*) from chunks) as chunks, split_part(version(), ' on ', 1) as pg,"
         " pg_size_pretty(pg_table_size('chunks')) as heap,"
@@ -761,7 +760,7 @@ async def measure(
 
 
 async def report_latency(
-    conn: AsyncConnection, queries: list[str], n_labelled: int, args: argparse.Namespace
+    conn: Conn, queries: list[str], n_labelled: int, args: argparse.Namespace
 ) -> None:
     user = await knowledge_access.requester(conn, ORG, LATENCY_USER)
     modes = [
@@ -793,9 +792,7 @@ async def report_latency(
     )
 
 
-async def report_recall(
-    conn: AsyncConnection, questions: dict[str, str], docs: dict[str, DocInfo]
-) -> None:
+async def report_recall(conn: Conn, questions: dict[str, str], docs: dict[str, DocInfo]) -> None:
     reader = await knowledge_access.requester(conn, ORG, RECALL_USER)
     say(f"recall@3 as {reader.user_id} (groups {','.join(reader.groups)}): may read all targets")
     top: dict[bool, dict[str, list[str]]] = {}

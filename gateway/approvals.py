@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -22,6 +21,7 @@ from parley import protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
 from parley.storage import approvals
+from parley.storage.db import Pool
 from parley.turn.types import Decision
 from workflows.turn import TurnWorkflow
 
@@ -55,7 +55,7 @@ async def confirm_tool_action(conn: Connection, req: protocol.ConfirmToolAction)
     await deliver(services.temporal, services.pool, claimed)
 
 
-async def deliver(temporal: Client, pool: AsyncConnectionPool, claimed: approvals.Claimed) -> bool:
+async def deliver(temporal: Client, pool: Pool, claimed: approvals.Claimed) -> bool:
     """Signal the verdict to its turn and record the delivery; False when it must wait."""
     try:
         await temporal.get_workflow_handle(claimed.turn_id).signal(
@@ -81,7 +81,7 @@ class Reconciler:
     def __init__(
         self,
         temporal: Client,
-        pool: AsyncConnectionPool,
+        pool: Pool,
         *,
         every: float = 2.0,
         grace: float = 2.0,

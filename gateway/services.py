@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from psycopg_pool import AsyncConnectionPool
 from temporalio.client import Client
 
 from parley.settings import Settings
+from parley.storage.db import Pool
 
 
 @dataclass
 class Services:
     settings: Settings
-    pool: AsyncConnectionPool
+    pool: Pool
     temporal: Client

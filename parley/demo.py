@@ -11,12 +11,11 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from psycopg import AsyncConnection
-
 from parley.knowledge.embeddings import Embedder
 from parley.knowledge.ingest import Summary, discover, ingest_files
 from parley.knowledge.types import Access
 from parley.storage import demo_refunds
+from parley.storage.db import Conn
 from parley.tools import current_call, tool
 
 
@@ -42,9 +41,7 @@ async def issue_refund(order_id: str, reason: str | None = None) -> dict:
     return {"refund_id": refund_id, "order_id": order_id, "status": "refunded"}
 
 
-async def seed_knowledge(
-    conn: AsyncConnection, org_id: str, embedder: Embedder | None = None
-) -> Summary:
+async def seed_knowledge(conn: Conn, org_id: str, embedder: Embedder | None = None) -> Summary:
     """Ingest the demo policy documents (public), skipping any that are unchanged."""
     folder = Path(str(resources.files("parley") / "demo_knowledge"))
     return await ingest_files(

@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
-from psycopg import AsyncConnection
-from pydantic import create_model
+from pydantic import BaseModel, create_model
+
+from parley.storage.db import Conn
 
 Handler = Callable[[dict[str, Any]], Any]
 Describer = Callable[[dict[str, Any]], str]
@@ -60,7 +61,7 @@ class CallContext:
     """
 
     call_key: str
-    connection: AsyncConnection | None = None
+    connection: Conn | None = None
     turn_id: str = ""
     org_id: str = ""
     user_id: str | None = None
@@ -132,7 +133,8 @@ def schema_from_signature(fn: Callable[..., Any]) -> dict[str, Any]:
         annotation = Any if param.annotation is inspect.Parameter.empty else param.annotation
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[name] = (annotation, default)
-    schema = create_model(f"{fn.__name__}_args", **fields).model_json_schema()
+    model: type[BaseModel] = create_model(f"{fn.__name__}_args", **fields)
+    schema = model.model_json_schema()
     schema.pop("title", None)
     for prop in schema.get("properties", {}).values():
         prop.pop("title", None)
@@ -172,14 +174,13 @@ class ToolRegistry:
         """Decorator: the function's name, docstring and hints become the tool."""
 
         def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
-            if inspect.iscoroutinefunction(func):
+            async def call_async(args: dict[str, Any]) -> Any:
+                return await func(**args)
 
-                async def handler(args: dict[str, Any]) -> Any:
-                    return await func(**args)
-            else:
+            def call(args: dict[str, Any]) -> Any:
+                return func(**args)
 
-                def handler(args: dict[str, Any]) -> Any:
-                    return func(**args)
+            handler = call_async if inspect.iscoroutinefunction(func) else call
 
             self.register(
                 name or func.__name__,

@@ -8,22 +8,20 @@ from collections.abc import AsyncIterator
 from datetime import date
 
 import pytest
-from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from parley.storage import db, tool_executions
+from parley.storage.db import Conn
 
 
 @pytest.fixture
-async def conn(database_url: str) -> AsyncIterator[AsyncConnection]:
+async def conn(database_url: str) -> AsyncIterator[Conn]:
     await db.migrate(database_url)
-    async with await AsyncConnection.connect(
-        database_url, autocommit=True, row_factory=dict_row
-    ) as conn:
+    async with await Conn.connect(database_url, autocommit=True, row_factory=dict_row) as conn:
         yield conn
 
 
-async def record(conn: AsyncConnection, workflow_id: str, result: object) -> None:
+async def record(conn: Conn, workflow_id: str, result: object) -> None:
     await tool_executions.record(
         conn,
         workflow_id=workflow_id,
@@ -35,7 +33,7 @@ async def record(conn: AsyncConnection, workflow_id: str, result: object) -> Non
     )
 
 
-async def test_a_recorded_execution_is_found_with_its_result(conn: AsyncConnection) -> None:
+async def test_a_recorded_execution_is_found_with_its_result(conn: Conn) -> None:
     wf = f"turn-{uuid.uuid4()}"
     assert await tool_executions.recorded(conn, wf, "call-1") is None
     async with conn.transaction():
@@ -47,7 +45,7 @@ async def test_a_recorded_execution_is_found_with_its_result(conn: AsyncConnecti
 
 
 async def test_an_execution_rolled_back_with_its_transaction_is_not_found(
-    conn: AsyncConnection,
+    conn: Conn,
 ) -> None:
     wf = f"turn-{uuid.uuid4()}"
 

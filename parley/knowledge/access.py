@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-from psycopg import AsyncConnection
-
 from parley.knowledge.types import Requester
+from parley.storage.db import Conn
 
 
-async def set_user_groups(
-    conn: AsyncConnection, org_id: str, user_id: str, groups: list[str]
-) -> None:
+async def set_user_groups(conn: Conn, org_id: str, user_id: str, groups: list[str]) -> None:
     """Replace the groups `user_id` belongs to in `org_id` (what group access lists match)."""
     async with conn.transaction():
         await conn.execute(
@@ -23,14 +20,12 @@ async def set_user_groups(
             )
 
 
-async def requester(conn: AsyncConnection, org_id: str, user_id: str | None) -> Requester:
+async def requester(conn: Conn, org_id: str, user_id: str | None) -> Requester:
     """The requester with the groups they belong to (what group access lists match)."""
     return Requester(org_id, user_id, await requester_groups(conn, org_id, user_id))
 
 
-async def requester_groups(
-    conn: AsyncConnection, org_id: str, user_id: str | None
-) -> tuple[str, ...]:
+async def requester_groups(conn: Conn, org_id: str, user_id: str | None) -> tuple[str, ...]:
     if user_id is None:
         return ()
     cur = await conn.execute(

@@ -3,15 +3,14 @@ there), replaced when changed, skipped when not, listed and deleted."""
 
 from __future__ import annotations
 
-from psycopg import AsyncConnection
-
 from parley.knowledge.chunking import Chunk, chunk_text
 from parley.knowledge.embeddings import Embedder, to_pgvector
 from parley.knowledge.types import Document, Outcome
+from parley.storage.db import Conn
 
 
 async def upsert_document(
-    conn: AsyncConnection, org_id: str, doc: Document, embedder: Embedder | None = None
+    conn: Conn, org_id: str, doc: Document, embedder: Embedder | None = None
 ) -> tuple[Outcome, int]:
     """Store `doc` and its chunks: unchanged content and access is skipped; changed is
     replaced. Returns the outcome and the number of chunks written. With an embedder (and
@@ -22,7 +21,7 @@ async def upsert_document(
     return outcome, written
 
 
-async def _store(conn: AsyncConnection, org_id: str, doc: Document) -> tuple[Outcome, int]:
+async def _store(conn: Conn, org_id: str, doc: Document) -> tuple[Outcome, int]:
     async with conn.transaction():
         cur = await conn.execute(
             "select content_hash, acl_public, acl_users, acl_groups from documents"
@@ -64,9 +63,7 @@ async def _store(conn: AsyncConnection, org_id: str, doc: Document) -> tuple[Out
     return ("new" if existing is None else "changed"), len(chunks)
 
 
-async def _copy_chunks(
-    conn: AsyncConnection, org_id: str, doc: Document, chunks: list[Chunk]
-) -> None:
+async def _copy_chunks(conn: Conn, org_id: str, doc: Document, chunks: list[Chunk]) -> None:
     access = doc.access
     async with (
         conn.cursor() as cur,
@@ -90,14 +87,14 @@ async def _copy_chunks(
             )
 
 
-async def delete_document(conn: AsyncConnection, org_id: str, document_id: str) -> bool:
+async def delete_document(conn: Conn, org_id: str, document_id: str) -> bool:
     cur = await conn.execute(
         "delete from documents where org_id = %s and id = %s", (org_id, document_id)
     )
     return cur.rowcount == 1
 
 
-async def list_documents(conn: AsyncConnection, org_id: str) -> list[dict]:
+async def list_documents(conn: Conn, org_id: str) -> list[dict]:
     cur = await conn.execute(
         "select d.id, d.title, d.source, d.acl_public as public, d.acl_users as users,"
         " d.acl_groups as groups, d.updated_at,"
@@ -108,7 +105,7 @@ async def list_documents(conn: AsyncConnection, org_id: str) -> list[dict]:
     return await cur.fetchall()
 
 
-async def refresh_statistics(conn: AsyncConnection) -> None:
+async def refresh_statistics(conn: Conn) -> None:
     """Re-read the chunks' word statistics, from which search picks its candidate tiers
     (after a bulk ingest; autovacuum would get there, later)."""
     await conn.execute("analyze chunks")
@@ -117,18 +114,17 @@ async def refresh_statistics(conn: AsyncConnection) -> None:
 _VECTOR_TABLES: dict[tuple[str, str], bool] = {}
 
 
-async def vectors_ready(conn: AsyncConnection) -> bool:
+async def vectors_ready(conn: Conn) -> bool:
     """Whether this database has pgvector's chunk_embeddings (cached per database)."""
     key = (conn.info.host, conn.info.dbname)
     if key not in _VECTOR_TABLES:
         cur = await conn.execute("select to_regclass('chunk_embeddings') is not null as ready")
-        _VECTOR_TABLES[key] = (await cur.fetchone())["ready"]
+        row = await cur.fetchone()
+        _VECTOR_TABLES[key] = row is not None and row["ready"]
     return _VECTOR_TABLES[key]
 
 
-async def _embed_missing(
-    conn: AsyncConnection, org_id: str, document_id: str, embedder: Embedder
-) -> None:
+async def _embed_missing(conn: Conn, org_id: str, document_id: str, embedder: Embedder) -> None:
     cur = await conn.execute(
         "select c.id, c.heading, c.content from chunks c"
         " where c.org_id = %s and c.document_id = %s and not exists ("

@@ -11,13 +11,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from psycopg import AsyncConnection
-
 from parley.knowledge import documents
 from parley.knowledge.chunking import SUPPORTED_SUFFIXES, extract
 from parley.knowledge.embeddings import Embedder
 from parley.knowledge.types import Access, Document, Outcome
 from parley.logs import get_logger
+from parley.storage.db import Conn
 
 log = get_logger(__name__)
 
@@ -58,7 +57,7 @@ def discover(paths: Iterable[Path]) -> list[tuple[Path, str]]:
 
 
 async def ingest_files(
-    conn: AsyncConnection,
+    conn: Conn,
     files: list[tuple[Path, str]],
     *,
     org_id: str,

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from psycopg import AsyncConnection
-
 from parley.knowledge.documents import vectors_ready
 from parley.knowledge.embeddings import Embedder, to_pgvector
 from parley.knowledge.rerank import lexical_rerank
 from parley.knowledge.types import Hit, Requester
+from parley.storage.db import Conn
 
 # Ranking every chunk that shares a word with the query is what makes full-text search slow
 # on a large corpus: a common word ("order", "app") matches most chunks, and each match
@@ -114,7 +113,7 @@ def _acl_params(requester: Requester) -> dict[str, object]:
 
 
 async def dense_search(
-    conn: AsyncConnection, requester: Requester, text: str, limit: int, embedder: Embedder
+    conn: Conn, requester: Requester, text: str, limit: int, embedder: Embedder
 ) -> list[Hit]:
     """Nearest chunks by embedding (cosine), under the same access filter."""
     [vector] = await embedder.embed([text])
@@ -135,7 +134,7 @@ RRF_K = 60  # reciprocal rank fusion's damping constant (the usual choice)
 
 
 async def search(
-    conn: AsyncConnection,
+    conn: Conn,
     requester: Requester,
     text: str,
     limit: int = 3,

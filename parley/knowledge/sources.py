@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from psycopg import AsyncConnection
-
 from parley.knowledge.search import hit_from_row
 from parley.knowledge.types import Hit
+from parley.storage.db import Conn
 from parley.turn.events import Citation
 
 MAX_CITATIONS = 8
 
 
 async def record_sources(
-    conn: AsyncConnection, turn_id: str, hits: list[Hit], origin: Literal["grounding", "search"]
+    conn: Conn, turn_id: str, hits: list[Hit], origin: Literal["grounding", "search"]
 ) -> None:
     """Remember what a turn drew on, for its citations (and to reuse its grounding).
 
@@ -36,7 +35,7 @@ async def record_sources(
         )
 
 
-async def turn_grounding(conn: AsyncConnection, turn_id: str) -> list[Hit]:
+async def turn_grounding(conn: Conn, turn_id: str) -> list[Hit]:
     """The grounding recorded by the turn's first model call."""
     cur = await conn.execute(
         "select document_id, title, source, heading, content, score from turn_sources"
@@ -46,7 +45,7 @@ async def turn_grounding(conn: AsyncConnection, turn_id: str) -> list[Hit]:
     return [hit_from_row(r) for r in await cur.fetchall()]
 
 
-async def turn_citations(conn: AsyncConnection, turn_id: str) -> list[Citation]:
+async def turn_citations(conn: Conn, turn_id: str) -> list[Citation]:
     """The turn's citations: grounding and search results, one per document, best first."""
     cur = await conn.execute(
         "select distinct on (document_id) document_id, title, source, heading, content, score"

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TypeVar
 
 import click
-from psycopg import AsyncConnection
 
 from parley.logs import configure_logging
 from parley.settings import Settings, get_settings
+from parley.storage.db import Conn
 from parley.stores import StoresNotConfigured
 
 T = TypeVar("T")
@@ -23,7 +23,7 @@ def _settings() -> Settings:
     return settings
 
 
-def _with_database(settings: Settings, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+def _with_database(settings: Settings, work: Callable[[Conn], Awaitable[T]]) -> T:
     """Run `work` on a connection to the configured (or `parley dev`'s embedded) database."""
     from parley.storage import db
     from parley.stores import resolve_stores
@@ -172,7 +172,7 @@ def ingest(
     )
     click.echo(f"Ingesting {len(files)} files into organization {org_id!r}, readable by {readers}")
 
-    async def work(conn: AsyncConnection) -> Summary:
+    async def work(conn: Conn) -> Summary:
         with click.progressbar(length=len(files), label="Documents", show_pos=True) as bar:
             return await ingest_files(
                 conn,

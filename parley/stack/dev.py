@@ -182,5 +182,5 @@ def _redact(url: str) -> str:
         parts = conninfo_to_dict(url)
         if parts.get("password"):
             parts["password"] = "***"
-            return make_conninfo(**parts)
+            return make_conninfo("", **parts)
     return url

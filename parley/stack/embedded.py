@@ -50,7 +50,9 @@ with warnings.catch_warnings():
     # root shells); pgserver then keeps its lock file under /tmp/runtime-$UID, which is fine.
     warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR")
     import pgserver
-    from pgserver import PostgresServer, pg_ctl
+
+    # pg_ctl is made at import time, so a type checker cannot see it.
+    from pgserver import PostgresServer, pg_ctl  # type: ignore[attr-defined]
     from pgserver.utils import DiskList, PostmasterInfo
 
 log = get_logger(__name__)

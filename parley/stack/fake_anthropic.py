@@ -561,7 +561,7 @@ class FakeAnthropic:
         await ex.event({"type": "ping"})
         index = 0
         if reply.text or reply.stamp or not reply.tool_calls:
-            block = {"type": "text", "text": ""}
+            block: JSONDict = {"type": "text", "text": ""}
             await ex.event({"type": "content_block_start", "index": 0, "content_block": block})
             if not await self._text_deltas(ex, reply):
                 return

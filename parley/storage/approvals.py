@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
+from parley.turn.types import Verdict
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Claimed:
 
 
 async def record(
-    conn: AsyncConnection,
+    conn: Conn,
     *,
     approval_id: str,
     turn_id: str,
@@ -61,9 +62,7 @@ async def record(
     )
 
 
-async def claim(
-    conn: AsyncConnection, session_id: str, *, approved: bool, decided_by: str
-) -> Claimed | None:
+async def claim(conn: Conn, session_id: str, *, approved: bool, decided_by: str) -> Claimed | None:
     """Decide the session's pending, unexpired approval; None when there is none to decide."""
     sid = as_uuid(session_id)
     if sid is None:
@@ -81,7 +80,7 @@ async def claim(
     return Claimed(str(row["id"]), row["turn_id"], row["request_id"], approved, row["stream"])
 
 
-async def expire(conn: AsyncConnection, approval_id: str) -> str:
+async def expire(conn: Conn, approval_id: str) -> Verdict:
     """Mark the approval expired unless it was decided first; returns its decision."""
     cur = await conn.execute(
         "update approvals set decision = 'expired', decided_by = 'timeout', decided_at = now()"
@@ -98,7 +97,7 @@ async def expire(conn: AsyncConnection, approval_id: str) -> str:
     return row["decision"]
 
 
-async def cancel_pending(conn: AsyncConnection, turn_id: str) -> None:
+async def cancel_pending(conn: Conn, turn_id: str) -> None:
     """A turn that ends while parked leaves its question decided as `cancelled`."""
     await conn.execute(
         "update approvals set decision = 'cancelled', decided_by = 'turn ended',"
@@ -107,7 +106,7 @@ async def cancel_pending(conn: AsyncConnection, turn_id: str) -> None:
     )
 
 
-async def mark_delivered(conn: AsyncConnection, approval_id: str) -> None:
+async def mark_delivered(conn: Conn, approval_id: str) -> None:
     """The verdict reached its turn's workflow: the reconciler leaves it alone from now on."""
     await conn.execute(
         "update approvals set delivered_at = now() where id = %s and delivered_at is null",
@@ -115,7 +114,7 @@ async def mark_delivered(conn: AsyncConnection, approval_id: str) -> None:
     )
 
 
-async def undelivered(conn: AsyncConnection, older_than_seconds: float) -> list[Claimed]:
+async def undelivered(conn: Conn, older_than_seconds: float) -> list[Claimed]:
     """Verdicts claimed but never signalled (their gateway died between claim and signal)."""
     cur = await conn.execute(
         "select id, turn_id, request_id, decision from approvals"

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
+
+from parley.storage.db import Conn
 
 # A rough, tokenizer-free estimate: English runs ~4 characters per token.
 CHARS_PER_TOKEN = 4
@@ -22,7 +23,7 @@ def estimate_tokens(text: str) -> int:
 
 
 async def conversation_messages(
-    conn: AsyncConnection, conversation_id: str, budget_tokens: int
+    conn: Conn, conversation_id: str, budget_tokens: int
 ) -> list[dict[str, Any]]:
     """The most recent messages that fit `budget_tokens`, oldest first, roles alternating."""
     cur = await conn.execute(
@@ -50,9 +51,7 @@ async def conversation_messages(
     return merged
 
 
-async def turn_steps(
-    conn: AsyncConnection, turn_id: str, before_iteration: int
-) -> list[dict[str, Any]]:
+async def turn_steps(conn: Conn, turn_id: str, before_iteration: int) -> list[dict[str, Any]]:
     """The turn's assistant tool-use and tool-result messages of the iterations before
     `before_iteration`, in order (a retried call must not see the step it saved itself)."""
     cur = await conn.execute(
@@ -81,7 +80,7 @@ async def turn_steps(
 
 
 async def save_assistant_step(
-    conn: AsyncConnection, turn_id: str, iteration: int, blocks: list[dict[str, Any]]
+    conn: Conn, turn_id: str, iteration: int, blocks: list[dict[str, Any]]
 ) -> None:
     await conn.execute(
         "insert into turn_steps (turn_id, iteration, kind, content)"
@@ -92,7 +91,7 @@ async def save_assistant_step(
 
 
 async def save_tool_result(
-    conn: AsyncConnection, turn_id: str, iteration: int, call_id: str, content: str, is_error: bool
+    conn: Conn, turn_id: str, iteration: int, call_id: str, content: str, is_error: bool
 ) -> None:
     await conn.execute(
         "insert into turn_steps (turn_id, iteration, kind, call_id, content)"

@@ -11,12 +11,16 @@ from importlib import resources
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from parley.logs import get_logger
 
 log = get_logger(__name__)
+
+# Every connection Parley opens returns rows as dicts: storage code reads columns by name.
+Conn = AsyncConnection[DictRow]
+Pool = AsyncConnectionPool[Conn]
 
 # Any constant works; it only has to be the same in every Parley process.
 _MIGRATION_LOCK = 0x7061726C6579  # "parley"
@@ -25,7 +29,7 @@ _MIGRATION_LOCK = 0x7061726C6579  # "parley"
 def migration_files() -> list[tuple[str, str]]:
     """(version, sql) for every bundled migration, in order."""
     folder = resources.files("parley.storage") / "migrations"
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name.removesuffix(".sql"), f.read_text()) for f in files]
 
 
@@ -57,10 +61,11 @@ async def migrate(conninfo: str) -> list[str]:
     return applied
 
 
-def create_pool(conninfo: str, *, max_size: int = 10, name: str = "parley") -> AsyncConnectionPool:
+def create_pool(conninfo: str, *, max_size: int = 10, name: str = "parley") -> Pool:
     """A closed pool; open it with `await pool.open()` (or `async with`)."""
     return AsyncConnectionPool(
         conninfo,
+        connection_class=Conn,
         min_size=1,
         max_size=max_size,
         open=False,
@@ -70,6 +75,6 @@ def create_pool(conninfo: str, *, max_size: int = 10, name: str = "parley") -> A
     )
 
 
-async def ping(conn: AsyncConnection) -> None:
+async def ping(conn: Conn) -> None:
     """Raise unless the database answers a trivial query."""
     await conn.execute("select 1")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from psycopg import AsyncConnection
+from parley.storage.db import Conn
 
 
-async def record(conn: AsyncConnection, *, order_id: str, reason: str | None, call_key: str) -> int:
+async def record(conn: Conn, *, order_id: str, reason: str | None, call_key: str) -> int:
     """Record a refund; returns its id. Pass the tool call's connection, so the refund
     commits together with the call's execution record."""
     cur = await conn.execute(

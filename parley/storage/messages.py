@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from psycopg import AsyncConnection
-
+from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
 from parley.turn.types import UserMessage
 
@@ -33,7 +32,7 @@ class UnknownCursor(LookupError):
 
 
 async def add_message(
-    conn: AsyncConnection,
+    conn: Conn,
     *,
     conversation_id: str,
     participant_id: str | None,
@@ -62,7 +61,7 @@ async def add_message(
 
 
 async def add_user_message(
-    conn: AsyncConnection, conversation_id: str, turn_id: str, message: UserMessage
+    conn: Conn, conversation_id: str, turn_id: str, message: UserMessage
 ) -> Message:
     """Store a turn's user message; idempotent (its id was chosen by the workflow)."""
     return await add_message(
@@ -77,7 +76,7 @@ async def add_user_message(
 
 
 async def list_messages(
-    conn: AsyncConnection, conversation_id: str, *, limit: int, cursor: str | None = None
+    conn: Conn, conversation_id: str, *, limit: int, cursor: str | None = None
 ) -> tuple[list[Message], bool]:
     """Up to `limit` messages older than `cursor`, newest first, and whether more exist."""
     before: int | None = None

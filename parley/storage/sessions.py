@@ -6,9 +6,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from parley.storage.db import Conn
 from parley.widget_auth import EmbedPolicy
 
 DEFAULT_AGENT_NAME = "Parley"
@@ -61,7 +61,7 @@ def as_uuid(value: str | None) -> uuid.UUID | None:
         return None
 
 
-async def get_agent(conn: AsyncConnection, agent_id: str, default_org: str) -> Agent:
+async def get_agent(conn: Conn, agent_id: str, default_org: str) -> Agent:
     """The registered agent, or an implicit one (default name and org, no policy)."""
     cur = await conn.execute(
         "select a.name, a.org_id, p.agent_id as has_policy, p.allowed_origins, p.auth_key"
@@ -79,7 +79,7 @@ async def get_agent(conn: AsyncConnection, agent_id: str, default_org: str) -> A
 
 
 async def upsert_agent(
-    conn: AsyncConnection,
+    conn: Conn,
     agent_id: str,
     *,
     name: str,
@@ -126,7 +126,7 @@ for update of c
 """
 
 
-async def create_session(conn: AsyncConnection, new: NewSession) -> SessionRecord:
+async def create_session(conn: Conn, new: NewSession) -> SessionRecord:
     """Create a session, on a resumed conversation when the caller may see it."""
     agent = new.agent
     session_id = uuid.uuid4()
@@ -214,7 +214,7 @@ async def create_session(conn: AsyncConnection, new: NewSession) -> SessionRecor
     )
 
 
-async def get_session(conn: AsyncConnection, session_id: str) -> SessionRecord | None:
+async def get_session(conn: Conn, session_id: str) -> SessionRecord | None:
     """The session, or None when the id is unknown (or not a UUID at all)."""
     sid = as_uuid(session_id)
     if sid is None:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from parley.storage.db import Conn
 
-async def recorded(
-    conn: AsyncConnection, workflow_id: str, tool_call_id: str
-) -> tuple[Any, bool] | None:
+
+async def recorded(conn: Conn, workflow_id: str, tool_call_id: str) -> tuple[Any, bool] | None:
     """(result, is_error) of the call's recorded execution; None when none committed.
 
     Call it in the transaction that then runs the handler and `record`s its result.
@@ -33,7 +32,7 @@ async def recorded(
 
 
 async def record(
-    conn: AsyncConnection,
+    conn: Conn,
     *,
     workflow_id: str,
     tool_call_id: str,

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg import AsyncConnection
-
 from parley.storage import approvals
+from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
 from parley.turn.types import TurnStatus
 
@@ -51,7 +50,7 @@ def _turn(row: dict) -> Turn:
 
 
 async def claim(
-    conn: AsyncConnection, *, turn_id: str, session_id: str, request_id: str, stream: bool
+    conn: Conn, *, turn_id: str, session_id: str, request_id: str, stream: bool
 ) -> tuple[Turn, bool]:
     """Take the session's slot for `turn_id`: (turn, True) when this call created it,
     (existing turn, False) when the same turn id exists; raises SlotBusy otherwise."""
@@ -74,7 +73,7 @@ async def claim(
     raise RuntimeError(f"could not claim the turn slot of session {session_id}")
 
 
-async def running_turn(conn: AsyncConnection, session_id: str) -> Turn | None:
+async def running_turn(conn: Conn, session_id: str) -> Turn | None:
     """The session's running turn, if any."""
     if as_uuid(session_id) is None:
         return None
@@ -86,14 +85,14 @@ async def running_turn(conn: AsyncConnection, session_id: str) -> Turn | None:
     return _turn(row) if row else None
 
 
-async def status(conn: AsyncConnection, turn_id: str) -> TurnStatus | None:
+async def status(conn: Conn, turn_id: str) -> TurnStatus | None:
     """The turn's status; None when no such turn was ever claimed."""
     cur = await conn.execute("select status from turns where id = %s", (turn_id,))
     row = await cur.fetchone()
     return row["status"] if row else None
 
 
-async def finish(conn: AsyncConnection, turn_id: str, status: TurnStatus) -> bool:
+async def finish(conn: Conn, turn_id: str, status: TurnStatus) -> bool:
     """Release the slot with a final status; False when it was no longer running.
 
     A question the turn was parked on is decided `cancelled` in the same transaction, so a

@@ -16,7 +16,9 @@ from parley.turn.events import Citation
 
 TurnStatus = Literal["running", "completed", "failed", "cancelled", "abandoned"]
 EndStatus = Literal["completed", "failed", "cancelled"]  # what a turn's own end can be
-Verdict = Literal["approved", "denied", "expired"]  # how a parked write was decided
+# How a parked write was decided. "cancelled": the turn was stopped first (an expiry that
+# loses to a cancel reads it back); such a write never runs.
+Verdict = Literal["approved", "denied", "expired", "cancelled"]
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal"]
 
 
