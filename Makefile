@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench record-histories clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/turn_latency.py
+
+# Re-record tests/histories/ against the real stack, then replay them (tests/test_replay.py).
+record-histories: $(VENV)/.installed-test
+	PARLEY_RECORD_HISTORIES=1 $(BIN)/python -m pytest tests/test_replay.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
