@@ -117,15 +117,14 @@ class Driver:
         return None
 
 
+@dataclass
 class ParleyDriver(Driver):
     """A WebSocket client of the gateway: one connection and one session per bench session."""
 
+    ws_url: str
+    timeout: float
+    compression: bool
     phase = "parley"
-
-    def __init__(self, ws_url: str, timeout: float, compression: bool) -> None:
-        self.ws_url = ws_url
-        self.timeout = timeout
-        self.compression = compression
 
     async def open(self, index: int) -> tuple[ClientConnection, str]:
         ws = await connect(
@@ -204,24 +203,16 @@ class ParleyDriver(Driver):
             await asyncio.wait_for(state[0].close(), 5)
 
 
+@dataclass
 class FloorDriver(Driver):
     """Starts a RelayFloor workflow per turn and subscribes to its stream, like a gateway."""
 
+    client: Client
+    task_queue: str
+    inp: FloorInput
+    poll_cooldown: timedelta
+    timeout: float
     phase = "floor"
-
-    def __init__(
-        self,
-        client: Client,
-        task_queue: str,
-        inp: FloorInput,
-        poll_cooldown: timedelta,
-        timeout: float,
-    ) -> None:
-        self.client = client
-        self.task_queue = task_queue
-        self.inp = inp
-        self.poll_cooldown = poll_cooldown
-        self.timeout = timeout
 
     async def turn(self, state: Any, n: int) -> Sample:
         workflow_id = f"relay-floor-{uuid.uuid4().hex[:12]}"
@@ -252,14 +243,13 @@ class FloorDriver(Driver):
         return sample
 
 
+@dataclass
 class SdkDriver(Driver):
     """The fake model through the bare anthropic SDK (one shared client, as the worker has)."""
 
+    client: anthropic.AsyncAnthropic
+    timeout: float
     phase = "sdk"
-
-    def __init__(self, client: anthropic.AsyncAnthropic, timeout: float) -> None:
-        self.client = client
-        self.timeout = timeout
 
     async def turn(self, state: Any, n: int) -> Sample:
         sample = Sample(t0=time.time())

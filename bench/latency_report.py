@@ -39,6 +39,15 @@ def p50_p95(values: list[float]) -> tuple[float, float]:
     return pct(values, 0.50), pct(values, 0.95)
 
 
+def p50_p95_of(res: PhaseResult | None, metric: str) -> tuple[float, float]:
+    """p50 and p95 of a phase's `ttft` or `delta_latency` (NaN for a phase not run)."""
+    return p50_p95(getattr(res, metric)) if res else (math.nan, math.nan)
+
+
+def against_target(value: float, level: LevelReport) -> str:
+    return f"{value:.2f}x" + (" (target <= 1.25x)" if level.sessions > 1 else "")
+
+
 def pair(values: tuple[float, float]) -> str:
     return f"{ms(values[0]):>5} / {ms(values[1]):>5} ms"
 
@@ -78,29 +87,20 @@ def print_level(level: LevelReport) -> None:
     def row(name: str, left: str, right: str, tail: str = "") -> None:
         out.append(f"  {name:32}{left:>22}{right:>22}   {tail}")
 
-    p_ttft = p50_p95(parley.ttft) if parley else (math.nan, math.nan)
-    f_ttft = p50_p95(floor.ttft) if floor else (math.nan, math.nan)
-    s_ttft = p50_p95(sdk.ttft) if sdk else (math.nan, math.nan)
+    p_ttft, f_ttft, s_ttft = (p50_p95_of(res, "ttft") for res in (parley, floor, sdk))
     row("TTFT p50 / p95", pair(p_ttft), pair(f_ttft), f"{ratio(p_ttft[1], f_ttft[1]):.2f}x raw")
     row("  model TTFT via bare SDK", pair(s_ttft), "")
     added = (p_ttft[0] - s_ttft[0], p_ttft[1] - s_ttft[1])
     level.added_ttft = added
     level.ttft_ratio = ratio(added[1], f_ttft[1])
-    row(
-        "  Parley added TTFT",
-        pair(added),
-        pair(f_ttft),
-        f"{level.ttft_ratio:.2f}x" + (" (target <= 1.25x)" if level.sessions > 1 else ""),
-    )
-    p_d = p50_p95(parley.delta_latency) if parley else (math.nan, math.nan)
-    f_d = p50_p95(floor.delta_latency) if floor else (math.nan, math.nan)
-    s_d = p50_p95(sdk.delta_latency) if sdk else (math.nan, math.nan)
+    row("  Parley added TTFT", pair(added), pair(f_ttft), against_target(level.ttft_ratio, level))
+    p_d, f_d, s_d = (p50_p95_of(res, "delta_latency") for res in (parley, floor, sdk))
     level.delta_ratio = ratio(p_d[1], f_d[1])
     row(
         "per-delta latency p50 / p95",
         pair(p_d),
         pair(f_d),
-        f"{level.delta_ratio:.2f}x" + (" (target <= 1.25x)" if level.sessions > 1 else ""),
+        against_target(level.delta_ratio, level),
     )
     row("  model hop via bare SDK", pair(s_d), "")
 

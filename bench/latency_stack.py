@@ -96,17 +96,20 @@ async def has_pollers(client: Client, task_queue: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class StackOptions:
+    relay: Relay
+    deltas: int  # the fake model's stamped deltas per reply
+    interval_ms: float  # between two deltas
+    log_level: str = "INFO"  # the children's PARLEY_LOG_LEVEL
+    keep_logs: bool = False  # keep the children's logs even after a good run
+
+
 class Stack:
     """Everything the bench brings up, torn down in reverse order whatever happens."""
 
-    def __init__(
-        self, relay: Relay, *, deltas: int, interval_ms: float, log_level: str, keep_logs: bool
-    ) -> None:
-        self.relay = relay
-        self.deltas = deltas
-        self.interval_ms = interval_ms
-        self.log_level = log_level
-        self.keep_logs = keep_logs
+    def __init__(self, options: StackOptions) -> None:
+        self.options = options
         self.tmp = Path(tempfile.mkdtemp(prefix="parley-bench-"))
         self.log_dir = self.tmp / "logs"
         self.log_dir.mkdir()
@@ -145,9 +148,9 @@ class Stack:
         say("starting the fake model, the Parley worker and gateway, the floor worker ...")
         stamps = [
             "--stamp-deltas",
-            str(self.deltas),
+            str(self.options.deltas),
             "--stamp-interval",
-            str(self.interval_ms / 1000),
+            str(self.options.interval_ms / 1000),
         ]
         fake = self._spawn(
             "fake-model", ["-m", "parley.stack.fake_anthropic", *stamps], {}, capture=True
@@ -159,14 +162,14 @@ class Stack:
         common = {
             "TEMPORAL_ADDRESS": address,
             "TEMPORAL_NAMESPACE": "default",
-            "PARLEY_LOG_LEVEL": self.log_level,
+            "PARLEY_LOG_LEVEL": self.options.log_level,
             "PARLEY_LOG_FORMAT": "console",
         }
         line = await fake.wait_for_line("serving on", timeout=READY_TIMEOUT)
         self.fake_url = line.split()[-1]
         parley_env = {
             **common,
-            **self.relay.env(),
+            **self.options.relay.env(),
             "DATABASE_URL": database_url,
             "PARLEY_TASK_QUEUE": self.task_queue,
             "ANTHROPIC_API_KEY": "bench-key",
@@ -224,7 +227,7 @@ class Stack:
             await asyncio.to_thread(self.databases.close)
         except Exception as err:
             say(f"  could not drop the bench's database: {err}")
-        if self.failed or self.keep_logs:
+        if self.failed or self.options.keep_logs:
             say(f"logs kept in {self.log_dir}")
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)

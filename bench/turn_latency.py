@@ -65,7 +65,7 @@ from bench.latency_report import (
     print_summary,
     print_timeline,
 )
-from bench.latency_stack import BenchError, Relay, Stack, say
+from bench.latency_stack import BenchError, Relay, Stack, StackOptions, say
 from bench.relay_floor import FloorInput
 from parley.stack.processes import ChildExited
 
@@ -102,11 +102,7 @@ async def bench(args: argparse.Namespace) -> bool:
             "other processes will skew the numbers"
         )
     stack = Stack(
-        relay,
-        deltas=args.deltas,
-        interval_ms=args.interval_ms,
-        log_level=args.log_level,
-        keep_logs=args.keep_logs,
+        StackOptions(relay, args.deltas, args.interval_ms, args.log_level, args.keep_logs)
     )
     levels: list[LevelReport] = []
     try:
