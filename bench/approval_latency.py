@@ -30,25 +30,22 @@ if str(ROOT) not in sys.path:
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import httpx
 import psycopg
-from psycopg import conninfo
 from temporalio.testing import WorkflowEnvironment
 from websockets.asyncio.client import ClientConnection, connect
 
-from parley.stack.embedded import die_with_parent, free_port, start_postgres, temporal_binary
+from parley.stack import databases
+from parley.stack.embedded import temporal_binary
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
+from parley.stack.processes import ChildProcess, free_port, http_ok, wait_until
 from parley.storage import db
 
 
@@ -62,68 +59,6 @@ def model_reply(body: dict) -> Reply:
     if isinstance(last, list) and any(b.get("type") == "tool_result" for b in last):
         return Reply(text="Your refund is on its way.")
     return Reply(tool_calls=[ToolCall("issue_refund", {"order_id": f"ORD-{uuid.uuid4().hex[:6]}"})])
-
-
-@contextlib.asynccontextmanager
-async def database() -> AsyncIterator[str]:
-    """A fresh database on DATABASE_URL's server, else on an embedded one."""
-    with contextlib.ExitStack() as stack:
-        server = os.environ.get("DATABASE_URL")
-        if not server:
-            data = stack.enter_context(tempfile.TemporaryDirectory(prefix="parley-bench-"))
-            pg = start_postgres(Path(data))
-            stack.callback(pg.stop)
-            server = pg.url
-        name = f"parley_bench_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f'create database "{name}"')
-        try:
-            url = conninfo.make_conninfo(server, dbname=name)
-            await db.migrate(url)
-            yield url
-        finally:
-            with psycopg.connect(server, autocommit=True) as admin:
-                admin.execute(f'drop database if exists "{name}" with (force)')
-
-
-@contextlib.contextmanager
-def processes(env: dict[str, str], log_dir: Path):
-    """The worker and the gateway, each in its own process; stopped on the way out."""
-    started = []
-    try:
-        for name, argv in (("worker", ["-m", "worker"]), ("gateway", ["-m", "parley", "gateway"])):
-            log = (log_dir / f"{name}.log").open("ab")
-            started.append(
-                subprocess.Popen(
-                    [sys.executable, *argv],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=die_with_parent(),
-                )
-            )
-        yield started
-    finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-async def wait_ready(url: str, procs: list[subprocess.Popen]) -> None:
-    async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(90):
-        while True:
-            for proc in procs:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(url)).status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
 
 
 @dataclass
@@ -231,26 +166,23 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parked", default="1,20", help="parked sessions per level")
-    parser.add_argument("--rounds", type=int, default=5, help="measured rounds per level")
-    args = parser.parse_args()
+async def measure(args: argparse.Namespace, log_dir: Path) -> dict[int, Samples]:
+    """Bring everything up, measure each level, and tear it all down again."""
     levels = [int(n) for n in args.parked.split(",")]
-
-    say("Starting PostgreSQL, Temporal and the model server ...")
-    async with database() as database_url:
-        env_temporal = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary()
-        )
-        fake = FakeAnthropic().start()
+    with (
+        databases.database_server() as server,
+        databases.fresh_database(server, "parley_bench") as database_url,
+        FakeAnthropic() as fake,
+    ):
+        await db.migrate(database_url)
         fake.default_reply = model_reply
+        temporal = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary())
         port = free_port()
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "DATABASE_URL": database_url,
-            "TEMPORAL_ADDRESS": env_temporal.client.service_client.config.target_host,
+            "TEMPORAL_ADDRESS": temporal.client.service_client.config.target_host,
             "PARLEY_TASK_QUEUE": "bench-approvals",
             "PARLEY_PORT": str(port),
             "ANTHROPIC_API_KEY": "bench",
@@ -259,19 +191,38 @@ async def main() -> None:
             "PARLEY_GROUNDING_RESULTS": "0",
             "PARLEY_LOG_LEVEL": "WARNING",
         }
-        log_dir = Path(tempfile.mkdtemp(prefix="parley-bench-logs-"))
+        roles = {"worker": ["-m", "worker"], "gateway": ["-m", "parley", "gateway"]}
+        children = [
+            ChildProcess(
+                name, [sys.executable, *args], env=env, cwd=ROOT, log_path=log_dir / f"{name}.log"
+            )
+            for name, args in roles.items()
+        ]
         try:
-            with processes(env, log_dir) as procs:
-                await wait_ready(f"http://127.0.0.1:{port}/readyz", procs)
-                results = {}
-                for parked in levels:
-                    say(f"Measuring with {parked} parked session(s) ...")
-                    results[parked] = await run_level(
-                        f"ws://127.0.0.1:{port}/ws", database_url, parked, args.rounds
-                    )
+            await wait_until(
+                http_ok(f"http://127.0.0.1:{port}/readyz"), children, timeout=90, what="the gateway"
+            )
+            results = {}
+            for parked in levels:
+                say(f"Measuring with {parked} parked session(s) ...")
+                results[parked] = await run_level(
+                    f"ws://127.0.0.1:{port}/ws", database_url, parked, args.rounds
+                )
+            return results
         finally:
-            fake.stop()
-            await env_temporal.shutdown()
+            for child in children:
+                child.stop(timeout=15)
+            await temporal.shutdown()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parked", default="1,20", help="parked sessions per level")
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds per level")
+    args = parser.parse_args()
+    log_dir = Path(tempfile.mkdtemp(prefix="parley-bench-logs-"))
+    say("Starting PostgreSQL, Temporal and the model server ...")
+    results = await measure(args, log_dir)
     print(f"\nApproval latency (ms), {args.rounds} measured rounds per level, logs in {log_dir}")
     print(f"{'parked':>7} {'metric':<16} {'n':>4} {'p50':>8} {'p95':>8} {'mean':>8}")
     for parked, s in results.items():

@@ -4,8 +4,8 @@ A `RelayFloor` workflow owns a `WorkflowStream`; its one activity publishes stam
 deltas into it (same count, pace and payload type as a Parley turn's tokens), then the
 workflow publishes a terminal item carrying the published text, and returns. No gateway,
 no database, no model: what a subscriber sees is the relay's own latency. This module holds
-only workflow code, so the workflow sandbox can import it; the activity lives in
-`bench.launch`.
+only workflow code, so the workflow sandbox can import it; the activity and its worker live
+in `bench.floor_worker`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ PUBLISH_ACTIVITY = "publish_deltas"
 class FloorInput:
     deltas: int
     interval: float  # seconds between deltas
-    batch_ms: float  # the publisher's batch interval (Parley's, unless tuned)
+    batch_ms: float  # the publisher's batch interval (Parley's PARLEY_RELAY_BATCH_INTERVAL)
 
 
 @workflow.defn(name="RelayFloor")

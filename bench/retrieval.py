@@ -14,8 +14,9 @@ public; some restricted to users or groups; a few in a second organization), run
 `analyze chunks` as `parley ingest` does, then reports:
 
   latency   p50/p95/p99 of `search.search(..., limit=3)` with and without rerank, for a
-            reader of everything (`search._SEARCH` with its access predicate replaced by
-            `true`), an anonymous requester and a user with groups; a verdict on the target
+            reader of everything (its statement from `search.full_text_sql` with the access
+            filter `true`), an anonymous requester and a user with groups; a verdict on the
+            target
   recall@3  over the labelled questions of `bench/retrieval_questions.json`
   ACL       hits returned to requesters who may not read them (must be 0)
 """
@@ -40,24 +41,20 @@ import itertools
 import json
 import os
 import random
-import re
-import shutil
 import signal
 import statistics
-import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from unittest import mock
 
-import psycopg
-from psycopg import conninfo, sql
+from psycopg import conninfo
 
 from parley.knowledge import access as knowledge_access
 from parley.knowledge import documents, search
 from parley.knowledge.chunking import chunk_text, extract
+from parley.knowledge.rerank import lexical_rerank
 from parley.knowledge.types import Access, Document, Hit, Requester
+from parley.stack import databases
 from parley.storage.db import create_pool, migrate
 
 # ============================================================================ the corpus
@@ -72,252 +69,7 @@ from parley.storage.db import create_pool, migrate
 
 SEED = 20240611
 DOCS_PER_PRODUCT = 6
-
-# fmt: off
-BRANDS = [
-    "Nordel", "Aurelia", "Kestrel", "Brightway", "Hollis", "Tamarack", "Solenne", "Verano",
-    "Quaystone", "Larkspur", "Ferrow", "Oakhaven", "Myrtle", "Calloway", "Penrose", "Dunmore",
-    "Arvika", "Belmont", "Cedarline", "Halvard", "Ingleby", "Juniper", "Kinross", "Lowell",
-]
-SYL_A = [  # line names: SYL_A x SYL_B gives 3000 made-up words ("Velto", "Kasix", ...)
-    "Vel", "Mor", "Kas", "Tiv", "Zen", "Lum", "Cor", "Bri", "Nox", "Pel", "Dra", "Fen", "Gal",
-    "Hal", "Jor", "Kel", "Lir", "Mav", "Nor", "Orn", "Pax", "Quil", "Ros", "Sal", "Tor", "Ulm",
-    "Var", "Wyn", "Xen", "Yar", "Zor", "Ast", "Bel", "Cyr", "Dun", "Eld", "Fal", "Gor", "Hex",
-    "Ivo", "Jax", "Kor", "Lyn", "Mir", "Nel", "Oxa", "Pim", "Rax", "Sev", "Tam",
-]
-SYL_B = [
-    "to", "ra", "ix", "en", "ar", "is", "on", "ex", "ia", "us", "ent", "ora", "ani", "elo",
-    "ium", "ova", "ade", "ine", "yx", "oth", "ant", "ero", "ika", "ulo", "eon", "ari", "ost",
-    "una", "ilo", "ett", "amo", "eli", "ondo", "ura", "evi", "oxa", "ibo", "adi", "erru",
-    "olo", "ymi", "azu", "equa", "ivo", "onte", "arra", "ello", "issa", "undo", "emo", "aly",
-    "ecto", "iru", "osca", "upa", "erra", "anza", "ilia", "otta", "yra",
-]
-COMMON_TERMS = [  # what random queries draw most
-    "order", "account", "app", "device", "settings", "warranty", "return", "refund", "battery",
-    "update", "reset", "support", "delivery", "payment", "subscription", "charge", "light",
-    "button", "error", "replacement", "repair", "cable", "filter", "power", "screen", "noise",
-    "connection", "wifi", "password", "invoice", "serial number", "receipt", "firmware",
-    "cleaning", "schedule", "notification", "manual", "store", "customer", "days", "months",
-]
-# fmt: on
-ACTIONS = ["reset", "restart", "re-pair", "update", "recalibrate", "unplug", "clean", "register"]
-COLOURS = ["graphite", "chalk white", "sage green", "midnight blue", "sand", "coral red"]
-
-# The text tables below are wrapped: a line indented by two spaces continues the one above.
-# Categories: "name: parts | features | symptoms" (a `*` marks one without app or firmware).
-_CATEGORIES = """
-kettle*: limescale filter, lid hinge, base plate, power cord | keep-warm mode, temperature presets,
-  descaling reminder, boil-dry protection, child lock, quiet boil | does not switch on, leaks from
-  the base, switches off before boiling, makes a loud rumbling noise, shows a blinking red light
-wireless headphones: ear cushions, charging case, headband padding, USB-C cable | noise
-  cancellation, transparency mode, multipoint pairing, spatial audio, equalizer, wear detection |
-  keep disconnecting, sound only in one ear, will not charge, have a crackling sound, microphone
-  sounds muffled
-mesh router: satellite node, power adapter, ethernet cable, wall mount | guest network, parental
-  controls, port forwarding, band steering, WPA3 security, VPN passthrough | keeps dropping the
-  connection, has slow speeds upstairs, shows an orange light, will not accept the password,
-  restarts by itself
-robot vacuum: side brush, main roller, dust bin filter, mop pad | no-go zones, carpet boost,
-  scheduled cleaning, room mapping, mopping mode, auto-empty station | gets stuck under furniture,
-  does not return to the dock, leaves dirt behind, loses its map, makes a grinding noise
-smart thermostat: wall plate, temperature sensor, trim kit, backup battery | eco schedule,
-  geofencing, heat pump balance, open window detection, humidity control, holiday mode | shows the
-  wrong temperature, does not turn the heating on, loses wifi, has a blank screen, clicks repeatedly
-espresso machine*: portafilter, water tank, drip tray, steam wand tip | milk frother, grind size,
-  pre-infusion, cup warmer, double shot, auto rinse | drips slowly, makes weak coffee, leaks water
-  underneath, shows a descale warning, does not heat up
-e-bike: battery pack, brake pads, chain, charger | pedal assist levels, walk mode, regenerative
-  braking, range estimate, anti-theft alarm, headlight sensor | motor cuts out, battery drains fast,
-  display shows error, makes a clicking noise when pedalling, will not power on
-security camera: mounting bracket, solar panel, microSD card, weather housing | motion zones, night
-  vision, two-way talk, person detection, privacy mask, local storage | goes offline, sends too many
-  alerts, has a blurry image, records no sound, shows a solid red light
-smartwatch: strap, charging puck, screen protector, buckle | sleep tracking, heart rate alerts,
-  contactless payments, fall detection, GPS workouts, always-on display | drains battery overnight,
-  stops counting steps, will not sync, has an unresponsive touchscreen, vibrates randomly
-laser printer: toner cartridge, drum unit, fuser, pickup roller | duplex printing, toner saver, scan
-  to email, mobile printing, secure print, paper tray selection | jams paper, prints faded pages,
-  shows offline, leaves streaks on the page, prints blank pages
-bluetooth speaker: carry strap, charging cable, rubber feet, grille | party mode, stereo pairing,
-  bass boost, outdoor mode, voice assistant, power bank output | cuts out at high volume, will not
-  pair, does not charge, makes a buzzing sound, turns off by itself
-air purifier: HEPA filter, carbon prefilter, fan motor, sensor cover | auto mode, sleep mode, air
-  quality indicator, filter life tracking, fan speed, ionizer | smells musty, runs loud, shows the
-  filter light, does not turn on, reads poor air quality constantly
-electric toothbrush: brush head, charging stand, travel case, handle seal | pressure sensor,
-  brushing modes, two-minute timer, travel lock, whitening mode, app coaching | does not hold a
-  charge, vibrates weakly, has a flashing battery light, makes a rattling sound, stops mid-cycle
-standing desk*: control box, leg motor, keypad, crossbar | memory presets, collision detection,
-  sit-stand reminders, keypad lock, cable management, height limits | wobbles at full height, only
-  moves in one direction, shows error E08, moves unevenly, beeps continuously
-camera drone: propellers, flight battery, gimbal cover, remote controller | return to home, obstacle
-  avoidance, follow mode, geofence limits, hyperlapse, gimbal lock | drifts while hovering, loses
-  video signal, will not take off, has a short flight time, shows a compass error
-e-reader: cover case, charging cable, screen, stylus | warm light, dark mode, page refresh, library
-  loans, text-to-speech, waterproof mode | freezes on a page, does not download books, has ghosting
-  on the screen, will not turn on, drains battery quickly
-dishwasher*: cutlery basket, spray arm, drain filter, door seal | eco program, half load, delayed
-  start, auto door open, rinse aid dosing, intensive zone | leaves dishes wet, does not drain, shows
-  error E15, leaves white residue, will not start
-baby monitor: parent unit, camera stand, wall mount kit, power adapter | cry detection, room
-  temperature alerts, lullabies, night light, two-way audio, breathing monitor | loses the
-  connection, has a delayed picture, beeps out of range, drains the parent unit, shows static
-smart lock: keypad, battery cover, door sensor, mounting plate | auto-lock, guest codes, fingerprint
-  unlock, door sense, activity log, remote unlock | jams while locking, does not recognise
-  fingerprints, drains batteries quickly, beeps three times, goes offline
-treadmill: running belt, safety key, motor belt, deck lubricant | incline control, interval
-  programs, heart rate zones, auto stop clip, folding lock, speed presets | belt slips, makes a
-  thumping noise, stops suddenly, console is blank, incline will not change
-air fryer: basket, crisper plate, heating element, door handle | preheat, shake reminder, dual zone,
-  dehydrate program, keep warm, recipe sync | smokes while cooking, cooks unevenly, fan is noisy,
-  does not heat, basket sticks
-portable projector: remote, lens cap, tripod mount, power brick | keystone correction, auto focus,
-  screen mirroring, eye protection, low latency mode, battery mode | has a blurry picture,
-  overheats, has no sound, will not mirror, shows a dim image
-"""
-
-# Placeholders: P product ("Nordel Velto 5 kettle"), S short name ("Velto 5"), L line,
-# B brand, C category, APP, T the article's topic (feature, symptom or part); drawn per use:
-# F / F2 a feature (F2 not the topic), PART, ACT, N, SEC, MIN, VER, COLOUR, YEAR, PRICE;
-# per article: ERR error code, MONTHS warranty, DAYS return period.
-INTROS = [
-    "This article covers the {P} (all colours, including {COLOUR}).",
-    "Applies to every {S} sold since {YEAR}.",
-    "Everything you need to know, for owners of the {B} {S}.",
-    "Written for the {P}; other {C} models work in a similar way.",
-]
-# "# kind", then its sections: "## heading" and the sentences specific to it.
-# Article kinds, "# kind | titles", each with 4 sections: "## heading | its own sentences".
-_SECTIONS = """
-# setup | Setting up your {P} | Getting started with the {P} | {P}: first-time setup
-## Before you start | Unpack the {C} and remove all protective film and transport locks. Charge the
-  battery fully before first use; this takes about {N} hours. Download the {APP} and sign in to your
-  account, or create one.
-## Connecting to the app | Open the {APP}, tap Add device and choose {C} from the list. Hold the
-  power button for {SEC} seconds until the light blinks blue, then enter your wifi password. The {S}
-  appears under My devices once pairing succeeds; if it times out, move the phone closer.
-## First use | Run the first cycle without load so the sensors can calibrate. The app suggests
-  default settings for the {F}; you can change them later. The status light turns solid white when
-  the {S} is ready.
-## Registering your product | Register the {S} within {DAYS} days to activate the extended warranty.
-  Registration asks for the serial number, the date of purchase and the store. You can register in
-  the app or on our website under My products.
-# feature | Using {T} on the {P} | {P}: how {T} works | {T} on your {P}
-## What {T} does | With {T} enabled, the {C} adapts its behaviour automatically. {T} was added in
-  firmware version {VER} and is available on all {L} units. Unlike the {F2}, {T} works without an
-  internet connection once configured.
-## Turning {T} on or off | In the {APP}, open the {S}, tap Settings and then {T}. On the device
-  itself, press and hold the mode button for {SEC} seconds. A short tone confirms that {T} is
-  active; turning it off restores the factory behaviour.
-## Adjusting {T} settings | You can fine-tune {T} with the slider from level 1 to {N}; higher levels
-  use more power. Settings for {T} are stored per user profile. A schedule lets {T} run only at
-  certain times of day.
-## Known limitations | {T} is not available while the {F2} is running. In some regions {T} is
-  limited by local regulations. Third-party accessories can interfere with {T}.
-# symptom | {P} {T} | Troubleshooting: {P} {T} | What to do if your {P} {T}
-## Quick checks | Check that the {C} is plugged in and the outlet works with another device. Make
-  sure the {PART} is seated correctly and not damaged. Restart the {S} by holding the power button
-  for {SEC} seconds.
-## Why it happens | When a {S} {T}, the cause is usually the {PART} or an outdated firmware. In most
-  reports where the {C} {T}, a reset fixed the problem. A weak wifi signal or a non-original charger
-  can make the unit behave erratically.
-## Error code {ERR} | Error {ERR} on the {S} means the self-test failed. If {ERR} appears
-  repeatedly, note when it happens and contact support. A soft reset clears {ERR}: unplug the {C}
-  for {MIN} minutes; a factory reset erases all settings.
-## When to contact support | If the {C} still {T} after these steps, contact support with your order
-  number. Units within the {MONTHS}-month warranty are repaired or replaced free of charge. Outside
-  the warranty we offer a paid repair with a fixed price.
-# warranty | {P} warranty and returns | Warranty for the {P}
-## Warranty period | The {S} comes with a {MONTHS}-month manufacturer warranty. The warranty starts
-  on the date of delivery shown on your receipt. Batteries are covered for {N}00 charge cycles or
-  the warranty period.
-## What is covered | The warranty covers manufacturing defects; a defective {PART} is replaced.
-  Accidental damage, drops and liquid damage are not covered. Normal wear of the {PART} is not a
-  defect.
-## Making a claim | Start a claim in the {APP} under My products, then Warranty. Describe the fault
-  and attach a photo or video. We reply within {N} business days with a repair or replacement offer.
-## Returns within {DAYS} days | You can return the {S} within {DAYS} days of delivery for a full
-  refund. Returned items must be complete and in their original packaging. The refund goes to the
-  original payment method once we receive the item.
-# firmware | Updating the {P} firmware | {P} firmware updates
-## Why update | Firmware {VER} for the {S} improves the {F} and fixes connection issues. Updates
-  bring security fixes and new features to your {C}. Some app features need the latest firmware on
-  the device.
-## Checking your version | Open the {APP}, select the {S} and tap About. The installed firmware
-  version is shown next to the serial number. If a newer version exists, a banner offers the update.
-## Installing an update | Keep the {C} plugged in or above {N}0 percent battery during the update.
-  The device restarts once or twice while the update installs. Automatic updates can be enabled
-  under Settings, Firmware.
-## If the update fails | If the update stops, restart the {S} and try again. An update that fails
-  twice can be installed from a computer with a USB cable. Error {ERR} during an update means the
-  download was incomplete.
-# cleaning | Cleaning the {P} | {P}: cleaning and care
-## How often to clean | Clean the {S} every {N} weeks, or more often with heavy use. The app reminds
-  you when cleaning is due. Regular cleaning keeps the {F} working as intended.
-## Cleaning the {T} | Switch off and unplug the {C} before you clean the {T}. Remove the {T}, rinse
-  it under lukewarm water and let it dry for {N} hours. A soft brush helps to remove dust from the
-  {T}.
-## Products to avoid | Never use bleach, solvents or abrasive sponges on the {C}. Alcohol wipes can
-  damage the coating of the {S}. Use only a dry or slightly damp cloth on the electronics.
-## Storage | Store the {C} in a dry place between 5 and 35 degrees. If you do not use the {S} for a
-  long time, charge the battery to half first. Keep the original box for storage and transport.
-# part | Replacing the {T} of the {P} | {P}: replacement {T}
-## Ordering a replacement {T} | A replacement {T} for the {S} costs {PRICE} EUR in our online store.
-  Choose the {T} that matches your model number, printed under the {C}. Customers on a care plan
-  receive one {T} per year free of charge.
-## Removing the old {T} | Switch the {C} off and disconnect it from power. Press the release tab and
-  pull the {T} gently towards you. If the {T} is stuck, do not use tools; contact support instead.
-## Fitting the new {T} | Slide the new {T} in until it clicks. The {APP} resets the {T} counter when
-  you confirm the replacement. Run a short test cycle to check that the {T} sits correctly.
-## Disposal and recycling | Old parts can be returned to any of our stores for recycling. Batteries
-  and electronic parts must not go in household waste. We send a free recycling label with every
-  replacement {T} order.
-# specs | {P} technical specifications | {P}: specifications
-## Dimensions and weight | The {S} measures {N}2 by {N}4 by {N}1 centimetres. It weighs {N}.{N}
-  kilograms without accessories. It is available in {COLOUR} and two other colours.
-## Power and battery | Input: 100 to 240 volts, 50 or 60 hertz. The battery lasts up to {N}0 hours
-  and charges in {N} hours. Standby power use is below 0.5 watts.
-## Connectivity | Wifi 2.4 GHz and Bluetooth 5.{N}; works with the major voice assistants. The {APP}
-  works with current versions of iOS and Android.
-## In the box | The {S}, the {PART}, a USB-C cable and the quick start guide. A power adapter is
-  included in EU and UK packages.
-# care plan | {B} Care plan for the {P} | Protecting your {P} with {B} Care
-## Plans | {B} Care for the {S} costs {PRICE} EUR per year. Care adds accidental damage cover and
-  express replacement. Plans can be bought within {DAYS} days of delivery.
-## Billing | The plan renews every year and is charged to the card on file. An invoice is emailed
-  after each payment; you can switch to monthly billing in your account.
-## Cancelling | Cancel the plan at any time in your account under Subscriptions. If you cancel
-  within {DAYS} days you get a full refund; after that, the refund is pro rata.
-## Transferring the plan | If you sell the {S}, the plan can be transferred to the new owner. The
-  transfer is free and takes effect once the new owner accepts it.
-"""
-# Boilerplate: each section gets a few of these sentences (common words in many chunks).
-_FILLER = """
-Keep your order number and the serial number of the {C} at hand when you contact us. The serial
-number is printed on a label underneath the {C} and on the original box. Most questions are answered
-faster in the {APP} than by email. If you bought the {S} from a retailer, keep the receipt: it is
-your proof of purchase. Support is available by chat seven days a week and by phone on business
-days. Refunds and replacements are handled by the store where you placed the order. The {F} can be
-switched off at any time in the settings. A short video of this step is available in the {APP} under
-Help. Do not open the housing yourself: it voids the warranty. Older units sold before {YEAR} may
-show slightly different menus. Your account shows every product you registered and its warranty
-status. This usually takes less than {MIN} minutes. Write down your current settings first if you
-want to restore them later. Customers on a care plan get a replacement shipped before they send the
-old unit back. Changes made in the app sync to the {C} within a few seconds. The {PART} is sold
-separately in our online store. Our community forum has tips from other {L} owners. If the light on
-the {C} blinks orange, the battery is low. Business customers can request an invoice with their VAT
-number. The {APP} is free and does not require a subscription. Firmware updates never delete your
-saved settings. For safety reasons, use only the original charger and cable. Technicians may ask you
-to {ACT} the device during a call. Repairs outside the warranty are quoted before any work starts.
-Settings you change are saved on the device and restored after a restart. We recommend checking for
-updates once a month. If a notification does not appear, check that notifications are allowed for
-the app. The manual that came in the box covers the same steps with drawings. Photos of the rating
-label help our team identify the exact model. Accessories from other brands may fit but are not
-tested with the {S}. Unplug the {C} during thunderstorms. Orders placed on our website can be
-tracked in your account. Some features depend on your region and language settings.
-"""
-
-_SENTENCE = re.compile(r"(?<=[.!?]) (?=[A-Z{])")
+CORPUS_FILE = Path(__file__).resolve().parent / "retrieval_corpus.json"
 
 
 @dataclass(frozen=True)
@@ -329,39 +81,26 @@ class Category:
     connected: bool  # has an app and firmware
 
 
-def _entries(table: str) -> list[str]:
-    entries: list[str] = []
-    for ln in table.strip().splitlines():
-        if ln.startswith("  "):
-            entries[-1] += " " + ln.strip()
-        else:
-            entries.append(ln)
-    return entries
-
-
-def _category(entry: str) -> Category:
-    head, features, symptoms = entry.split(" | ")
-    name, parts = head.split(": ")
-    lists = [text.split(", ") for text in (parts, features, symptoms)]
-    return Category(name.rstrip("*"), *lists, connected=not name.endswith("*"))
-
-
-def _kinds() -> dict[str, tuple[list[str], list[tuple[str, list[str]]]]]:
-    """kind -> (titles, sections: (heading, sentences))."""
-    kinds: dict[str, tuple[list[str], list[tuple[str, list[str]]]]] = {}
-    for entry in _entries(_SECTIONS):
-        if entry.startswith("## "):
-            heading, text = entry[3:].split(" | ")
-            kinds[list(kinds)[-1]][1].append((heading, _SENTENCE.split(text)))
-        else:
-            kind, *titles = entry.removeprefix("# ").split(" | ")
-            kinds[kind] = (titles, [])
-    return kinds
-
-
-CATEGORIES = [_category(entry) for entry in _entries(_CATEGORIES)]
-KINDS = _kinds()
-FILLER = _SENTENCE.split(" ".join(_FILLER.split()))
+# The templates. Their placeholders: P product ("Nordel Velto 5 kettle"), S short name
+# ("Velto 5"), L line, B brand, C category, APP, T the article's topic (feature, symptom or
+# part); drawn per use: F / F2 a feature (F2 not the topic), PART, ACT, N, SEC, MIN, VER,
+# COLOUR, YEAR, PRICE; per article: ERR error code, MONTHS warranty, DAYS return period.
+# Article kinds have titles and 4 sections, each a heading and its own sentences; the
+# filler is support boilerplate that every section draws a few sentences from (common
+# words in many chunks). Line names are SYL_A x SYL_B: 3000 made-up words ("Velto", ...).
+_CORPUS = json.loads(CORPUS_FILE.read_text())
+BRANDS: list[str] = _CORPUS["brands"]
+SYL_A, SYL_B = _CORPUS["line_syllables"]
+COMMON_TERMS: list[str] = _CORPUS["common_terms"]  # what random queries draw most
+ACTIONS: list[str] = _CORPUS["actions"]
+COLOURS: list[str] = _CORPUS["colours"]
+CATEGORIES = [Category(**category) for category in _CORPUS["categories"]]
+INTROS: list[str] = _CORPUS["intros"]
+KINDS: dict[str, tuple[list[str], list[tuple[str, list[str]]]]] = {
+    kind: (k["titles"], [(s["heading"], s["sentences"]) for s in k["sections"]])
+    for kind, k in _CORPUS["kinds"].items()
+}
+FILLER: list[str] = _CORPUS["filler"]
 _LINE_ORDER = list(range(len(SYL_A) * len(SYL_B)))
 random.Random(SEED).shuffle(_LINE_ORDER)
 
@@ -527,43 +266,22 @@ def load() -> str:
     return f"load average {one:.2f} / {five:.2f} / {fifteen:.2f} (1/5/15 min)"
 
 
-def _admin(url: str, statement: str, name: str) -> None:
-    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL(statement).format(sql.Identifier(name)))
-
-
 @contextlib.asynccontextmanager
 async def fresh_database() -> AsyncIterator[str]:
     """A new migrated database on DATABASE_URL's server, else on an embedded PostgreSQL in a
     temporary directory; dropped (and the embedded server stopped) however the run ends."""
-    admin, pg, tmp = os.environ.get("DATABASE_URL"), None, None
-    name = f"parley_bench_{uuid.uuid4().hex[:10]}"
-    try:
-        if not admin:
-            from parley.stack.embedded import start_postgres
-
-            tmp = Path(tempfile.mkdtemp(prefix="parley-retrieval-"))
-            pg = await asyncio.to_thread(start_postgres, tmp)
-            admin = pg.url
-        await asyncio.to_thread(_admin, admin, "create database {}", name)
-        url = conninfo.make_conninfo(admin, dbname=name)
+    with (
+        databases.database_server() as server,
+        databases.fresh_database(server, "parley_bench") as url,
+    ):
         applied = await migrate(url)
-        where = "DATABASE_URL's server" if pg is None else f"an embedded PostgreSQL in {tmp}"
-        say(f"database {name} on {where}; migrations: {', '.join(applied)}")
+        where = conninfo.conninfo_to_dict(url)
+        say(
+            f"database {where['dbname']} on {where.get('host') or 'localhost'}; "
+            f"migrations: {', '.join(applied)}"
+        )
         yield url
-    finally:
-        if admin:
-            try:
-                await asyncio.to_thread(
-                    _admin, admin, "drop database if exists {} with (force)", name
-                )
-                say(f"dropped database {name}")
-            except Exception as err:
-                say(f"could not drop database {name}: {err}")
-        if pg is not None:
-            await asyncio.to_thread(pg.stop)
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
+    say(f"dropped database {where['dbname']}")
 
 
 async def ingest(pool: Pool, target: int, workers: int) -> dict[str, DocInfo]:
@@ -621,17 +339,19 @@ async def ingest(pool: Pool, target: int, workers: int) -> dict[str, DocInfo]:
 # ======================================================================== measurements
 
 
-def without_acl(search_sql: str) -> str:
-    """`search_sql` with every access predicate (`search._ACL`) replaced by `true`: the
-    product's own query for a reader of everything, so this mode cannot drift from it."""
-    tiers = search_sql.split("union all")
-    per_tier = [t.count(search._ACL) for t in tiers]
-    if per_tier != [1, 1, 1]:
-        raise SystemExit(f"expected search._ACL once in each of 3 tiers, found {per_tier}")
-    return search_sql.replace(search._ACL, "true")
+NO_ACL_SQL = search.full_text_sql(access_filter="true")
 
 
-NO_ACL_SEARCH = without_acl(search._SEARCH)
+async def search_everything(
+    conn: Conn, org: str, text: str, limit: int, rerank: bool
+) -> list[Hit]:
+    """`search.search`'s full-text path for a reader of everything: the product's statement
+    with its access filter `true`, the same candidate pool and rerank."""
+    fetch = max(limit * search.RERANK_POOL, 12) if rerank else limit
+    params = {"org": org, "user": None, "groups": [], "text": text, "limit": fetch}
+    cur = await conn.execute(NO_ACL_SQL, params)
+    hits = [search.hit_from_row(row) for row in await cur.fetchall()]
+    return lexical_rerank(text, hits, limit) if rerank else hits
 
 
 @dataclass(frozen=True)
@@ -642,11 +362,10 @@ class Mode:
     acl: bool = True
 
     async def search(self, conn: Conn, text: str, limit: int = 3) -> list[Hit]:
-        """`search.search` itself; without ACL, with its query swapped for NO_ACL_SEARCH."""
+        """`search.search` itself; without ACL, `search_everything` in the same organization."""
         if self.acl:
             return await search.search(conn, self.requester, text, limit, rerank=self.rerank)
-        with mock.patch.object(search, "_SEARCH", NO_ACL_SEARCH):
-            return await search.search(conn, self.requester, text, limit, rerank=self.rerank)
+        return await search_everything(conn, self.requester.org_id, text, limit, self.rerank)
 
 
 async def latency(

