@@ -19,6 +19,7 @@ import anthropic
 from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
+from activities.live import LiveNotifier
 from activities.log_context import LogContextInterceptor
 from activities.model import ModelActivities
 from activities.storage import StorageActivities
@@ -49,11 +50,19 @@ def model_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
 
 
 def turn_activities(
-    pool: Pool, settings: Settings, llm: anthropic.AsyncAnthropic | None
+    pool: Pool,
+    settings: Settings,
+    llm: anthropic.AsyncAnthropic | None,
+    live: LiveNotifier | None = None,
 ) -> list[Callable[..., Any]]:
     """Every activity the turn workflow calls, bound to this process's pool and clients."""
     model = ModelActivities(
-        pool, settings, tools.registry, llm, batch_interval=settings.relay_batch_interval
+        pool,
+        settings,
+        tools.registry,
+        llm,
+        batch_interval=settings.relay_batch_interval,
+        live=live,
     )
     tool_runner = ToolActivities(pool, tools.registry)
     storage = StorageActivities(pool)
@@ -97,11 +106,15 @@ async def run_worker(
         llm = model_client(settings)
         if llm is not None:
             stack.push_async_callback(llm.close)
+        live = LiveNotifier(stores.database_url) if settings.live_lane else None
+        if live is not None:
+            await live.start()
+            stack.push_async_callback(live.aclose)
         worker = Worker(
             client,
             task_queue=settings.task_queue,
             workflows=[TurnWorkflow],
-            activities=turn_activities(pool, settings, llm),
+            activities=turn_activities(pool, settings, llm, live),
             interceptors=[LogContextInterceptor()],
             max_heartbeat_throttle_interval=timedelta(seconds=1),
             default_heartbeat_throttle_interval=timedelta(seconds=1),

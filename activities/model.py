@@ -18,7 +18,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeat import heartbeating
-from activities.publishing import TurnPublisher
+from activities.live import LiveNotifier
+from activities.publishing import CallPosition, TurnPublisher
 from parley import prompts
 from parley.knowledge import access, search, sources, types
 from parley.knowledge.embeddings import load_embedder
@@ -27,7 +28,6 @@ from parley.settings import Settings
 from parley.storage import context, messages, organizations
 from parley.storage.db import Pool
 from parley.tools import ToolRegistry
-from parley.turn.events import Reset, Token
 from parley.turn.pricing import cost_usd
 from parley.turn.types import ModelInput, ModelOutput, ToolCall, Usage
 
@@ -48,13 +48,15 @@ class ModelActivities:
         tools: ToolRegistry,
         client: anthropic.AsyncAnthropic | None,
         *,
-        batch_interval: timedelta = timedelta(milliseconds=30),
+        batch_interval: timedelta = timedelta(milliseconds=500),
+        live: LiveNotifier | None = None,
     ) -> None:
         self._pool = pool
         self._settings = settings
         self._tools = tools
         self._client = client
         self._batch_interval = batch_interval
+        self._live = live
 
     @activity.defn(name="call_model")
     async def call_model(self, inp: ModelInput) -> ModelOutput:
@@ -65,11 +67,12 @@ class ModelActivities:
                 non_retryable=True,
             )
         request, grounding = await self._request(inp)
-        publisher = TurnPublisher.for_current_activity(self._batch_interval)
+        attempt = activity.info().attempt
+        position = CallPosition(inp.turn_id, inp.iteration, attempt, inp.after)
+        publisher = TurnPublisher.for_current_activity(position, self._batch_interval, self._live)
         async with heartbeating(), publisher:
-            attempt = activity.info().attempt
             if attempt > 1 and inp.stream:
-                publisher.publish(Reset(attempt), now=True)
+                publisher.reset()
             output = await self._stream(request, inp, publisher)
         # Recorded once the reply is in, off the path to the first token: citations and
         # the turn's later calls read it; a retried first call records it again.
@@ -151,7 +154,7 @@ class ModelActivities:
             async with self._client.messages.stream(**request) as stream:
                 async for event in stream:
                     if event.type == "text" and event.text and inp.stream:
-                        publisher.publish(Token(event.text))
+                        publisher.token(event.text)
                 final = await stream.get_final_message()
         except anthropic.APIStatusError as err:
             raise _classify(err) from None

@@ -24,6 +24,8 @@ from gateway import admin, approvals, sessions, turns
 from gateway.approvals import Reconciler
 from gateway.connection import Connection
 from gateway.dispatch import Dispatcher
+from gateway.feed import Feeds
+from gateway.live import LiveListener
 from gateway.outbox import Outbox
 from gateway.services import Services
 from parley import protocol, temporal_client
@@ -130,7 +132,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         temporal = await temporal_client.connect(
             stores.temporal_address, settings.temporal_namespace, lazy=True
         )
-        app.state.services = Services(settings=settings, pool=pool, temporal=temporal)
+        feeds = Feeds(temporal, settings.relay_poll_cooldown, settings.turn_linger)
+        app.state.services = Services(settings=settings, pool=pool, temporal=temporal, feeds=feeds)
+        listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None
+        if listener is not None:
+            listener.start()
         reconciler = Reconciler(temporal, pool)
         reconciler.start()
         log.info("gateway ready", temporal=stores.temporal_address)
@@ -138,6 +144,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             await reconciler.stop()
+            if listener is not None:
+                await listener.stop()
+            await feeds.aclose()
             await pool.close()
 
     return Starlette(

@@ -1,35 +1,25 @@
-"""The relay: forwards one turn's stream to one connection, as protocol events.
+"""The relay: forwards one turn's events to one connection, as protocol events.
 
-Any gateway can relay any turn, from the start: the stream lives in the workflow,
-addressed by offset.
+Any gateway can relay any turn, from the start: the sockets of a gateway that watch the
+same turn share its feed (`gateway.feed`).
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from temporalio.contrib.workflow_streams import WorkflowStreamClient
-
 from gateway.connection import Connection
+from gateway.feed import FeedLost
 from parley import protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode
-from parley.turn.events import (
-    EVENTS_TOPIC,
-    TURN_EVENT,
-    ApprovalAsked,
-    ToolCallStarted,
-    TurnEvent,
-    is_terminal,
-)
+from parley.turn.events import ApprovalAsked, ToolCallStarted, TurnEvent
 
 log = get_logger(__name__)
 
-RELAY_RETRIES = 5
-
 
 class Relay:
-    """Forwards one turn's stream to one connection, from offset 0, until its end."""
+    """Forwards one turn's feed to one connection, from its first event, until its end."""
 
     def __init__(
         self,
@@ -47,56 +37,34 @@ class Relay:
         # Forward only what follows this approval's park (confirm + its toolCall chunk).
         self._skip_until = after_approval
         self._skip_call = False
-        self.task = asyncio.create_task(self._run(), name=f"relay {tid}")
+        self.task = asyncio.create_task(self._run(), name="relay")
 
     async def stop(self) -> None:
         self.task.cancel()
         await asyncio.gather(self.task, return_exceptions=True)
 
     async def _run(self) -> None:
+        feeds = self.conn.services.feeds
+        feed = feeds.get(self.turn_id)
         try:
-            await self._forward()
+            async for event in feed.follow():
+                if self._skipping(event):
+                    continue
+                rendered = protocol.turn_event(self.request_id, event, self.stream)
+                if rendered is not None:
+                    self.conn.outbox.send(rendered)
+        except FeedLost:
+            self.conn.outbox.send(
+                protocol.error(
+                    self.request_id,
+                    ErrorCode.INTERNAL_ERROR,
+                    "lost the turn's event stream; re-attach with resume_turn",
+                )
+            )
         finally:
+            feeds.release(feed)
             if self.conn.relays.get(self.turn_id) is self:
                 del self.conn.relays[self.turn_id]
-
-    async def _forward(self) -> None:
-        offset, failures = 0, 0
-        client = WorkflowStreamClient.create(self.conn.services.temporal, self.turn_id)
-        while True:
-            try:
-                async for item in client.subscribe(
-                    [EVENTS_TOPIC],
-                    from_offset=offset,
-                    result_type=TURN_EVENT,
-                    # Polls are long-polls (they wait in the workflow for new items): the
-                    # cooldown only spaces out back-to-back batches.
-                    poll_cooldown=self.conn.services.settings.relay_poll_cooldown,
-                ):
-                    offset = item.offset + 1
-                    if self._skipping(item.data):
-                        continue
-                    event = protocol.turn_event(self.request_id, item.data, self.stream)
-                    if event is not None:
-                        self.conn.outbox.send(event)
-                    if is_terminal(item.data):
-                        return
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                failures += 1
-                log.warning("turn stream interrupted", turn=self.turn_id, error=str(err))
-                if failures > RELAY_RETRIES:
-                    self.conn.outbox.send(
-                        protocol.error(
-                            self.request_id,
-                            ErrorCode.INTERNAL_ERROR,
-                            "lost the turn's event stream; re-attach with resume_turn",
-                        )
-                    )
-                    return
-                await asyncio.sleep(0.2 * 2**failures)
 
     def _skipping(self, event: TurnEvent) -> bool:
         if self._skip_until is not None:

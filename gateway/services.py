@@ -1,4 +1,5 @@
-"""The long-lived things a gateway process holds: settings, the pool, the Temporal client."""
+"""The long-lived things a gateway process holds: settings, the pool, the Temporal client,
+and the feeds of the turns it relays."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 
 from temporalio.client import Client
 
+from gateway.feed import Feeds
 from parley.settings import Settings
 from parley.storage.db import Pool
 
@@ -15,3 +17,4 @@ class Services:
     settings: Settings
     pool: Pool
     temporal: Client
+    feeds: Feeds

@@ -147,6 +147,7 @@ async def _start_turn(
                 stream=req.stream,
                 max_iterations=settings.max_iterations,
                 approval_timeout_seconds=settings.approval_timeout.total_seconds(),
+                linger_seconds=settings.turn_linger.total_seconds(),
             ),
             id=tid,
             task_queue=settings.task_queue,

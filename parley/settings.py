@@ -81,13 +81,19 @@ class Settings(BaseSettings):
         timedelta(minutes=30), validation_alias=_env("PARLEY_APPROVAL_TIMEOUT")
     )
 
-    # The signal relay: how often the model activity sends its batched deltas, and how long a
-    # gateway's subscriber rests after a poll that drained the stream.
+    # The live lane (LISTEN/NOTIFY) carries tokens at once; the durable record (the signal
+    # relay) gets them in batches this far apart, and a gateway's subscriber rests this long
+    # after a poll that drained the stream. Without the live lane, use short batches.
+    live_lane: bool = Field(True, validation_alias=_env("PARLEY_LIVE_LANE"))
     relay_batch_interval: Duration = Field(
-        timedelta(milliseconds=30), validation_alias=_env("PARLEY_RELAY_BATCH_INTERVAL")
+        timedelta(milliseconds=500), validation_alias=_env("PARLEY_RELAY_BATCH_INTERVAL")
     )
     relay_poll_cooldown: Duration = Field(
-        timedelta(milliseconds=10), validation_alias=_env("PARLEY_RELAY_POLL_COOLDOWN")
+        timedelta(milliseconds=50), validation_alias=_env("PARLEY_RELAY_POLL_COOLDOWN")
+    )
+    # How long a finished turn stays readable for a client that re-attaches right away.
+    turn_linger: Duration = Field(
+        timedelta(seconds=60), validation_alias=_env("PARLEY_TURN_LINGER")
     )
 
     demo: bool = Field(False, validation_alias=_env("PARLEY_DEMO"))

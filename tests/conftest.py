@@ -13,6 +13,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,9 @@ def settings(
         anthropic_base_url=model_server.base_url,
         tool_modules=["tests.tools_for_tests", "parley.demo"],
         confirm_tools=["delete_"],
+        # A finished turn stays readable this long (resume right after its end is tested);
+        # short, so tests that wait for a workflow to close do not wait a minute.
+        turn_linger=timedelta(seconds=3),
     )
 
 
@@ -145,6 +149,7 @@ class Processes:
             "PARLEY_TOOL_MODULES": ",".join(settings.tool_modules),
             "PARLEY_CONFIRM_TOOLS": ",".join(settings.confirm_tools),
             "PARLEY_LOG_LEVEL": "WARNING",
+            "PARLEY_TURN_LINGER": f"{settings.turn_linger.total_seconds()}s",
             **extra,
         }
 

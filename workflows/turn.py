@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         Token,
         ToolCallStarted,
         ToolResult,
+        TurnEvent,
         TurnUsage,
     )
     from parley.turn.types import (
@@ -112,9 +113,19 @@ class TurnWorkflow:
         self.events = self.stream.topic(EVENTS_TOPIC, type=TURN_EVENT)
         self.inp = inp
         self.decisions: dict[str, bool] = {}
+        self.published = 0  # items this workflow published (model calls publish their own)
 
     @workflow.run
     async def run(self, inp: TurnInput) -> TurnOutcome:
+        outcome = await self._turn()
+        # Stay open a little after the terminal event: a client that reloads right after the
+        # last token re-attaches (`resume_turn`) and reads the turn from its stream, which
+        # only a running workflow serves. Costs one timer; 0 turns it off.
+        if self.inp.linger_seconds > 0:
+            await workflow.sleep(self.inp.linger_seconds, summary="linger")
+        return outcome
+
+    async def _turn(self) -> TurnOutcome:
         turn = workflow.info().workflow_id
         self.user_message = UserMessage(
             self.inp.user_participant_id, str(workflow.uuid4()), self.inp.message
@@ -124,9 +135,9 @@ class TurnWorkflow:
             message_id = str(workflow.uuid4())
             finished = await self._finish(turn, "completed", text, message_id)
             if finished.status != "completed":  # a cancel released the slot first
-                self.events.publish(Cancelled())
+                self._publish(Cancelled())
                 return TurnOutcome(finished.status)
-            self.events.publish(self._done(message_id, text, usage, finished.citations))
+            self._publish(self._done(message_id, text, usage, finished.citations))
             return TurnOutcome("completed", message_id)
         except asyncio.CancelledError:
             await self._end_cancelled(turn)
@@ -144,6 +155,10 @@ class TurnWorkflow:
             workflow.logger.exception("turn workflow failed unexpectedly")
             await self._end(turn, "failed", Failed(ErrorCode.AGENT_ERROR, "agent turn failed"))
             return TurnOutcome("failed")
+
+    def _publish(self, event: TurnEvent) -> None:
+        self.published += 1
+        self.events.publish(event)
 
     async def _end_cancelled(self, turn: str) -> None:
         await self._end(turn, "cancelled", Cancelled())
@@ -171,7 +186,7 @@ class TurnWorkflow:
             raise
         except Exception as err:
             raise ApplicationError(f"could not end the turn: {err!r}", non_retryable=True) from err
-        self.events.publish(event)
+        self._publish(event)
 
     async def _agent_loop(self, turn: str) -> tuple[str, Usage]:
         """Model calls and tool calls until the model answers without tools.
@@ -195,6 +210,7 @@ class TurnWorkflow:
                     stream=self.inp.stream,
                     allow_tools=not last,
                     user_message=self.user_message if iteration == 0 else None,
+                    after=self.published,
                 ),
                 MODEL_CALL,
             )
@@ -203,7 +219,7 @@ class TurnWorkflow:
             if output.stop_reason == "max_tokens":
                 workflow.logger.warning("model reply reached the output limit")
                 if self.inp.stream:
-                    self.events.publish(Token(TRUNCATED_NOTICE))
+                    self._publish(Token(TRUNCATED_NOTICE))
                 parts.append(TRUNCATED_NOTICE)
                 break
             if not output.tool_calls or last:
@@ -230,10 +246,10 @@ class TurnWorkflow:
             ),
             TOOL_CALL,
         )
-        self.events.publish(ToolResult(call.id, call.name, result.is_error, result.result))
+        self._publish(ToolResult(call.id, call.name, result.is_error, result.result))
 
     def _publish_call(self, call: ToolCall) -> None:
-        self.events.publish(ToolCallStarted(call.id, call.name, call.arguments))
+        self._publish(ToolCallStarted(call.id, call.name, call.arguments))
 
     @workflow.signal(name="verdict")
     def verdict(self, decision: Decision) -> None:
@@ -260,7 +276,7 @@ class TurnWorkflow:
             ),
             STORAGE,
         )
-        self.events.publish(ApprovalAsked(approval_id, call.name, call.description))
+        self._publish(ApprovalAsked(approval_id, call.name, call.description))
         self._publish_call(call)
         try:
             await workflow.wait_condition(

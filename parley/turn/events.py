@@ -17,17 +17,30 @@ EVENTS_TOPIC = "events"
 
 @dataclass(frozen=True)
 class Token:
-    """A delta of the reply's text, as the model wrote it."""
+    """A delta of the reply's text, as the model wrote it.
+
+    A model activity's items carry where they stand in it: model call `call` (the turn's
+    iteration), activity attempt `attempt` (>= 1) and `seq` (0, 1, ... within the attempt).
+    They are the same on the live lane and in the durable record, which is how a gateway
+    merges the two (`gateway.feed`). The workflow's own items have attempt 0.
+    """
 
     text: str
+    call: int = 0
+    attempt: int = 0
+    seq: int = 0
     kind: Literal["token"] = field(default="token", init=False)
 
 
 @dataclass(frozen=True)
 class Reset:
-    """A retried model call starts over: clients drop the failed attempt's text."""
+    """A retried model call starts over: clients drop the failed attempt's text.
+
+    Always the first item (`seq` 0) of attempt `attempt` of model call `call`."""
 
     attempt: int
+    call: int = 0
+    seq: int = 0
     kind: Literal["reset"] = field(default="reset", init=False)
 
 
@@ -107,6 +120,11 @@ TurnEvent = Token | Reset | ToolCallStarted | ToolResult | ApprovalAsked | Done 
 # but a union is not a class, so to a type checker it needs this one annotation.
 TURN_EVENT: type[TurnEvent] = TurnEvent  # type: ignore[assignment]
 TERMINAL = (Done, Failed, Cancelled)
+
+
+def from_model_call(event: TurnEvent) -> bool:
+    """Whether a model activity published `event` (the live lane carries only these)."""
+    return isinstance(event, Token | Reset) and event.attempt >= 1
 
 
 def is_terminal(event: TurnEvent) -> bool:

@@ -41,6 +41,7 @@ class TurnInput:
     stream: bool = True
     max_iterations: int = 20
     approval_timeout_seconds: float = 1800.0
+    linger_seconds: float = 0.0  # how long the finished turn's stream stays readable
 
 
 @dataclass
@@ -87,6 +88,7 @@ class ModelInput:
     stream: bool
     allow_tools: bool
     user_message: UserMessage | None = None  # set on the turn's first call only
+    after: int = 0  # stream items the workflow published before this call (live lane order)
 
 
 @dataclass

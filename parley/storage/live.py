@@ -1,0 +1,78 @@
+"""The live lane's wire: PostgreSQL LISTEN/NOTIFY on one channel.
+
+A model activity NOTIFYs each item it publishes (a token, a reset) the moment it has it;
+every gateway LISTENs and hands the items of the turns it relays to their feeds
+(`gateway.feed`). It is a fast path only: NOTIFY is not durable and a gateway that is not
+listening misses items, which the turn's durable record (the workflow's stream) still has.
+
+One channel for all turns keeps a gateway's LISTEN fixed (no LISTEN/UNLISTEN per turn on a
+busy connection); a gateway drops the items of turns it does not relay. A turn is named on
+the wire by a hash of its id, never by the id itself. Payloads stay under PostgreSQL's 8000
+bytes: a larger item is simply not sent live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from parley.storage.db import Conn
+from parley.turn.events import Reset, Token
+
+CHANNEL = "parley_live"
+MAX_PAYLOAD_BYTES = 7900
+
+
+def turn_key(turn_id: str) -> str:
+    """The turn's name on the live lane."""
+    return hashlib.sha256(turn_id.encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class LiveItem:
+    """One item of a model call, with what must precede it in the durable record:
+    `after` is the number of items the workflow itself had published before the call."""
+
+    turn: str  # turn_key
+    after: int
+    event: Token | Reset
+
+
+def encode(item: LiveItem) -> str | None:
+    """The NOTIFY payload, or None when it would be too large to send live."""
+    e = item.event
+    body: list[object] = [item.turn, item.after, e.call, e.attempt, e.seq]
+    body.append(e.text if isinstance(e, Token) else None)
+    payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return payload if len(payload.encode()) <= MAX_PAYLOAD_BYTES else None
+
+
+def decode(payload: str) -> LiveItem | None:
+    """The item, or None for a payload this version does not understand."""
+    try:
+        turn, after, call, attempt, seq, text = json.loads(payload)
+        event: Token | Reset = (
+            Token(text, call, attempt, seq) if text is not None else Reset(attempt, call, seq)
+        )
+        return LiveItem(str(turn), int(after), event)
+    except (ValueError, TypeError):
+        return None
+
+
+async def notify(conn: Conn, payloads: list[str]) -> None:
+    """Send `payloads` in one statement (one round trip, delivered in order)."""
+    if not payloads:
+        return
+    calls = sql.SQL(", ").join(
+        sql.SQL("pg_notify({}, {})").format(sql.Literal(CHANNEL), sql.Placeholder())
+        for _ in payloads
+    )
+    await conn.execute(sql.SQL("select {}").format(calls), payloads)
+
+
+async def listen(conn: Conn) -> None:
+    """Subscribe `conn` (autocommit) to the live lane."""
+    await conn.execute(sql.SQL("listen {}").format(sql.Identifier(CHANNEL)))
