@@ -91,6 +91,9 @@ class TurnPublisher:
             await asyncio.shield(self._task)
         if exc_type is None:
             await self._send()
+        else:  # the record should hold what the live lane showed; the retry's reset follows
+            with contextlib.suppress(Exception):
+                await self._send()
 
     def reset(self) -> None:
         """Open a retried attempt: clients drop the text of the failed one."""

@@ -342,9 +342,7 @@ async def ingest(pool: Pool, target: int, workers: int) -> dict[str, DocInfo]:
 NO_ACL_SQL = search.full_text_sql(access_filter="true")
 
 
-async def search_everything(
-    conn: Conn, org: str, text: str, limit: int, rerank: bool
-) -> list[Hit]:
+async def search_everything(conn: Conn, org: str, text: str, limit: int, rerank: bool) -> list[Hit]:
     """`search.search`'s full-text path for a reader of everything: the product's statement
     with its access filter `true`, the same candidate pool and rerank."""
     fetch = max(limit * search.RERANK_POOL, 12) if rerank else limit

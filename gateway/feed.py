@@ -7,16 +7,18 @@ workflow stream, which the model activity fills in coarse batches) and the live 
 items for that turn (`gateway.live`). So what a turn costs in workflow updates grows with
 its length in batches, not with its viewers or its tokens.
 
-The merge is exact. `events` is always a prefix of the durable record, in its order: a
-live item is appended only when it is the very next item of that record, which the
-numbering of model items makes decidable (`parley.turn.events.Token`):
+The merge is exact. `events` is the durable record, in its order: a live item is appended
+only when it is the very next item of that record, which the numbering of model items
+makes decidable (`parley.turn.events.Token`):
 - item (call, attempt, seq) follows (call, attempt, seq - 1);
 - a call's first item (attempt 1, seq 0) follows the workflow's own items published
   before the call (`after` of them) and nothing else;
 - a retried attempt's first item (its reset) is never taken from the live lane: only the
   durable record knows how much of the failed attempt it holds.
-Durable items already appended from the live lane are skipped by offset. Whatever the
-live lane loses, delays or never sends, the durable record fills in.
+Durable items already appended from the live lane are confirmed, not appended again.
+Whatever the live lane loses, delays or never sends, the durable record fills in. One
+exception: a live item whose worker was killed before its batch reached the record stays
+with the clients that saw it; the retry's reset, next in the record, discards it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,16 @@ def _key(event: Token | Reset) -> Key:
     return (event.call, event.attempt, event.seq)
 
 
+def _same_item(a: TurnEvent, b: TurnEvent) -> bool:
+    """Whether two model items are the same one (workflow items never come live)."""
+    return (
+        isinstance(a, Token | Reset)
+        and isinstance(b, Token | Reset)
+        and from_model_call(a)
+        and _key(a) == _key(b)
+    )
+
+
 @dataclass
 class FeedCounts:
     """Where a gateway's relayed items came from (which lane got there first)."""
@@ -78,6 +90,7 @@ class TurnFeed:
         self._poll_cooldown = poll_cooldown
         self._workflow_items = 0  # items in `events` the workflow published itself
         self._durable_next = 0  # the next offset to read from the durable record
+        self._confirmed = 0  # items of `events` the durable record has confirmed (or passed)
         self._pending: dict[Key, LiveItem] = {}
         self._delivered: set[Key] = set()  # model items already in `events`
         self._changed = asyncio.Event()
@@ -154,13 +167,21 @@ class TurnFeed:
         return None
 
     def _on_durable(self, offset: int, event: TurnEvent) -> None:
+        """Confirm the next live-taken item with the record's next item, or append it.
+
+        A live item the record never gets (its worker died before the batch went out) is
+        passed over: the retried attempt's reset, which follows, tells clients to drop it.
+        """
         self._durable_next = offset + 1
-        if offset == len(self.events):
-            self._counts.durable += 1
-            self._append(event)
-            self._take_live()
-        elif offset > len(self.events):  # cannot happen: the record is read in order
-            log.error("turn feed skipped durable items", offset=offset, have=len(self.events))
+        while self._confirmed < len(self.events):
+            had = self.events[self._confirmed]
+            self._confirmed += 1
+            if _same_item(had, event):
+                return
+        self._counts.durable += 1
+        self._confirmed += 1
+        self._append(event)
+        self._take_live()
 
     async def _read_durable(self) -> None:
         client = WorkflowStreamClient.create(self._temporal, self.turn_id)

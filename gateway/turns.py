@@ -52,9 +52,16 @@ async def send_message(conn: Connection, req: protocol.SendMessage) -> None:
 
 
 async def resume_turn(conn: Connection, req: protocol.ResumeTurn) -> None:
+    """Re-attach to the session's running turn, or to the turn `requestId` names while it
+    is running or has just finished (a reload right after the last token): its events are
+    replayed from the first."""
+    linger = conn.services.settings.turn_linger.total_seconds()
     async with conn.services.pool.connection() as db:
-        turn = await turns.running_turn(db, req.session_id)
-    if turn is None or (req.request_id is not None and req.request_id != turn.request_id):
+        if req.request_id is None:
+            turn = await turns.running_turn(db, req.session_id)
+        else:
+            turn = await turns.attachable(db, turn_id(req.session_id, req.request_id), linger)
+    if turn is None:
         raise ProtocolError(
             ErrorCode.NO_ACTIVE_TURN, f"session '{req.session_id}' has no active turn"
         )

@@ -7,7 +7,6 @@ own fresh database, dropped at the end.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import tempfile
@@ -24,8 +23,7 @@ from parley.stack import databases
 from parley.stack.embedded import temporal_binary
 from parley.stack.fake_anthropic import FakeAnthropic
 from parley.stack.processes import ChildProcess, free_port
-from tests.helpers import GatewayServer
-from worker import run_worker
+from tests.helpers import GatewayServer, running_gateway, running_worker
 
 
 @pytest.fixture(scope="session")
@@ -102,27 +100,14 @@ def settings(
 @pytest.fixture(scope="session")
 async def worker(settings: Settings) -> AsyncIterator[None]:
     """An in-process worker on the run's task queue."""
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_worker(settings, stop, ready))
-    async with asyncio.timeout(60):
-        await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when="FIRST_COMPLETED")
-    if task.done():
-        task.result()
-    try:
+    async with running_worker(settings):
         yield
-    finally:
-        stop.set()
-        await task
 
 
 @pytest.fixture(scope="session")
 async def gateway(settings: Settings) -> AsyncIterator[GatewayServer]:
-    server = GatewayServer(settings)
-    await server.start()
-    try:
+    async with running_gateway(settings) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture

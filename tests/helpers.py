@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
@@ -58,6 +59,35 @@ class GatewayServer:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+@asynccontextmanager
+async def running_gateway(settings: Settings) -> AsyncIterator[GatewayServer]:
+    """A gateway of its own for one test, stopped however the test ends."""
+    server = GatewayServer(settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings, timeout: float = 60) -> AsyncIterator[None]:
+    """An in-process worker (`worker.run_worker`) until the block ends."""
+    from worker import run_worker
+
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, stop, ready))
+    async with asyncio.timeout(timeout):
+        await asyncio.wait([task, asyncio.create_task(ready.wait())], return_when="FIRST_COMPLETED")
+    if task.done():
+        task.result()
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 def check_event(raw: str) -> Event:

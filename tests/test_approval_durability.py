@@ -14,9 +14,17 @@ from parley.settings import Settings
 from parley.stack.embedded import free_port, start_temporal
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from tests.conftest import Processes
-from tests.helpers import GatewayServer, WsClient, collapse, is_terminal, kinds, tokens
+from tests.helpers import (
+    GatewayServer,
+    WsClient,
+    collapse,
+    is_terminal,
+    kinds,
+    running_gateway,
+    running_worker,
+    tokens,
+)
 from tests.tools_for_tests import BLOCKING_REFUND_LOCK
-from worker import run_worker
 
 REFUND = ToolCall("issue_refund", {"order_id": "ORD-DUR"})
 RESUMED = ["immediate:200", "chunk:toolResult", "stream_token", "eventual_response"]
@@ -150,24 +158,17 @@ async def test_temporal_restarted_while_parked(
     own = settings.model_copy(
         update={"temporal_address": temporal.address, "task_queue": f"tr-{uuid.uuid4().hex[:6]}"}
     )
-    stop, ready = asyncio.Event(), asyncio.Event()
-    worker = asyncio.create_task(run_worker(own, stop, ready))
-    gateway = GatewayServer(own)
     try:
-        await asyncio.wait_for(ready.wait(), 60)
-        await gateway.start()
-        fake_model.enqueue(Reply(tool_calls=[REFUND]), Reply(text="Survived a restart."))
-        async with await WsClient.open(gateway.ws_url) as client:
-            session_id = await park(client, "tr")
-        temporal.stop()
-        temporal = await start_temporal(tmp_path, port=port, ui_port=free_port())
-        async with await WsClient.open(gateway.ws_url) as client:
-            await client.send(confirm(session_id))
-            events = await client.recv_until(is_terminal("tr"), timeout=90)
+        async with running_worker(own), running_gateway(own) as gateway:
+            fake_model.enqueue(Reply(tool_calls=[REFUND]), Reply(text="Survived a restart."))
+            async with await WsClient.open(gateway.ws_url) as client:
+                session_id = await park(client, "tr")
+            temporal.stop()
+            temporal = await start_temporal(tmp_path, port=port, ui_port=free_port())
+            async with await WsClient.open(gateway.ws_url) as client:
+                await client.send(confirm(session_id))
+                events = await client.recv_until(is_terminal("tr"), timeout=90)
         assert collapse(kinds(events)) == RESUMED
         assert tokens(events) == "Survived a restart."
     finally:
-        await gateway.stop()
-        stop.set()
-        await asyncio.wait_for(worker, 30)
         temporal.stop()

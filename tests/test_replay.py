@@ -194,17 +194,20 @@ class Scenario:
 
 
 SCENARIOS: dict[str, Scenario] = {
-    "plain_reply": Scenario(plain_reply, Shape(ANSWER)),
-    "read_tool": Scenario(read_tool, Shape(READ)),
-    "approved_write": Scenario(approved_write, Shape(WRITE, verdicts=1)),
-    "denied_write": Scenario(denied_write, Shape(WRITE, verdicts=1)),
+    # A finished turn lingers on a timer (PARLEY_TURN_LINGER) so a reload can re-attach.
+    "plain_reply": Scenario(plain_reply, Shape(ANSWER, timers_fired=1)),
+    "read_tool": Scenario(read_tool, Shape(READ, timers_fired=1)),
+    "approved_write": Scenario(approved_write, Shape(WRITE, verdicts=1, timers_fired=1)),
+    "denied_write": Scenario(denied_write, Shape(WRITE, verdicts=1, timers_fired=1)),
     "expired_approval": Scenario(
         expired_approval,
-        Shape(EXPIRED, timers_fired=1),
+        Shape(EXPIRED, timers_fired=2),
         settings={"approval_timeout": timedelta(seconds=1)},
     ),
     "cancelled_mid_stream": Scenario(cancelled_mid_stream, Shape(ANSWER, ending="canceled")),
-    "retried_model_call": Scenario(retried_model_call, Shape(ANSWER, retried=("call_model",))),
+    "retried_model_call": Scenario(
+        retried_model_call, Shape(ANSWER, timers_fired=1, retried=("call_model",))
+    ),
 }
 
 

@@ -17,7 +17,15 @@ with workflow.unsafe.imports_passed_through():
     from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
     from parley.turn.types import ToolCall as TurnToolCall
     from parley.turn.types import TurnInput, TurnOutcome
-    from tests.helpers import GatewayServer, WsClient, collapse, kinds, run_turn, tokens
+    from tests.helpers import (
+        GatewayServer,
+        WsClient,
+        collapse,
+        kinds,
+        run_turn,
+        running_gateway,
+        tokens,
+    )
     from worker import model_client, turn_activities
     from workflows.turn import TRUNCATED_NOTICE, TurnWorkflow
 
@@ -39,31 +47,23 @@ class BrokenTurn(TurnWorkflow):
 async def test_a_workflow_bug_fails_the_turn_and_frees_the_session(
     isolated_settings: Settings, fake_model: FakeAnthropic, temporal_env: WorkflowEnvironment
 ) -> None:
-    gateway = GatewayServer(isolated_settings)
-    await gateway.start()
-    services = gateway.services
     llm = model_client(isolated_settings)
     assert llm is not None
-    worker = Worker(
-        temporal_env.client,
-        task_queue=isolated_settings.task_queue,
-        workflows=[BrokenTurn],
-        activities=turn_activities(services.pool, isolated_settings, llm),
-    )
-    try:
+    async with running_gateway(isolated_settings) as gateway:
+        worker = Worker(
+            temporal_env.client,
+            task_queue=isolated_settings.task_queue,
+            workflows=[BrokenTurn],
+            activities=turn_activities(gateway.services.pool, isolated_settings, llm),
+        )
         async with worker, await WsClient.open(gateway.ws_url) as client:
             session = await client.create_session(str(uuid.uuid4()))
-            fake_model.enqueue(
-                Reply(
-                    text="Let me check.", tool_calls=[ToolCall("order_status", {"order_id": "A1"})]
-                )
-            )
+            call = ToolCall("order_status", {"order_id": "A1"})
+            fake_model.enqueue(Reply(text="Let me check.", tool_calls=[call]))
             broken = await run_turn(client, session["sessionId"], "where is A1?", "bug")
             fake_model.enqueue(Reply(text="Hello again."))
             after = await run_turn(client, session["sessionId"], "hello?", "next")
-    finally:
-        await llm.close()
-        await gateway.stop()
+    await llm.close()
     assert collapse(kinds(broken)) == ["immediate:202", "stream_token", "error"]
     assert broken[-1]["error"]["code"] == "AGENT_ERROR"
     assert "deliberate" not in broken[-1]["error"]["message"]  # no internals on the wire

@@ -18,6 +18,8 @@ from tests.helpers import (
     is_terminal,
     kinds,
     run_turn,
+    running_gateway,
+    running_worker,
     tokens,
 )
 
@@ -448,26 +450,16 @@ async def test_official_client_streams_a_turn(gateway: GatewayServer, fake_model
 async def test_worker_without_a_model_key(isolated_settings, fake_model: FakeAnthropic):
     """A gateway that has a key in front of a worker that has none: the turn ends with
     LLM_UNAVAILABLE, not a retry loop."""
-    import asyncio
-
-    from worker import run_worker
-
     keyless = isolated_settings.model_copy(update={"anthropic_api_key": None})
-    stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run_worker(keyless, stop, ready))
-    gateway = GatewayServer(isolated_settings)
-    try:
-        await asyncio.wait_for(ready.wait(), 30)
-        await gateway.start()
-        async with await WsClient.open(gateway.ws_url) as c:
-            s = await c.create_session()
-            events = await run_turn(c, s["sessionId"], "hello?", "nokey")
-            # The turn ended before any model call: finish_turn stored the user message.
-            stored = await history(c, s["sessionId"])
-    finally:
-        await gateway.stop()
-        stop.set()
-        await task
+    async with (
+        running_worker(keyless),
+        running_gateway(isolated_settings) as gateway,
+        await WsClient.open(gateway.ws_url) as c,
+    ):
+        s = await c.create_session()
+        events = await run_turn(c, s["sessionId"], "hello?", "nokey")
+        # The turn ended before any model call: finish_turn stored the user message.
+        stored = await history(c, s["sessionId"])
     assert kinds(events) == ["immediate:202", "error"]
     assert events[-1]["error"]["code"] == "LLM_UNAVAILABLE"
     assert fake_model.requests == []

@@ -85,6 +85,18 @@ async def running_turn(conn: Conn, session_id: str) -> Turn | None:
     return _turn(row) if row else None
 
 
+async def attachable(conn: Conn, turn_id: str, linger_seconds: float) -> Turn | None:
+    """The turn if a client may still re-attach to it: running, or finished less than
+    `linger_seconds` ago (its workflow still serves its stream)."""
+    cur = await conn.execute(
+        f"select {_COLUMNS} from turns where id = %s and (status = 'running'"
+        " or finished_at > now() - make_interval(secs => %s))",
+        (turn_id, linger_seconds),
+    )
+    row = await cur.fetchone()
+    return _turn(row) if row else None
+
+
 async def status(conn: Conn, turn_id: str) -> TurnStatus | None:
     """The turn's status; None when no such turn was ever claimed."""
     cur = await conn.execute("select status from turns where id = %s", (turn_id,))
