@@ -159,8 +159,7 @@ class ModelActivities:
         calls = [
             self._call(b.id, b.name, dict(b.input)) for b in final.content if b.type == "tool_use"
         ]
-        tokens_in, tokens_out = final.usage.input_tokens, final.usage.output_tokens
-        usage = Usage(tokens_in, tokens_out, cost_usd(inp.model, tokens_in, tokens_out))
+        usage = _usage(inp.model, final.usage)
         return ModelOutput(
             text=text, tool_calls=calls, usage=usage, stop_reason=final.stop_reason or ""
         )
@@ -204,6 +203,15 @@ def _retry_after(err: anthropic.APIStatusError) -> timedelta | None:
         return timedelta(seconds=min(float(value), 60)) if value else None
     except ValueError:
         return None
+
+
+def _usage(model: str, reported: anthropic.types.Usage) -> Usage:
+    """The call's tokens, cache writes and reads apart, priced now (replays keep the price)."""
+    tokens_in, tokens_out = reported.input_tokens, reported.output_tokens
+    written = reported.cache_creation_input_tokens or 0
+    read = reported.cache_read_input_tokens or 0
+    cost = cost_usd(model, tokens_in, tokens_out, written, read)
+    return Usage(tokens_in, tokens_out, cost, cache_write_tokens=written, cache_read_tokens=read)
 
 
 def _assistant_blocks(output: ModelOutput) -> list[dict[str, Any]]:
