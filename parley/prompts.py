@@ -15,13 +15,14 @@ first, and what changes goes last:
 
 Breakpoints (5-minute TTL, the default), at most 4:
 
-1. the last tool definition: the tools alone, shared by every organization and conversation
-   of workers with the same tools, whatever their personas (none without tools);
+1. the last tool definition: the tools alone, shared by every Parley organization and
+   conversation on workers with the same tools, whatever the persona (none without tools);
 2. the system block: tools and persona, shared by all of an organization's conversations;
-3. the last block before the current user message (the previous reply): the next turn sends
-   the same messages with this exchange appended, so it reads everything up to here and
-   writes only the newest exchange. Not after the current message: the next turn sends it
-   without its grounding, so that prefix would never be read again across turns;
+3. the last block before the current user message (the previous reply): the conversation
+   up to there is sent again, unchanged, by every later turn, so each turn reads it up to the
+   previous turn's mark and writes only the one exchange since. Not after the current
+   message: the next turn sends it without its grounding, so that entry would never be read
+   across turns;
 4. on later iterations only, the last block (the newest tool results): the next iteration
    sends the same messages plus one step, so it reads this. The first iteration does not
    mark its grounding and message: most turns end without a tool call, and the write
@@ -30,8 +31,9 @@ Breakpoints (5-minute TTL, the default), at most 4:
 The API also looks for cache hits at the block boundaries up to ~20 blocks before a
 breakpoint, which is how each of 3 and 4 finds the entry the previous call wrote a few
 blocks earlier. A prefix shorter than the model's minimum (1,024 to 4,096 tokens) is not
-cached and reports no cache tokens. Once a conversation outgrows the context budget, its
-oldest messages drop off and the messages prefix changes every turn: only 1 and 2 still hit.
+cached and reports no cache tokens. Two cases miss the messages part of the cache: a
+conversation that outgrew the context budget (its oldest messages drop off, so the prefix
+changes every turn) and a turn's last allowed iteration (its `tool_choice` differs).
 """
 
 from __future__ import annotations
