@@ -89,28 +89,29 @@ class ModelActivities:
     async def _request(self, inp: ModelInput) -> tuple[dict[str, Any], list[types.Hit]]:
         """The API request, and the grounding it carries (new hits to record, first call).
 
-        The conversation and the knowledge are read on two connections at once: both sit
-        on the path to the first token.
+        Laid out for the prompt cache, breakpoints included: see `parley.prompts`. The
+        conversation and the knowledge are read on two connections at once: both sit on
+        the path to the first token.
         """
-        conversation, (persona, grounding) = await asyncio.gather(
+        (conversation, steps), (persona, grounding) = await asyncio.gather(
             self._messages(inp), self._knowledge(inp)
         )
         request: dict[str, Any] = {
             "model": inp.model,
             "max_tokens": self._settings.max_tokens,
-            "system": prompts.system_prompt(persona, grounding),
-            "messages": conversation,
+            "system": prompts.system_blocks(persona),
+            "messages": prompts.messages(conversation, grounding, steps),
         }
         tools = [t.spec() for t in self._tools.all()]
         if tools:
-            request["tools"] = tools
+            request["tools"] = prompts.tool_specs(tools)
             if not inp.allow_tools:
                 request["tool_choice"] = {"type": "none"}
         return request, grounding if inp.user_message is not None else []
 
-    async def _messages(self, inp: ModelInput) -> list[dict[str, Any]]:
-        """The conversation (the user message stored first, on the turn's first call) and
-        the turn's own earlier steps."""
+    async def _messages(self, inp: ModelInput) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The conversation, ending with the user's message (stored first, on the turn's
+        first call), and the turn's own earlier steps."""
         async with self._pool.connection() as conn:
             if inp.user_message is not None:
                 await messages.add_user_message(
@@ -120,8 +121,8 @@ class ModelActivities:
                 conn, inp.conversation_id, CONTEXT_BUDGET_TOKENS
             )
             if inp.iteration == 0:
-                return history
-            return history + await context.turn_steps(conn, inp.turn_id, inp.iteration)
+                return history, []
+            return history, await context.turn_steps(conn, inp.turn_id, inp.iteration)
 
     async def _knowledge(self, inp: ModelInput) -> tuple[str | None, list[types.Hit]]:
         """The org's persona, and knowledge for the user's message: retrieved on the first
@@ -162,8 +163,7 @@ class ModelActivities:
         calls = [
             self._call(b.id, b.name, dict(b.input)) for b in final.content if b.type == "tool_use"
         ]
-        tokens_in, tokens_out = final.usage.input_tokens, final.usage.output_tokens
-        usage = Usage(tokens_in, tokens_out, cost_usd(inp.model, tokens_in, tokens_out))
+        usage = _usage(inp.model, final.usage)
         return ModelOutput(
             text=text, tool_calls=calls, usage=usage, stop_reason=final.stop_reason or ""
         )
@@ -207,6 +207,15 @@ def _retry_after(err: anthropic.APIStatusError) -> timedelta | None:
         return timedelta(seconds=min(float(value), 60)) if value else None
     except ValueError:
         return None
+
+
+def _usage(model: str, reported: anthropic.types.Usage) -> Usage:
+    """The call's tokens, cache writes and reads apart, priced now (replays keep the price)."""
+    tokens_in, tokens_out = reported.input_tokens, reported.output_tokens
+    written = reported.cache_creation_input_tokens or 0
+    read = reported.cache_read_input_tokens or 0
+    cost = cost_usd(model, tokens_in, tokens_out, written, read)
+    return Usage(tokens_in, tokens_out, cost, cache_write_tokens=written, cache_read_tokens=read)
 
 
 def _assistant_blocks(output: ModelOutput) -> list[dict[str, Any]]:

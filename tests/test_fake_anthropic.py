@@ -158,6 +158,41 @@ async def test_validates_requests_like_the_api(fake: FakeAnthropic):
     assert len(fake.requests) == 3
 
 
+async def test_reports_cache_usage(fake: FakeAnthropic, client: anthropic.AsyncAnthropic):
+    cached = {"cache_creation_input_tokens": 1500, "cache_read_input_tokens": 4000}
+    fake.enqueue(Reply(text="Cached.", input_tokens=20, output_tokens=3, **cached))
+    async with stream(client) as s:
+        streamed = (await s.get_final_message()).usage
+    fake.enqueue(Reply(text="Cached.", input_tokens=20, output_tokens=3, **cached))
+    created = (await client.messages.create(model="m", max_tokens=5, messages=MESSAGES)).usage
+    for usage in (streamed, created):
+        assert usage.input_tokens == 20 and usage.output_tokens == 3
+        assert usage.cache_creation_input_tokens == 1500
+        assert usage.cache_read_input_tokens == 4000
+    # Unscripted, the counts are there and 0, as the API reports them.
+    usage = (await client.messages.create(model="m", max_tokens=5, messages=MESSAGES)).usage
+    assert (usage.cache_creation_input_tokens, usage.cache_read_input_tokens) == (0, 0)
+
+
+async def test_rejects_more_than_four_cache_breakpoints(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+):
+    mark: dict = {"type": "ephemeral"}
+    text = [{"type": "text", "text": f"part {i}", "cache_control": mark} for i in range(3)]
+    system = [{"type": "text", "text": "Be brief.", "cache_control": mark}]
+    messages: list = [{"role": "user", "content": text}]
+    ok = await client.messages.create(model="m", max_tokens=5, system=system, messages=messages)
+    assert ok.content
+    tool = {"name": "t", "input_schema": {"type": "object"}, "cache_control": mark}
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        await client.messages.create(
+            model="m", max_tokens=5, system=system, messages=messages, tools=[tool]
+        )
+    assert caught.value.api_message == (
+        "A maximum of 4 blocks with cache_control may be provided. Found 5."
+    )
+
+
 async def test_pause_and_release(fake: FakeAnthropic, client: anthropic.AsyncAnthropic):
     fake.enqueue(Reply(text="abcdefgh", chunk_chars=1, pause_after=3))
     received: asyncio.Queue[str] = asyncio.Queue()

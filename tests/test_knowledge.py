@@ -20,7 +20,7 @@ from parley.knowledge.chunking import chunk_text
 from parley.knowledge.ingest import discover, ingest_files
 from parley.knowledge.rerank import lexical_rerank
 from parley.knowledge.types import Access, Document, Requester
-from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
+from parley.stack.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, ToolCall
 from parley.storage import organizations, sessions
 from parley.widget_auth import sign_auth_context
 from tests.helpers import GatewayServer, WsClient, kinds, run_turn
@@ -285,6 +285,12 @@ async def _verified_session(gateway: GatewayServer, pool, org_id: str, user: str
     return client, session
 
 
+def grounding_of(request: RecordedRequest) -> str:
+    """The grounding a turn's first model call carried: the block leading the user's message
+    (after the conversation, for the prompt cache; see `parley.prompts`)."""
+    return request.body["messages"][-1]["content"][0]["text"]
+
+
 @pytest.mark.usefixtures("worker")
 async def test_private_documents_never_reach_other_requesters(
     gateway: GatewayServer, fake_model: FakeAnthropic, pool
@@ -308,7 +314,7 @@ async def test_private_documents_never_reach_other_requesters(
             events = await run_turn(
                 client, session["sessionId"], "What are the salary bands?", "acl"
             )
-        grounding = fake_model.requests[0].body["system"]
+        grounding = grounding_of(fake_model.requests[0])
         assert "Salary" not in grounding and "alice" not in grounding
         result = next(e for e in events if kinds([e]) == ["chunk:toolResult"])
         assert "Salary" not in str(result) and "alice.md" not in str(result)
@@ -320,7 +326,7 @@ async def test_private_documents_never_reach_other_requesters(
     client, session = await _verified_session(gateway, pool, org_id, "alice")
     async with client:
         events = await run_turn(client, session["sessionId"], "What are the salary bands?", "own")
-    assert "salary bands were revised" in fake_model.requests[0].body["system"]
+    assert "salary bands were revised" in grounding_of(fake_model.requests[0])
     assert "alice.md" in str(next(e for e in events if kinds([e]) == ["chunk:toolResult"]))
     assert [c["id"] for c in events[-1]["data"]["data"]["citations"]] == ["alice.md"]
 
@@ -365,13 +371,13 @@ async def test_citations_match_what_was_retrieved(
         assert "url" not in by_id["shipping.md"]
         assert by_id["returns.md"]["title"] == "Returns"
         assert all(len(c["snippet"]) <= 280 and c["score"] > 0 for c in citations)
-        assert "Returns are accepted within 17 days" in fake_model.requests[0].body["system"]
+        assert "Returns are accepted within 17 days" in grounding_of(fake_model.requests[0])
 
         fake_model.enqueue(Reply(text="I don't know."))
         nothing = await run_turn(client, session["sessionId"], "Do you sell zeppelins?", "none")
     assert nothing[-1]["type"] == "eventual_response"
     assert "citations" not in nothing[-1]["data"]["data"]
-    assert "No company knowledge matched" in fake_model.requests[-1].body["system"]
+    assert "No company knowledge matched" in grounding_of(fake_model.requests[-1])
 
 
 @pytest.mark.usefixtures("worker")
@@ -385,7 +391,7 @@ async def test_organization_persona(
     client, session = await _verified_session(gateway, pool, org_id, None)
     async with client:
         await run_turn(client, session["sessionId"], "Who are you?", "p")
-    assert fake_model.requests[0].body["system"].startswith("You are Bolt")
+    assert fake_model.requests[0].body["system"][0]["text"].startswith("You are Bolt")
 
 
 async def test_demo_knowledge(pool) -> None:

@@ -322,6 +322,6 @@ class TurnWorkflow:
         return Done(
             message_id=message_id,
             text=text,
-            usage=TurnUsage(usage.cost_usd, usage.input_tokens, usage.output_tokens),
+            usage=TurnUsage(usage.cost_usd, usage.prompt_tokens, usage.output_tokens),
             citations=citations,
         )

@@ -45,6 +45,8 @@ import uvicorn
 JSONDict = dict[str, Any]
 ReplyFactory = Callable[[JSONDict], "Reply"]
 
+MAX_CACHE_BREAKPOINTS = 4  # blocks with `cache_control` the API accepts in one request
+
 # What the real API calls each failure, by HTTP status.
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",
@@ -76,6 +78,17 @@ def _chunks(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
+def cache_breakpoints(body: JSONDict) -> int:
+    """How many blocks of a request (tools, system, message content) carry `cache_control`."""
+    system = body.get("system")
+    blocks: list[Any] = [*(body.get("tools") or []), *(system if isinstance(system, list) else [])]
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            blocks += content
+    return sum(isinstance(b, dict) and b.get("cache_control") is not None for b in blocks)
+
+
 def parse_stamps(text: str) -> list[float]:
     """The send times (`time.time()`) a `Reply(stamp=True)` stream embedded in its text."""
     return [float(m) for m in _STAMP.findall(text)]
@@ -95,15 +108,19 @@ class Reply:
     """What the fake model answers to one request.
 
     Text is streamed first (in `chunk_chars` pieces), then each tool call as a `tool_use`
-    block whose JSON input arrives in `json_chunk_chars` pieces. A `status` other than 200
-    answers with the API's error JSON instead; `error_after` instead fails mid-stream with
-    an SSE `error` event, as the API does when it overloads during generation.
+    block whose JSON input arrives in `json_chunk_chars` pieces. Usage reports the scripted
+    cache writes and reads (the server caches nothing: the script says what the API would
+    have). A `status` other than 200 answers with the API's error JSON instead; `error_after`
+    instead fails mid-stream with an SSE `error` event, as the API does when it overloads
+    during generation.
     """
 
     text: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
-    input_tokens: int | None = None  # None: estimated from the request's size
+    input_tokens: int | None = None  # None: estimated from the request's size, less the cache's
     output_tokens: int | None = None  # None: estimated from the output's size
+    cache_creation_input_tokens: int = 0  # prompt tokens reported as written to the cache
+    cache_read_input_tokens: int = 0  # prompt tokens reported as read from the cache
     stop_reason: str | None = None  # None: "tool_use" with tool calls, else "end_turn"
     status: int = 200
     error_type: str | None = None  # None: the API's type for `status` (api_error if unknown)
@@ -462,6 +479,14 @@ class FakeAnthropic:
             if key not in body:
                 await self._error(ex, 400, "invalid_request_error", f"{key}: Field required")
                 return
+        found = cache_breakpoints(body)
+        if found > MAX_CACHE_BREAKPOINTS:
+            message = (
+                f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be"
+                f" provided. Found {found}."
+            )
+            await self._error(ex, 400, "invalid_request_error", message)
+            return
         try:
             reply = self._next_reply(body)
         except Exception as exc:
@@ -509,14 +534,24 @@ class FakeAnthropic:
                     self.paused.clear()
 
     @staticmethod
-    def _usage(reply: Reply, body: JSONDict, text: str) -> tuple[int, int]:
+    def _usage(reply: Reply, body: JSONDict, text: str) -> JSONDict:
+        """The reply's usage as the API reports it: `input_tokens` counts the uncached prompt
+        tokens only, and the cache counts are always there (0 when nothing was cached)."""
         prompt = json.dumps([body.get("system"), body.get("messages"), body.get("tools")])
         if reply.stamp:
             text = "<0000000000.000000>" * reply.deltas
         out = text + "".join(json.dumps(call.input) for call in reply.tool_calls)
-        input_tokens = reply.input_tokens if reply.input_tokens is not None else _tokens(prompt)
+        cached = reply.cache_creation_input_tokens + reply.cache_read_input_tokens
+        input_tokens = reply.input_tokens
+        if input_tokens is None:
+            input_tokens = max(1, _tokens(prompt) - cached)
         output_tokens = reply.output_tokens if reply.output_tokens is not None else _tokens(out)
-        return input_tokens, output_tokens
+        return {
+            "input_tokens": input_tokens,
+            "cache_creation_input_tokens": reply.cache_creation_input_tokens,
+            "cache_read_input_tokens": reply.cache_read_input_tokens,
+            "output_tokens": output_tokens,
+        }
 
     @staticmethod
     def _stop_reason(reply: Reply) -> str:
@@ -537,7 +572,6 @@ class FakeAnthropic:
             {"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}
             for call in reply.tool_calls
         ]
-        input_tokens, output_tokens = self._usage(reply, body, text)
         message = {
             "id": _ident("msg_"),
             "type": "message",
@@ -546,13 +580,13 @@ class FakeAnthropic:
             "content": content,
             "stop_reason": self._stop_reason(reply),
             "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+            "usage": self._usage(reply, body, text),
         }
         await ex.json(200, message)
 
     async def _stream(self, ex: _Exchange, reply: Reply, body: JSONDict) -> None:
         """A streaming reply, event for event as the API sends it."""
-        input_tokens, output_tokens = self._usage(reply, body, reply.text)
+        usage = self._usage(reply, body, reply.text)
         await ex.start(200, "text/event-stream; charset=utf-8", {"cache-control": "no-cache"})
         start = {
             "id": _ident("msg_"),
@@ -562,7 +596,7 @@ class FakeAnthropic:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+            "usage": {**usage, "output_tokens": 1},
         }
         await ex.event({"type": "message_start", "message": start})
         await ex.event({"type": "ping"})
@@ -588,7 +622,7 @@ class FakeAnthropic:
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": self._stop_reason(reply), "stop_sequence": None},
-                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+                "usage": usage,
             }
         )
         await ex.event({"type": "message_stop"}, last=True)

@@ -56,15 +56,28 @@ class ToolCall:
 @dataclass
 class Usage:
     """Tokens and their price, priced by the model activity when it made the call: a
-    replayed history keeps the cost it had, whatever today's prices."""
+    replayed history keeps the cost it had, whatever today's prices.
 
-    input_tokens: int = 0
+    The prompt's tokens come in three kinds, priced apart: uncached input, cache writes and
+    cache reads (histories recorded before caching decode them as 0).
+    """
+
+    input_tokens: int = 0  # uncached prompt tokens only
     output_tokens: int = 0
     cost_usd: float = 0.0
+    cache_write_tokens: int = 0
+    cache_read_tokens: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Every prompt token, cached or not (the wire's `promptTokens`)."""
+        return self.input_tokens + self.cache_write_tokens + self.cache_read_tokens
 
     def add(self, other: Usage) -> None:
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.cache_read_tokens += other.cache_read_tokens
         self.cost_usd = round(self.cost_usd + other.cost_usd, 8)
 
 
