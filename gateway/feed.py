@@ -244,14 +244,12 @@ class Feeds:
             feed.offer_live(item)
 
     def release(self, feed: TurnFeed) -> None:
-        """A watcher left: a feed nobody watches stops (a finished one after the linger,
-        so a quick reload is served from memory)."""
+        """A watcher left: a feed nobody watches stops after the linger, so a reload or a
+        reconnect is served from memory. Not at once: a dropped feed's long-poll stays in
+        flight in the workflow until the stream's next item, and a run allows 10 at once."""
         if feed.watchers > 0 or self._by_turn.get(feed.turn_id) is not feed:
             return
-        if feed.done:
-            asyncio.get_running_loop().call_later(self._linger, self._drop_if_idle, feed)
-        else:
-            self._drop(feed)
+        asyncio.get_running_loop().call_later(self._linger, self._drop_if_idle, feed)
 
     def _drop_if_idle(self, feed: TurnFeed) -> None:
         if feed.watchers == 0 and self._by_turn.get(feed.turn_id) is feed:
