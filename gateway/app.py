@@ -7,7 +7,6 @@ cap is what closes an oversized frame with 1009 before it is buffered whole).
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from gateway.approvals import Reconciler
 from gateway.connection import Connection
 from gateway.dispatch import Dispatcher
 from gateway.feed import Feeds
+from gateway.frames import FrameError, decode_frame
 from gateway.live import LiveListener
 from gateway.outbox import Outbox
 from gateway.services import Services
@@ -68,11 +68,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
                 )
                 continue
             try:
-                frame = json.loads(text)
-            except ValueError as err:
-                outbox.send(
-                    protocol.error(None, ErrorCode.VALIDATION_ERROR, f"invalid JSON frame: {err}")
-                )
+                frame = decode_frame(text)
+            except FrameError as err:
+                outbox.send(protocol.error(err.request_id, ErrorCode.VALIDATION_ERROR, err.message))
                 continue
             await DISPATCHER.dispatch(conn, frame)
     except WebSocketDisconnect:

@@ -8,6 +8,7 @@ clients forbid extra fields and silently drop an event that carries one.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -67,13 +68,30 @@ class ProtocolError(Exception):
 # ----------------------------------------------------------------------------------------
 
 
+# Bounds on what a stranger may send (a turn's workflow id embeds the requestId, and
+# Temporal refuses ids over ~1,000 bytes). Strings are also checked for NUL characters and
+# unpaired surrogates, and frames for depth, before they reach these models
+# (gateway/frames.py).
+MAX_REQUEST_ID = 256
+MAX_ID = 128  # agentId, sessionId, conversationId, cursors
+MAX_NAME = 200
+MAX_EMAIL = 320
+MAX_FINGERPRINT = 256
+MAX_MODEL = 100
+MAX_METADATA_BYTES = 8 * 1024
+MAX_SUPPORTS = 16
+
+RequestId = Annotated[str, Field(max_length=MAX_REQUEST_ID)]
+Id = Annotated[str, Field(max_length=MAX_ID)]
+
+
 class Action(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="ignore", str_strip_whitespace=False
     )
 
     action: str
-    request_id: str | None = None
+    request_id: RequestId | None = None
 
 
 def _required_text(message: str) -> Any:
@@ -109,22 +127,31 @@ class AuthContext(BaseModel):
 
 class CreateSession(Action):
     agent_id: Annotated[str, _required_text("Missing 'agentId'")] = Field(
-        default=None, validate_default=True
+        default=None, validate_default=True, max_length=MAX_ID
     )
-    user_name: str | None = None
-    user_email: str | None = None
-    browser_fingerprint: str | None = None
+    user_name: str | None = Field(None, max_length=MAX_NAME)
+    user_email: str | None = Field(None, max_length=MAX_EMAIL)
+    browser_fingerprint: str | None = Field(None, max_length=MAX_FINGERPRINT)
     metadata: dict[str, Any] | None = None
-    supports: list[str] | None = None
+    supports: list[Annotated[str, Field(max_length=MAX_ID)]] | None = Field(
+        None, max_length=MAX_SUPPORTS
+    )
     auth_context: Any = None  # see AuthContext.parse
-    conversation_id: str | None = None
+    conversation_id: Id | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise ValueError(f"'metadata' is larger than {MAX_METADATA_BYTES} bytes")
+        return value
 
 
 class SessionAction(Action):
     """Any action addressed to one session."""
 
     session_id: Annotated[str, _required_text("missing 'sessionId'")] = Field(
-        default=None, validate_default=True
+        default=None, validate_default=True, max_length=MAX_ID
     )
 
 
@@ -136,8 +163,8 @@ def _clamp_limit(value: Any) -> int:
 
 class GetMessages(SessionAction):
     limit: Annotated[int, BeforeValidator(_clamp_limit)] = 50
-    cursor: str | None = None
-    before: str | None = None
+    cursor: Id | None = None
+    before: Id | None = None
 
     @property
     def page_cursor(self) -> str | None:
@@ -147,13 +174,13 @@ class GetMessages(SessionAction):
 
 class SendMessage(SessionAction):
     request_id: Annotated[str, _required_text("send_message requires a 'requestId'")] = Field(
-        default=None, validate_default=True
+        default=None, validate_default=True, max_length=MAX_REQUEST_ID
     )
     message: Annotated[str, _required_text("missing or empty 'message'")] = Field(
         default=None, validate_default=True
     )
     stream: StrictBool = True
-    model: str | None = None
+    model: str | None = Field(None, max_length=MAX_MODEL)
     images: list[dict[str, Any]] | None = None
     files: list[dict[str, Any]] | None = None
 
@@ -176,7 +203,7 @@ def _strict_bool(message: str) -> Any:
 
 class ConfirmToolAction(SessionAction):
     session_id: Annotated[str, _required_text("confirm_tool_action requires a 'sessionId'")] = (
-        Field(default=None, validate_default=True)
+        Field(default=None, validate_default=True, max_length=MAX_ID)
     )
     # Never approve on a bad shape: missing, "true", 1 are all refused.
     approved: Annotated[bool, _strict_bool("confirm_tool_action requires a boolean 'approved'")] = (
@@ -185,7 +212,7 @@ class ConfirmToolAction(SessionAction):
 
 
 class Cancel(Action):
-    session_id: str | None = None
+    session_id: Id | None = None
 
 
 class ResumeTurn(SessionAction):

@@ -1,0 +1,113 @@
+"""Hostile frames get a clear VALIDATION_ERROR at the edge, and nothing else: the socket
+stays open, nothing is stored or started, and the session stays usable."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from parley.stack.fake_anthropic import FakeAnthropic, Reply
+from tests.helpers import GatewayServer, WsClient, run_turn, tokens
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+@pytest.fixture
+async def client(gateway: GatewayServer):
+    async with await WsClient.open(gateway.ws_url) as c:
+        yield c
+
+
+async def still_open(client: WsClient) -> None:
+    pong = await client.request({"action": "ping", "requestId": "alive"})
+    assert pong["type"] == "pong"
+
+
+async def refused(client: WsClient, frame: dict | str) -> str:
+    event = await client.request(frame)
+    assert event["type"] == "error", event
+    assert event["error"]["code"] == "VALIDATION_ERROR", event
+    return event["error"]["message"]
+
+
+async def test_a_nul_in_a_message_starts_nothing(
+    client: WsClient, pool, fake_model: FakeAnthropic
+) -> None:
+    session = await client.create_session(str(uuid.uuid4()))
+    frame = {
+        "action": "send_message",
+        "requestId": "nul",
+        "sessionId": session["sessionId"],
+        "message": "hello\u0000there",
+    }
+    assert "NUL" in await refused(client, frame)
+    async with pool.connection() as db:
+        cur = await db.execute(
+            "select count(*) as n from turns where session_id = %s", (session["sessionId"],)
+        )
+        assert (await cur.fetchone())["n"] == 0
+    fake_model.enqueue(Reply(text="Still here."))
+    events = await run_turn(client, session["sessionId"], "hello", "after")
+    assert tokens(events) == "Still here."
+    assert fake_model.requests and len(fake_model.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["userName", "agentId", "userEmail", "browserFingerprint", "requestId"],
+)
+async def test_unpaired_surrogates_and_nuls_anywhere(client: WsClient, field: str) -> None:
+    for bad in ("\ud800x", "a\u0000b"):
+        frame = {"action": "create_conversation_session", "agentId": "a", field: bad}
+        message = await refused(client, frame)
+        assert field in message
+    nested = {"action": "create_conversation_session", "agentId": "a", "metadata": {"k\u0000": 1}}
+    await refused(client, nested)
+    await still_open(client)
+
+
+async def test_deep_nesting_is_refused_not_a_dropped_socket(client: WsClient) -> None:
+    await refused(client, "[" * 10_000)
+    await refused(client, '{"action":"ping","x":' + "[" * 40 + "]" * 40 + "}")
+    await still_open(client)
+
+
+async def test_non_finite_numbers(client: WsClient) -> None:
+    frame = '{"action":"get_conversation_messages","sessionId":"s","limit":Infinity}'
+    assert "Infinity" in await refused(client, frame)
+    await refused(client, '{"action":"ping","requestId":NaN}')
+    await still_open(client)
+
+
+@pytest.mark.parametrize(
+    ("field", "size"),
+    [("requestId", 257), ("agentId", 129), ("userName", 201), ("browserFingerprint", 257)],
+)
+async def test_over_long_fields(client: WsClient, field: str, size: int) -> None:
+    frame = {"action": "create_conversation_session", "agentId": "a", field: "x" * size}
+    assert field in await refused(client, frame)
+    await still_open(client)
+
+
+async def test_an_over_long_request_id_starts_no_turn(client: WsClient) -> None:
+    session = await client.create_session(str(uuid.uuid4()))
+    frame = {
+        "action": "send_message",
+        "requestId": "r" * 1000,
+        "sessionId": session["sessionId"],
+        "message": "hi",
+    }
+    event = await client.request(frame)
+    assert event["error"]["code"] == "VALIDATION_ERROR"
+    await still_open(client)
+
+
+async def test_large_metadata(client: WsClient) -> None:
+    frame = {
+        "action": "create_conversation_session",
+        "agentId": "a",
+        "metadata": {"blob": "x" * 9000},
+    }
+    assert "metadata" in await refused(client, json.dumps(frame))
