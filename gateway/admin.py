@@ -17,7 +17,6 @@ from starlette.routing import Route
 
 from gateway.services import Services
 from parley.knowledge import access, documents
-from parley.knowledge.chunking import extract_string
 from parley.knowledge.embeddings import load_embedder
 from parley.knowledge.types import Access, Document
 
@@ -78,9 +77,9 @@ async def put_document(request: Request) -> Response:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         return _error(422, f"{where + ': ' if where else ''}{first['msg']}")
-    extracted = extract_string(doc.content, doc.format, doc.title or doc.id)
-    access = Access(public=doc.public, users=tuple(doc.users), groups=tuple(doc.groups))
     services: Services = request.app.state.services
+    extracted = await services.parser.extract(doc.content, doc.format, doc.title or doc.id)
+    access = Access(public=doc.public, users=tuple(doc.users), groups=tuple(doc.groups))
     org = _org(request, doc.org)
     async with services.pool.connection() as conn:
         outcome, chunks = await documents.upsert_document(

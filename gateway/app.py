@@ -145,6 +145,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             if listener is not None:
                 await listener.stop()
             await feeds.aclose()
+            app.state.services.parser.close()
             await pool.close()
 
     return Starlette(

@@ -3,11 +3,12 @@ and the feeds of the turns it relays."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from temporalio.client import Client
 
 from gateway.feed import Feeds
+from gateway.parsing import DocumentParser
 from parley.settings import Settings
 from parley.storage.db import Pool
 
@@ -18,3 +19,4 @@ class Services:
     pool: Pool
     temporal: Client
     feeds: Feeds
+    parser: DocumentParser = field(default_factory=DocumentParser)

@@ -3,13 +3,17 @@ stays open, nothing is stored or started, and the session stays usable."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 
+import httpx
 import pytest
+from pydantic import SecretStr
 
 from parley.stack.fake_anthropic import FakeAnthropic, Reply
-from tests.helpers import GatewayServer, WsClient, run_turn, tokens
+from tests.helpers import GatewayServer, WsClient, run_turn, running_gateway, tokens
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -111,3 +115,25 @@ async def test_large_metadata(client: WsClient) -> None:
         "metadata": {"blob": "x" * 9000},
     }
     assert "metadata" in await refused(client, json.dumps(frame))
+
+
+async def test_a_deeply_nested_html_upload_does_not_stall_the_gateway(settings) -> None:
+    """Parsing happens in another process: /healthz answers within 100 ms meanwhile."""
+    nested = "<div>" * 8000 + "deep" + "</div>" * 8000
+    admin = settings.model_copy(update={"admin_token": SecretStr("adm1n")})
+    async with (
+        running_gateway(admin) as server,
+        httpx.AsyncClient(base_url=server.http_url, timeout=120) as http,
+    ):
+        doc = {"id": "deep.html", "content": nested, "format": "html", "public": True}
+        upload = asyncio.create_task(
+            http.post("/admin/documents", json=doc, headers={"Authorization": "Bearer adm1n"})
+        )
+        slowest = 0.0
+        while not upload.done():
+            started = time.monotonic()
+            assert (await http.get("/healthz")).status_code == 200
+            slowest = max(slowest, time.monotonic() - started)
+            await asyncio.wait([upload], timeout=0.02)  # pace the probes, not a sync point
+        assert (await upload).status_code == 201
+    assert slowest < 0.1, f"/healthz took {slowest * 1000:.0f} ms during the upload"
