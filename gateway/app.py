@@ -130,7 +130,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         temporal = await temporal_client.connect(
             stores.temporal_address, settings.temporal_namespace, lazy=True
         )
-        feeds = Feeds(temporal, settings.relay_poll_cooldown, settings.turn_linger)
+        feeds = Feeds(
+            temporal,
+            settings.relay_poll_cooldown,
+            settings.turn_linger,
+            settings.relay_update_budget,
+        )
         app.state.services = Services(settings=settings, pool=pool, temporal=temporal, feeds=feeds)
         listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None
         if listener is not None:

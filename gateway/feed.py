@@ -2,9 +2,9 @@
 every socket that watches the turn.
 
 Each gateway holds at most one `TurnFeed` per turn, however many sockets (tabs, devices,
-a re-attached client) watch it: one durable subscription (long-poll updates on the turn's
-workflow stream, which the model activity fills in coarse batches) and the live lane's
-items for that turn (`gateway.live`). So what a turn costs in workflow updates grows with
+a re-attached client) watch it: one reader of the durable record (`gateway.record`:
+long-poll updates within a budget, then queries) and the live lane's items for that turn
+(`gateway.live`). So what a turn costs in workflow updates grows with
 its length in batches, not with its viewers or its tokens.
 
 The merge is exact. `events` is the durable record, in its order: a live item is appended
@@ -29,13 +29,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.contrib.workflow_streams import WorkflowStreamClient
 
+from gateway.record import RecordReader
 from parley.logs import get_logger
 from parley.storage.live import LiveItem, turn_key
 from parley.turn.events import (
-    EVENTS_TOPIC,
-    TURN_EVENT,
     Reset,
     Token,
     TurnEvent,
@@ -79,7 +77,12 @@ class FeedCounts:
 
 class TurnFeed:
     def __init__(
-        self, temporal: Client, turn_id: str, poll_cooldown: timedelta, counts: FeedCounts
+        self,
+        temporal: Client,
+        turn_id: str,
+        poll_cooldown: timedelta,
+        counts: FeedCounts,
+        update_budget: int,
     ) -> None:
         self.turn_id = turn_id
         self.events: list[TurnEvent] = []
@@ -87,6 +90,7 @@ class TurnFeed:
         self.lost = False
         self._temporal = temporal
         self._counts = counts
+        self._update_budget = update_budget
         self._poll_cooldown = poll_cooldown
         self._workflow_items = 0  # items in `events` the workflow published itself
         self._durable_next = 0  # the next offset to read from the durable record
@@ -184,21 +188,17 @@ class TurnFeed:
         self._take_live()
 
     async def _read_durable(self) -> None:
-        client = WorkflowStreamClient.create(self._temporal, self.turn_id)
+        reader = RecordReader(
+            self._temporal, self.turn_id, self._poll_cooldown, self._update_budget
+        )
         failures = 0
         try:
             while not self.done:
                 try:
-                    async for item in client.subscribe(
-                        [EVENTS_TOPIC],
-                        from_offset=self._durable_next,
-                        result_type=TURN_EVENT,
-                        poll_cooldown=self._poll_cooldown,
-                    ):
-                        self._on_durable(item.offset, item.data)
+                    async for offset, event in reader.read(self._durable_next):
+                        self._on_durable(offset, event)
                         if self.done:
                             return
-                    return
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:
@@ -218,8 +218,15 @@ class TurnFeed:
 class Feeds:
     """The turn feeds of this gateway, by turn id and by live-lane key."""
 
-    def __init__(self, temporal: Client, poll_cooldown: timedelta, linger: timedelta) -> None:
+    def __init__(
+        self,
+        temporal: Client,
+        poll_cooldown: timedelta,
+        linger: timedelta,
+        update_budget: int = 150,
+    ) -> None:
         self._temporal = temporal
+        self._update_budget = update_budget
         self._poll_cooldown = poll_cooldown
         self._linger = linger.total_seconds()
         self._by_turn: dict[str, TurnFeed] = {}
@@ -233,7 +240,9 @@ class Feeds:
         """The turn's feed, started if this gateway has none (or only a lost one)."""
         feed = self._by_turn.get(turn_id)
         if feed is None or feed.lost:
-            feed = TurnFeed(self._temporal, turn_id, self._poll_cooldown, self.counts)
+            feed = TurnFeed(
+                self._temporal, turn_id, self._poll_cooldown, self.counts, self._update_budget
+            )
             self._by_turn[turn_id] = feed
             self._by_key[turn_key(turn_id)] = feed
         return feed

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     relay_poll_cooldown: Duration = Field(
         timedelta(milliseconds=50), validation_alias=_env("PARLEY_RELAY_POLL_COOLDOWN")
     )
+    # Long-poll updates one gateway spends on one turn before it reads by query (a run allows
+    # 2,000 updates: 150 leaves room for ten gateways watching one turn).
+    relay_update_budget: int = Field(
+        150, ge=0, le=1000, validation_alias=_env("PARLEY_RELAY_UPDATE_BUDGET")
+    )
     # How long a finished turn stays readable for a client that re-attaches right away.
     turn_linger: Duration = Field(
         timedelta(seconds=60), validation_alias=_env("PARLEY_TURN_LINGER")

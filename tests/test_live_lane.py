@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
-from tests.helpers import Event, GatewayServer, WsClient, is_terminal, running_gateway, tokens
+from tests.helpers import (
+    Event,
+    GatewayServer,
+    WsClient,
+    is_terminal,
+    run_turn,
+    running_gateway,
+    tokens,
+)
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -126,3 +134,35 @@ async def test_a_turn_that_just_ended_replays_whole(
             {"action": "resume_turn", "requestId": "other", "sessionId": session_id}
         )
     assert missing["error"]["code"] == "NO_ACTIVE_TURN"
+
+
+async def test_past_its_update_budget_a_gateway_reads_by_query(
+    settings, fake_model: FakeAnthropic, temporal_env
+) -> None:
+    """A turn longer than a gateway's update budget still finishes for its viewer: the feed
+    reads the record by query, and the run's updates stop growing."""
+    from temporalio.api.enums.v1 import EventType
+
+    from parley.turn.types import turn_id
+
+    # The record alone (no live lane on this gateway) and a budget of two long-polls.
+    budget = settings.model_copy(update={"live_lane": False, "relay_update_budget": 2})
+    fake_model.enqueue(Reply(text=REPLY, delay=0.01))  # ~1 s: several 500 ms batches
+    async with running_gateway(budget) as server, await WsClient.open(server.ws_url) as client:
+        session = await client.create_session(str(uuid.uuid4()))
+        events = await run_turn(client, session["sessionId"], "Long one.", "long")
+    assert tokens(events) == REPLY and events[-1]["type"] == "eventual_response"
+    handle = temporal_env.client.get_workflow_handle(turn_id(session["sessionId"], "long"))
+    history = await handle.fetch_history()
+    updates = [
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    ]
+    signals = [
+        e
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    ]
+    assert len(signals) >= 2  # the reply took several batches...
+    assert len(updates) <= 2  # ...but this gateway long-polled only twice
