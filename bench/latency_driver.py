@@ -27,7 +27,7 @@ from bench.cpu import CpuMeter
 from bench.latency_stack import BenchError, say
 from bench.relay_floor import FloorInput
 from parley.stack.fake_anthropic import parse_stamps
-from parley.turn.types import EVENTS_TOPIC, TurnEvent
+from parley.turn.events import EVENTS_TOPIC, TURN_EVENT, Done, Token, is_terminal
 
 MODEL = "claude-haiku-4-5"
 AGENT = "bench-agent"
@@ -225,15 +225,16 @@ class FloorDriver(Driver):
                 sample.marks["client: workflow started"] = time.time()
                 stream = WorkflowStreamClient.create(self.client, workflow_id)
                 items = stream.subscribe(
-                    [EVENTS_TOPIC], result_type=TurnEvent, poll_cooldown=self.poll_cooldown
+                    [EVENTS_TOPIC], result_type=TURN_EVENT, poll_cooldown=self.poll_cooldown
                 )
                 async with contextlib.aclosing(items):
                     async for item in items:
                         now = time.time()
-                        if item.data.kind == "token":
-                            sample.received.append((now, item.data.data["text"]))
-                        elif item.data.terminal:
-                            sample.final_text = item.data.data.get("text")
+                        event = item.data
+                        if isinstance(event, Token):
+                            sample.received.append((now, event.text))
+                        elif is_terminal(event):
+                            sample.final_text = event.text if isinstance(event, Done) else None
                             return sample
             sample.error = "stream ended without a terminal item"
         except TimeoutError:

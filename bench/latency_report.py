@@ -16,7 +16,7 @@ from temporalio.contrib.workflow_streams import PublishInput
 
 from bench.cpu import OTHER
 from bench.latency_driver import PhaseResult, stamps
-from parley.turn.types import TurnEvent
+from parley.turn.events import TURN_EVENT, Token
 
 CORES = psutil.cpu_count() or 1
 
@@ -264,8 +264,8 @@ async def print_latency_split(client: Client, res: PhaseResult, turns: int = 30)
             at = event.event_time.ToMicroseconds() / 1e6
             batch = converter.from_payloads(list(attrs.input.payloads), [PublishInput])[0]
             for entry in batch.items:
-                item = converter.from_payload(wire_payload(entry.data), TurnEvent)
-                for stamp in stamps(item.data.get("text", "")):
+                item = converter.from_payload(wire_payload(entry.data), TURN_EVENT)
+                for stamp in stamps(item.text if isinstance(item, Token) else ""):
                     signaled[stamp] = at
         for now, token in sample.received:
             for stamp in stamps(token):
