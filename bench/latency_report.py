@@ -82,6 +82,7 @@ class LevelReport:
 
     sessions: int
     results: dict[str, PhaseResult]
+    idle: dict[str, float]  # CPU seconds per second of each group with no turns at all
 
     def get(self, phase: str) -> PhaseResult | None:
         return self.results.get(phase)
@@ -106,6 +107,15 @@ class LevelReport:
             return math.nan
         names = BY_PHASE[phase].cpu if groups is None else groups
         return res.cpu_sum(names) / res.turns
+
+    def net_cpu_per_turn(self, phase: str) -> float:
+        """`cpu_per_turn` less what the system's processes use idle over the same window
+        (Temporal's timers and pollers, idle workers): the turns' own cost."""
+        res = self.get(phase)
+        if res is None or not res.turns:
+            return math.nan
+        idle = sum(self.idle.get(n, 0.0) for n in BY_PHASE[phase].cpu) * res.window
+        return self.cpu_per_turn(phase) - idle / res.turns
 
     def history(self, phase: str) -> HistoryStats | None:
         res = self.get(phase)
@@ -167,6 +177,12 @@ def print_level(level: LevelReport, deltas: int, interval_ms: float) -> None:
         return "-" if math.isnan(value) else f"{value:.3f}"
 
     row("CPU s/turn, the system's processes", [cpu(s) for s in ran])
+
+    def net(s: System) -> str:
+        value = level.net_cpu_per_turn(s.phase)
+        return "" if not s.cpu or math.isnan(value) else f"{value:.3f}"
+
+    row("  less their idle CPU", [net(s) for s in ran])
     row("  fake model (apart)", [cpu(s, (MODEL,)) for s in ran])
     row("  bench client (apart)", [cpu(s, (CLIENT,)) for s in ran])
 
@@ -216,7 +232,12 @@ def print_level(level: LevelReport, deltas: int, interval_ms: float) -> None:
         out.append(f"    {s.label}: {parts} (busiest, % of one core: {top})")
 
     out.append("  ratios, p95:")
-    for a, b in (("parley", "live-floor"), ("parley", "parley-off"), ("parley-off", "relay-floor")):
+    for a, b in (
+        ("parley", "live-floor"),
+        ("parley", "relay-floor"),
+        ("parley", "parley-off"),
+        ("parley-off", "relay-floor"),
+    ):
         if a not in level.results or b not in level.results:
             continue
         cells = [
@@ -231,6 +252,12 @@ def print_level(level: LevelReport, deltas: int, interval_ms: float) -> None:
     for s in ran:
         for line in level.results[s.phase].errors[:5]:
             print(f"    {s.label} error: {line}", flush=True)
+
+
+def print_idle(idle: dict[str, float], seconds: float) -> None:
+    busiest = sorted(idle.items(), key=lambda kv: -kv[1])
+    shares = ", ".join(f"{n} {v * 100:.1f}%" for n, v in busiest)
+    print(f"\nidle CPU, {seconds:g} s without turns, % of one core: {shares}", flush=True)
 
 
 def print_temporal(levels: list[LevelReport]) -> None:

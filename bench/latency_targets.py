@@ -105,12 +105,12 @@ def print_targets(levels: list[LevelReport], deltas: int) -> bool:
             )
         cpu, cpu_off = level.cpu_per_turn("parley"), level.cpu_per_turn("parley-off")
         over = f", {cpu / CPU_SECONDS:.1f}x the target" if cpu > CPU_SECONDS else ""
-        was = "" if math.isnan(cpu_off) else f" (live off {cpu_off:.3f} s)"
+        was = "" if math.isnan(cpu_off) else f"; live off {cpu_off:.3f} s"
         check(
             f"CPU per turn <= {CPU_SECONDS:g} s at {n} sessions{note}",
             cpu,
             CPU_SECONDS,
-            f"{cpu:.3f} s{over}{was}",
+            f"{cpu:.3f} s{over} (less idle CPU {level.net_cpu_per_turn('parley'):.3f} s{was})",
             judged,
         )
 

@@ -51,6 +51,7 @@ from datetime import timedelta
 import anthropic
 import psutil
 
+from bench.cpu import CpuMeter
 from bench.latency_diagnose import print_latency_split, print_timeline
 from bench.latency_driver import (
     Driver,
@@ -65,6 +66,7 @@ from bench.latency_report import (
     CORES,
     OTHER_CPU_WARN,
     LevelReport,
+    print_idle,
     print_level,
     print_summary,
     print_temporal,
@@ -152,6 +154,13 @@ async def bench(args: argparse.Namespace) -> bool:
             )
             if res.errors:
                 raise BenchError(f"warm-up {phase} turns failed: {res.errors[0]}")
+        await asyncio.sleep(args.linger_s + 1)  # the warm-up turns' workflows close
+        say(f"measuring idle CPU ({args.idle_s:g} s without turns) ...")
+        before = stack.meter.snapshot()
+        await asyncio.sleep(args.idle_s)
+        used = CpuMeter.delta(before, stack.meter.snapshot())
+        idle = {name: cpu / args.idle_s for name, cpu in used.items()}
+        print_idle(idle, args.idle_s)
         for sessions in args.sessions:
             results: dict[str, PhaseResult] = {}
             for phase in phases:
@@ -176,7 +185,7 @@ async def bench(args: argparse.Namespace) -> bool:
                     results[phase].histories = await sample_histories(
                         stack.client, ids, args.history_sample, args.linger_s + args.turn_timeout
                     )
-            level = LevelReport(sessions, results)
+            level = LevelReport(sessions, results, idle)
             print_level(level, args.deltas, args.interval_ms)
             if args.diagnose:
                 for phase in WITH_HISTORY:
@@ -250,6 +259,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=20,
         help="finished turns per system and level whose Temporal history is counted (0: none)",
     )
+    parser.add_argument(
+        "--idle-s",
+        type=float,
+        default=10.0,
+        help="seconds of CPU measured with no turns, before the levels (the baseline the "
+        "report takes off CPU per turn)",
+    )
     tuning = parser.add_argument_group("relay settings")
     tuning.add_argument(
         "--batch-ms",
@@ -306,6 +322,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phases: {', '.join(sorted(unknown))}")
+    if args.idle_s <= 0:
+        parser.error("--idle-s must be > 0")
     if args.linger_s <= 0:
         parser.error("--linger-s must be > 0 (PARLEY_TURN_LINGER rejects 0)")
     return args
