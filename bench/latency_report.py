@@ -231,7 +231,7 @@ def print_level(level: LevelReport, deltas: int, interval_ms: float) -> None:
         )
         out.append(f"    {s.label}: {parts} (busiest, % of one core: {top})")
 
-    out.append("  ratios, p95:")
+    ratios: list[str] = []
     for a, b in (
         ("parley", "live-floor"),
         ("parley", "relay-floor"),
@@ -247,7 +247,9 @@ def print_level(level: LevelReport, deltas: int, interval_ms: float) -> None:
         if BY_PHASE[b].cpu:
             cpu_ratio = ratio(level.cpu_per_turn(a), level.cpu_per_turn(b))
             cells.append(f"CPU/turn {times(cpu_ratio)}")
-        out.append(f"    {BY_PHASE[a].label} / {BY_PHASE[b].label}: {', '.join(cells)}")
+        ratios.append(f"    {BY_PHASE[a].label} / {BY_PHASE[b].label}: {', '.join(cells)}")
+    if ratios:
+        out += ["  ratios, p95:", *ratios]
     print("\n".join(out), flush=True)
     for s in ran:
         for line in level.results[s.phase].errors[:5]:
