@@ -19,7 +19,7 @@ from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from temporalio.worker import Worker
 
 from bench.relay_floor import PUBLISH_ACTIVITY, FloorInput, RelayFloor
-from parley.turn.types import EVENTS_TOPIC, TurnEvent
+from parley.turn.events import EVENTS_TOPIC, TURN_EVENT, Token
 
 
 @activity.defn(name=PUBLISH_ACTIVITY)
@@ -34,7 +34,7 @@ async def publish_deltas(inp: FloorInput) -> str:
     (a loop running late could otherwise stamp two deltas in the same microsecond).
     """
     publisher = WorkflowStreamClient.from_within_activity()
-    events = publisher.topic(EVENTS_TOPIC, type=TurnEvent)
+    events = publisher.topic(EVENTS_TOPIC, type=TURN_EVENT)
     batch = inp.batch_ms / 1000
     first, done = asyncio.Event(), asyncio.Event()
 
@@ -60,7 +60,7 @@ async def publish_deltas(inp: FloorInput) -> str:
                 await asyncio.sleep(delay)
             last = max(time.time(), last + 1e-6)
             parts.append(f"<{last:.6f}>")
-            events.publish(TurnEvent("token", {"text": parts[-1]}))
+            events.publish(Token(parts[-1], call=0, attempt=1, seq=i))
             first.set()
     finally:
         first.set()

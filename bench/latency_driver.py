@@ -1,8 +1,9 @@
 """Turn latency, the clients: one driver per system measured, and the phase that runs them.
 
 A driver is how one bench session talks to its system (Parley over the WebSocket protocol,
-the relay floor through Workflow Streams, the fake model through the bare SDK) and records
-each turn as a `Sample`: when it was asked for, and when each stamped delta arrived.
+the relay floor through Workflow Streams, the live-lane floor through LISTEN/NOTIFY, the
+fake model through the bare SDK) and records each turn as a `Sample`: when it was asked
+for, and when each stamped delta arrived.
 """
 
 from __future__ import annotations
@@ -19,15 +20,20 @@ from datetime import timedelta
 from typing import Any
 
 import anthropic
+import httpx
 from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench import live_floor
 from bench.cpu import CpuMeter
 from bench.latency_stack import BenchError, say
+from bench.live_floor import LiveFloorListener
 from bench.relay_floor import FloorInput
+from bench.temporal_counts import TurnHistory
 from parley.stack.fake_anthropic import parse_stamps
-from parley.turn.types import EVENTS_TOPIC, TurnEvent
+from parley.turn.events import EVENTS_TOPIC, TURN_EVENT, Done, Token, is_terminal
+from parley.turn.types import turn_id
 
 MODEL = "claude-haiku-4-5"
 AGENT = "bench-agent"
@@ -56,6 +62,8 @@ class PhaseResult:
     errors: list[str] = field(default_factory=list)
     window: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
+    lanes: dict[str, int] = field(default_factory=dict)  # Parley: items relayed, by lane
+    histories: list[TurnHistory] = field(default_factory=list)  # a sample of its turns
 
     @property
     def ok(self) -> list[Sample]:
@@ -116,15 +124,27 @@ class Driver:
     async def close(self, state: Any) -> None:
         return None
 
+    async def lane_counts(self) -> dict[str, int]:
+        """Counters the system keeps of how it delivered items (Parley's gateway only)."""
+        return {}
+
 
 @dataclass
 class ParleyDriver(Driver):
     """A WebSocket client of the gateway: one connection and one session per bench session."""
 
     ws_url: str
+    counts_url: str  # the bench gateway's GET /bench/feed-counts
     timeout: float
     compression: bool
-    phase = "parley"
+    phase: str = "parley"  # or "parley-off": two pairs, one driver each
+
+    async def lane_counts(self) -> dict[str, int]:
+        async with httpx.AsyncClient(timeout=10) as http:
+            reply = await http.get(self.counts_url)
+            reply.raise_for_status()
+            counts: dict[str, int] = reply.json()
+            return counts
 
     async def open(self, index: int) -> tuple[ClientConnection, str]:
         ws = await connect(
@@ -164,7 +184,7 @@ class ParleyDriver(Driver):
                 "message": f"Benchmark turn {n}: please answer.",
             }
         )
-        sample = Sample(t0=time.time(), workflow_id=f"turn:{session_id}:{request_id}")
+        sample = Sample(t0=time.time(), workflow_id=turn_id(session_id, request_id))
         received = sample.received
         try:
             await ws.send(frame)
@@ -212,7 +232,7 @@ class FloorDriver(Driver):
     inp: FloorInput
     poll_cooldown: timedelta
     timeout: float
-    phase = "floor"
+    phase = "relay-floor"
 
     async def turn(self, state: Any, n: int) -> Sample:
         workflow_id = f"relay-floor-{uuid.uuid4().hex[:12]}"
@@ -225,21 +245,52 @@ class FloorDriver(Driver):
                 sample.marks["client: workflow started"] = time.time()
                 stream = WorkflowStreamClient.create(self.client, workflow_id)
                 items = stream.subscribe(
-                    [EVENTS_TOPIC], result_type=TurnEvent, poll_cooldown=self.poll_cooldown
+                    [EVENTS_TOPIC], result_type=TURN_EVENT, poll_cooldown=self.poll_cooldown
                 )
                 async with contextlib.aclosing(items):
                     async for item in items:
                         now = time.time()
-                        if item.data.kind == "token":
-                            sample.received.append((now, item.data.data["text"]))
-                        elif item.data.terminal:
-                            sample.final_text = item.data.data.get("text")
+                        event = item.data
+                        if isinstance(event, Token):
+                            sample.received.append((now, event.text))
+                        elif is_terminal(event):
+                            sample.final_text = event.text if isinstance(event, Done) else None
                             return sample
             sample.error = "stream ended without a terminal item"
         except TimeoutError:
             sample.error = f"timed out after {self.timeout:g}s ({len(sample.received)} items)"
         except Exception as err:
             sample.error = f"{type(err).__name__}: {err}"
+        return sample
+
+
+@dataclass
+class LiveFloorDriver(Driver):
+    """Asks the live-lane floor's sender for a turn and reads its deltas off the channel."""
+
+    listener: LiveFloorListener
+    timeout: float
+    phase = "live-floor"
+
+    async def turn(self, state: Any, n: int) -> Sample:
+        turn = uuid.uuid4().hex
+        items = self.listener.open(turn)
+        sample = Sample(t0=time.time())
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.listener.request(turn)
+                while True:
+                    now, seq, text = await items.get()
+                    if seq == live_floor.END:
+                        sample.final_text = text
+                        return sample
+                    sample.received.append((now, text))
+        except TimeoutError:
+            sample.error = f"timed out after {self.timeout:g}s ({len(sample.received)} items)"
+        except Exception as err:
+            sample.error = f"{type(err).__name__}: {err}"
+        finally:
+            self.listener.close(turn)
         return sample
 
 
@@ -285,8 +336,9 @@ async def run_phase(
     """`sessions` concurrent sessions: `warmup` turns each, then (all warm) `turns` each,
     each session pausing `think` seconds between its turns (a user reading the reply).
 
-    The measured window (and its CPU) runs from the moment every session is warm to the
-    moment the last one finished its measured turns.
+    The measured window (its CPU, and the lane counts of a system that keeps them) runs
+    from the moment every session is warm to the moment the last one finished its measured
+    turns.
     """
     result = PhaseResult(driver.phase, sessions, turns, deltas)
     warmed = 0
@@ -340,12 +392,15 @@ async def run_phase(
     reporter = asyncio.create_task(report())
     try:
         await all_warm.wait()
+        lanes = await driver.lane_counts()
         before = meter.snapshot()
         began = time.monotonic()
         go.set()
         await asyncio.gather(*tasks)
         result.window = time.monotonic() - began
         result.cpu = meter.delta(before, meter.snapshot())
+        after = await driver.lane_counts()
+        result.lanes = {k: after[k] - lanes.get(k, 0) for k in ("live", "durable") if k in after}
     finally:
         reporter.cancel()
         for task in tasks:

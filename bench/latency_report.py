@@ -1,24 +1,47 @@
-"""Turn latency, the report: per concurrency level, Parley against the relay floor, then
-the targets; with --diagnose, where the median turn's time went."""
+"""Turn latency, the report: per concurrency level, Parley (live lane on, and off) against
+its baselines side by side, with ratios; then what each turn cost Temporal, and a summary.
+
+The systems (one phase each):
+  parley       Parley as shipped: the live lane on, its relay settings
+  parley-off   Parley with PARLEY_LIVE_LANE=false: the durable relay alone (short batches)
+  relay-floor  raw Workflow Streams: a workflow's activity publishes, a subscriber polls
+  live-floor   raw LISTEN/NOTIFY: one process NOTIFYs, the bench LISTENs
+  sdk          the fake model through the bare anthropic SDK (the model's own share)
+"""
 
 from __future__ import annotations
 
-import base64
 import math
-from collections import Counter
 from dataclasses import dataclass
 
 import psutil
-from temporalio.api.common.v1 import Payload
-from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client
-from temporalio.contrib.workflow_streams import PublishInput
 
 from bench.cpu import OTHER
-from bench.latency_driver import PhaseResult, stamps
-from parley.turn.types import TurnEvent
+from bench.latency_driver import PhaseResult
+from bench.temporal_counts import HistoryStats, stats
 
 CORES = psutil.cpu_count() or 1
+OTHER_CPU_WARN = 0.15  # of one core: more than that, and a phase's numbers are suspect
+
+
+@dataclass(frozen=True)
+class System:
+    phase: str
+    label: str
+    cpu: tuple[str, ...]  # the CPU groups (processes) that are this system's cost
+
+
+SYSTEMS = (
+    System("parley", "Parley", ("worker", "gateway", "postgres", "temporal")),
+    System("parley-off", "live lane off", ("worker-off", "gateway-off", "postgres", "temporal")),
+    System("relay-floor", "relay floor", ("floor-worker", "temporal")),
+    System("live-floor", "live floor", ("live-floor", "postgres")),
+    System("sdk", "bare SDK", ()),
+)
+BY_PHASE = {s.phase: s for s in SYSTEMS}
+PARLEY = ("parley", "parley-off")
+MODEL = "fake-model"
+CLIENT = "bench"
 
 
 def pct(values: list[float], q: float) -> float:
@@ -39,247 +62,289 @@ def p50_p95(values: list[float]) -> tuple[float, float]:
     return pct(values, 0.50), pct(values, 0.95)
 
 
-def p50_p95_of(res: PhaseResult | None, metric: str) -> tuple[float, float]:
-    """p50 and p95 of a phase's `ttft` or `delta_latency` (NaN for a phase not run)."""
-    return p50_p95(getattr(res, metric)) if res else (math.nan, math.nan)
-
-
-def against_target(value: float, level: LevelReport) -> str:
-    return f"{value:.2f}x" + (" (target <= 1.25x)" if level.sessions > 1 else "")
-
-
-def pair(values: tuple[float, float]) -> str:
-    return f"{ms(values[0]):>5} / {ms(values[1]):>5} ms"
+def pair(values: tuple[float, float], unit: str = "") -> str:
+    if all(math.isnan(v) for v in values):
+        return "-"
+    return f"{ms(values[0])} / {ms(values[1])}{unit}"
 
 
 def ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
 
-OTHER_CPU_WARN = 0.15  # of one core: more than that, and a phase's numbers are suspect
-PARLEY_CPU = ("worker", "gateway", "postgres", "temporal")
-FLOOR_CPU = ("floor-worker", "temporal")
+def times(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}x"
 
 
 @dataclass
 class LevelReport:
+    """One concurrency level: each system's phase, and what the report derives from them."""
+
     sessions: int
-    sdk: PhaseResult | None
-    floor: PhaseResult | None
-    parley: PhaseResult | None
-    added_ttft: tuple[float, float] = (math.nan, math.nan)
-    ttft_ratio: float = math.nan
-    delta_ratio: float = math.nan
-    integrity_ok: bool = True
+    results: dict[str, PhaseResult]
+    idle: dict[str, float]  # CPU seconds per second of each group with no turns at all
+
+    def get(self, phase: str) -> PhaseResult | None:
+        return self.results.get(phase)
+
+    def ttft(self, phase: str) -> tuple[float, float]:
+        res = self.get(phase)
+        return p50_p95(res.ttft) if res else (math.nan, math.nan)
+
+    def delta(self, phase: str) -> tuple[float, float]:
+        res = self.get(phase)
+        return p50_p95(res.delta_latency) if res else (math.nan, math.nan)
+
+    def added_ttft(self, phase: str) -> tuple[float, float]:
+        """The system's TTFT minus the bare SDK's, percentile by percentile."""
+        mine, model = self.ttft(phase), self.ttft("sdk")
+        return mine[0] - model[0], mine[1] - model[1]
+
+    def cpu_per_turn(self, phase: str, groups: tuple[str, ...] | None = None) -> float:
+        """CPU seconds per measured turn of the system's processes (or of `groups`)."""
+        res = self.get(phase)
+        if res is None or not res.turns:
+            return math.nan
+        names = BY_PHASE[phase].cpu if groups is None else groups
+        return res.cpu_sum(names) / res.turns
+
+    def net_cpu_per_turn(self, phase: str) -> float:
+        """`cpu_per_turn` less what the system's processes use idle over the same window
+        (Temporal's timers and pollers, idle workers): the turns' own cost."""
+        res = self.get(phase)
+        if res is None or not res.turns:
+            return math.nan
+        idle = sum(self.idle.get(n, 0.0) for n in BY_PHASE[phase].cpu) * res.window
+        return self.cpu_per_turn(phase) - idle / res.turns
+
+    def history(self, phase: str) -> HistoryStats | None:
+        res = self.get(phase)
+        return stats(res.histories) if res else None
+
+    def lanes_per_turn(self, phase: str) -> tuple[float, float]:
+        res = self.get(phase)
+        if res is None or not res.turns or not res.lanes:
+            return math.nan, math.nan
+        return res.lanes["live"] / res.turns, res.lanes["durable"] / res.turns
+
+    def integrity(self, phase: str) -> tuple[int, int, int, int] | None:
+        res = self.get(phase)
+        return res.integrity() if res else None
+
+    def clean(self, phase: str) -> bool:
+        """No lost, duplicated or misplaced delta and no failed turn or session."""
+        res, found = self.get(phase), self.integrity(phase)
+        return res is not None and found is not None and not any(found[1:]) and not res.errors
 
 
-def print_level(level: LevelReport) -> None:
-    sdk, floor, parley = level.sdk, level.floor, level.parley
-    out: list[str] = []
-    desc = []
-    for res in (parley, floor, sdk):
-        if res is not None:
-            desc.append(f"{res.phase} {res.turns_per_session} turns/session")
-    out.append("")
-    out.append(f"== {level.sessions} concurrent session(s): {', '.join(desc)} ==")
-    out.append(f"{'':34}{'Parley':>22}{'floor':>22}   Parley p95 / floor p95")
+COL = 17
 
-    def row(name: str, left: str, right: str, tail: str = "") -> None:
-        out.append(f"  {name:32}{left:>22}{right:>22}   {tail}")
 
-    p_ttft, f_ttft, s_ttft = (p50_p95_of(res, "ttft") for res in (parley, floor, sdk))
-    row("TTFT p50 / p95", pair(p_ttft), pair(f_ttft), f"{ratio(p_ttft[1], f_ttft[1]):.2f}x raw")
-    row("  model TTFT via bare SDK", pair(s_ttft), "")
-    added = (p_ttft[0] - s_ttft[0], p_ttft[1] - s_ttft[1])
-    level.added_ttft = added
-    level.ttft_ratio = ratio(added[1], f_ttft[1])
-    row("  Parley added TTFT", pair(added), pair(f_ttft), against_target(level.ttft_ratio, level))
-    p_d, f_d, s_d = (p50_p95_of(res, "delta_latency") for res in (parley, floor, sdk))
-    level.delta_ratio = ratio(p_d[1], f_d[1])
+def print_level(level: LevelReport, deltas: int, interval_ms: float) -> None:
+    ran = [s for s in SYSTEMS if s.phase in level.results]
+    out = [
+        "",
+        f"== {level.sessions} concurrent session(s): {deltas} deltas per turn, one every "
+        f"{interval_ms:g} ms ==",
+        f"{'':36}" + "".join(f"{s.label:>{COL}}" for s in ran),
+    ]
+
+    def row(name: str, cells: list[str]) -> None:
+        out.append(f"  {name:34}" + "".join(f"{c:>{COL}}" for c in cells))
+
+    def turns(s: System) -> str:
+        res = level.results[s.phase]
+        return f"{res.turns} ({res.turns_per_session} each)"
+
+    row("turns measured (per session)", [turns(s) for s in ran])
+    row("TTFT p50 / p95 ms", [pair(level.ttft(s.phase)) for s in ran])
     row(
-        "per-delta latency p50 / p95",
-        pair(p_d),
-        pair(f_d),
-        against_target(level.delta_ratio, level),
+        "  minus the model's own (SDK)",
+        [pair(level.added_ttft(s.phase)) if s.phase in PARLEY else "" for s in ran],
     )
-    row("  model hop via bare SDK", pair(s_d), "")
+    row("per-delta latency p50 / p95 ms", [pair(level.delta(s.phase)) for s in ran])
 
-    def rate(res: PhaseResult | None) -> str:
-        return f"{res.turns / res.window:.2f}" if res and res.window else "-"
+    def rate(s: System) -> str:
+        res = level.results[s.phase]
+        return f"{res.turns / res.window:.2f}" if res.window else "-"
 
-    row("turns/s", rate(parley), rate(floor))
+    row("turns/s", [rate(s) for s in ran])
 
-    def cpu_per_turn(res: PhaseResult | None, names: tuple[str, ...]) -> str:
-        if not res or not res.turns:
-            return "-"
-        return f"{res.cpu_sum(names) / res.turns:.3f}"
+    def cpu(s: System, groups: tuple[str, ...] | None = None) -> str:
+        if groups is None and not s.cpu:
+            return ""
+        value = level.cpu_per_turn(s.phase, groups)
+        return "-" if math.isnan(value) else f"{value:.3f}"
 
-    row(
-        "CPU s/turn",
-        cpu_per_turn(parley, PARLEY_CPU),
-        cpu_per_turn(floor, FLOOR_CPU),
-        "Parley: worker+gateway+postgres+temporal; floor: its worker+temporal",
-    )
-    for res, names in ((parley, PARLEY_CPU), (floor, FLOOR_CPU)):
-        if res and res.turns:
-            parts = ", ".join(f"{n} {res.cpu.get(n, 0) / res.turns:.3f}" for n in names)
-            busy = sum(res.cpu.values()) / res.window / CORES * 100 if res.window else 0
-            top = ", ".join(
-                f"{n} {v / res.window * 100:.0f}%"
-                for n, v in sorted(res.cpu.items(), key=lambda kv: -kv[1])
-                if v / max(res.window, 1e-9) >= 0.02
-            )
-            out.append(f"    {res.phase}: {parts} s/turn")
-            out.append(
-                f"    {res.phase}: machine {busy:.0f}% busy of {CORES} cores "
-                f"over {res.window:.1f}s ({top} of one core)"
-            )
-    level.integrity_ok = True
-    cells = []
-    for res in (parley, floor):
-        if res is None:
-            cells.append("-")
-            continue
-        expected, lost, dup, misplaced = res.integrity()
-        if lost or dup or misplaced:
-            level.integrity_ok = False
-        cells.append(f"{lost}/{dup}/{misplaced} of {expected}")
-    row("lost/dup/out-of-order deltas", cells[0], cells[1])
-    errors = [len(r.errors) if r else 0 for r in (parley, floor)]
-    row("failed turns/sessions", str(errors[0]), str(errors[1]))
-    if sdk and sdk.errors:
-        row("SDK baseline failures", str(len(sdk.errors)), "")
-    resets = sum(s.resets for s in parley.samples) if parley else 0
+    row("CPU s/turn, the system's processes", [cpu(s) for s in ran])
+
+    def net(s: System) -> str:
+        value = level.net_cpu_per_turn(s.phase)
+        return "" if not s.cpu or math.isnan(value) else f"{value:.3f}"
+
+    row("  less their idle CPU", [net(s) for s in ran])
+    row("  fake model (apart)", [cpu(s, (MODEL,)) for s in ran])
+    row("  bench client (apart)", [cpu(s, (CLIENT,)) for s in ran])
+
+    def lanes(s: System) -> str:
+        live, durable = level.lanes_per_turn(s.phase)
+        return "" if math.isnan(live) else f"{live:.1f} / {durable:.1f}"
+
+    row("items/turn by live / durable lane", [lanes(s) for s in ran])
+
+    def history(s: System, metric: str) -> str:
+        h = level.history(s.phase)
+        return "" if h is None else f"{h.mean[metric]:.1f} (max {h.max[metric]})"
+
+    row("signals + updates per turn", [history(s, "signals_and_updates") for s in ran])
+    row("history events per turn", [history(s, "events") for s in ran])
+
+    def integrity(s: System) -> str:
+        found = level.integrity(s.phase)
+        if found is None or s.phase == "sdk":
+            return ""
+        expected, lost, dup, misplaced = found
+        return f"{lost}/{dup}/{misplaced} of {expected}"
+
+    row("lost/dup/out-of-order deltas", [integrity(s) for s in ran])
+    row("failed turns/sessions", [str(len(level.results[s.phase].errors)) for s in ran])
+
+    def busy(s: System) -> str:
+        res = level.results[s.phase]
+        return f"{sum(res.cpu.values()) / res.window / CORES * 100:.0f}%" if res.window else "-"
+
+    row(f"machine busy (of {CORES} cores)", [busy(s) for s in ran])
+    resets = sum(s.resets for p in PARLEY if (r := level.get(p)) for s in r.samples)
     if resets:
-        row("stream resets (model retries)", str(resets), "")
-    if not level.integrity_ok or any(errors):
-        level.integrity_ok = False
-    print("\n".join(out), flush=True)
-    for res in (parley, floor, sdk):
-        if res and res.errors:
-            for line in res.errors[:5]:
-                print(f"    {res.phase} error: {line}", flush=True)
+        out.append(f"  stream resets (model retries): {resets}")
 
-
-def print_summary(levels: list[LevelReport]) -> bool:
-    lines = ["", "== targets =="]
-    passed = True
-
-    def check(name: str, ok: bool, detail: str) -> None:
-        nonlocal passed
-        passed = passed and ok
-        lines.append(f"  [{'PASS' if ok else 'FAIL'}] {name}: {detail}")
-
-    for level in levels:
-        if level.parley is None:
+    out.append("  CPU s/turn by process:")
+    for s in ran:
+        res = level.results[s.phase]
+        if not s.cpu or not res.turns:
             continue
-        if level.sessions == 1 and level.sdk is not None:
-            added = level.added_ttft[0]
-            check("added TTFT p50 <= 60 ms at 1 session", added <= 0.060, f"{ms(added)} ms")
-        elif level.sessions > 1 and level.floor is not None:
-            check(
-                f"TTFT p95 within 1.25x of the floor at {level.sessions} sessions",
-                level.ttft_ratio <= 1.25,
-                f"{level.ttft_ratio:.2f}x (Parley added TTFT p95 / floor TTFT p95)",
-            )
-            check(
-                f"per-delta p95 within 1.25x of the floor at {level.sessions} sessions",
-                level.delta_ratio <= 1.25,
-                f"{level.delta_ratio:.2f}x",
-            )
-        check(
-            f"no lost/duplicated deltas, no failed turns at {level.sessions} sessions",
-            level.integrity_ok,
-            "ok" if level.integrity_ok else "see the table above",
+        parts = ", ".join(f"{n} {res.cpu.get(n, 0) / res.turns:.3f}" for n in s.cpu)
+        top = ", ".join(
+            f"{n} {v / res.window * 100:.0f}%"
+            for n, v in sorted(res.cpu.items(), key=lambda kv: -kv[1])
+            if res.window and v / res.window >= 0.02
         )
+        out.append(f"    {s.label}: {parts} (busiest, % of one core: {top})")
+
+    ratios: list[str] = []
+    for a, b in (
+        ("parley", "live-floor"),
+        ("parley", "relay-floor"),
+        ("parley", "parley-off"),
+        ("parley-off", "relay-floor"),
+    ):
+        if a not in level.results or b not in level.results:
+            continue
+        cells = [
+            f"TTFT {times(ratio(level.ttft(a)[1], level.ttft(b)[1]))}",
+            f"per-delta {times(ratio(level.delta(a)[1], level.delta(b)[1]))}",
+        ]
+        if BY_PHASE[b].cpu:
+            cpu_ratio = ratio(level.cpu_per_turn(a), level.cpu_per_turn(b))
+            cells.append(f"CPU/turn {times(cpu_ratio)}")
+        ratios.append(f"    {BY_PHASE[a].label} / {BY_PHASE[b].label}: {', '.join(cells)}")
+    if ratios:
+        out += ["  ratios, p95:", *ratios]
+    print("\n".join(out), flush=True)
+    for s in ran:
+        for line in level.results[s.phase].errors[:5]:
+            print(f"    {s.label} error: {line}", flush=True)
+
+
+def print_idle(idle: dict[str, float], seconds: float) -> None:
+    busiest = sorted(idle.items(), key=lambda kv: -kv[1])
+    shares = ", ".join(f"{n} {v * 100:.1f}%" for n, v in busiest)
+    print(f"\nidle CPU, {seconds:g} s without turns, % of one core: {shares}", flush=True)
+
+
+def print_temporal(levels: list[LevelReport]) -> None:
+    """What each turn cost Temporal, from the histories of a sample of finished turns."""
+    metrics = (
+        ("signals", "signals"),
+        ("updates", "updates"),
+        ("signals_and_updates", "sig+upd"),
+        ("workflow_tasks", "wf tasks"),
+        ("activities", "activities"),
+        ("timers", "timers"),
+        ("events", "events"),
+    )
+    out = [
+        "",
+        "== Temporal per turn: the histories of a sample of finished turns, mean (max) ==",
+        f"  {'sessions':>8}  {'system':14}{'turns':>6}" + "".join(f"{t:>12}" for _, t in metrics),
+    ]
     for level in levels:
-        for res in (level.sdk, level.floor, level.parley):
+        for s in SYSTEMS:
+            h = level.history(s.phase)
+            if h is None:
+                continue
+            cells = "".join(f"{f'{h.mean[m]:.1f} ({h.max[m]})':>12}" for m, _ in metrics)
+            out.append(f"  {level.sessions:>8}  {s.label:14}{h.turns:>6}{cells}")
+    print("\n".join(out), flush=True)
+
+
+def print_summary(levels: list[LevelReport]) -> None:
+    """The run in two Markdown tables (latency; Parley's cost per turn), for the README."""
+    latency = ("parley", "parley-off", "relay-floor", "live-floor")
+    labels = [BY_PHASE[p].label for p in latency]
+    out = [
+        "",
+        "== summary (Markdown) ==",
+        "",
+        "| sessions | TTFT p50 / p95 ms: "
+        + " | ".join(labels)
+        + " | per-delta p50 / p95 ms: "
+        + " | ".join(labels)
+        + " |",
+        "| ---: " * (1 + 2 * len(latency)) + "|",
+    ]
+    for level in levels:
+        cells = [pair(level.ttft(p)) for p in latency] + [pair(level.delta(p)) for p in latency]
+        out.append(f"| {level.sessions} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "| sessions | system | CPU s/turn (worker, gateway, postgres, temporal) | "
+        "signals + updates | history events | items live / durable | turns/s |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for level in levels:
+        for phase in PARLEY:
+            res = level.get(phase)
+            if res is None or not res.turns:
+                continue
+            system = BY_PHASE[phase]
+            parts = ", ".join(f"{res.cpu.get(n, 0) / res.turns:.3f}" for n in system.cpu)
+            h = level.history(phase)
+            counts = (
+                (f"{h.mean['signals_and_updates']:.1f}", f"{h.mean['events']:.1f}")
+                if h
+                else ("-", "-")
+            )
+            live, durable = level.lanes_per_turn(phase)
+            lanes = "-" if math.isnan(live) else f"{live:.1f} / {durable:.1f}"
+            rate = f"{res.turns / res.window:.2f}" if res.window else "-"
+            out.append(
+                f"| {level.sessions} | {system.label} | {level.cpu_per_turn(phase):.3f} "
+                f"({parts}) | {counts[0]} | {counts[1]} | {lanes} | {rate} |"
+            )
+    print("\n".join(out), flush=True)
+
+
+def other_load_warnings(levels: list[LevelReport]) -> list[str]:
+    """One line per phase during which other processes used much CPU."""
+    lines = []
+    for level in levels:
+        for s in SYSTEMS:
+            res = level.get(s.phase)
             share = res.cpu.get(OTHER, 0.0) / res.window if res and res.window else 0.0
             if res and share > OTHER_CPU_WARN:
                 lines.append(
                     f"  WARNING: other processes on this machine used {share:.0%} of a core "
-                    f"during {res.phase} x{res.sessions}: its numbers are not trustworthy"
+                    f"during {s.label} x{level.sessions}: its numbers are not trustworthy"
                 )
-    print("\n".join(lines), flush=True)
-    return passed
-
-
-async def print_timeline(client: Client, res: PhaseResult) -> None:
-    """The history of the median-TTFT turn up to its first token, with the client's view."""
-    samples = [s for s in res.ok if s.received and s.workflow_id]
-    if not samples:
-        return
-    samples.sort(key=lambda s: s.received[0][0] - s.t0)
-    sample = samples[len(samples) // 2]
-    assert sample.workflow_id is not None
-    first = sample.received[0][0]
-    rows = [(t, name) for name, t in sample.marks.items()]
-    rows.append((first, "client: first token received"))
-    history = await client.get_workflow_handle(sample.workflow_id).fetch_history()
-    for event in history.events:
-        t = event.event_time.ToMicroseconds() / 1e6
-        if t > first + 0.001:
-            break
-        name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
-        which = event.WhichOneof("attributes")
-        attrs = getattr(event, which) if which else None
-        if event.HasField("activity_task_scheduled_event_attributes"):
-            name += f" {attrs.activity_type.name}"
-        elif event.HasField("workflow_execution_signaled_event_attributes"):
-            name += f" {attrs.signal_name}"
-        rows.append((t, name))
-    rows.sort()
-    print(f"    timeline of the median-TTFT {res.phase} turn (ms after the request):")
-    for t, name in rows:
-        print(f"      {(t - sample.t0) * 1000:8.1f}  {name}")
-
-
-def wire_payload(data: str) -> Payload:
-    """A published item's payload from its wire form (`PublishEntry.data`: base64 of the
-    serialized Payload, as the library documents it)."""
-    payload = Payload()
-    payload.ParseFromString(base64.b64decode(data))
-    return payload
-
-
-async def print_latency_split(client: Client, res: PhaseResult, turns: int = 30) -> None:
-    """Per-delta latency cut in two at the moment the workflow received the delta's signal:
-    publish side (stamp -> signal in history) and delivery side (signal -> client)."""
-    converter = client.data_converter.payload_converter
-    publish: list[float] = []
-    deliver: list[float] = []
-    counts: Counter[str] = Counter()
-    chosen = [s for s in res.ok if s.workflow_id][:turns]
-    for sample in chosen:
-        assert sample.workflow_id is not None
-        history = await client.get_workflow_handle(sample.workflow_id).fetch_history()
-        signaled: dict[float, float] = {}
-        for event in history.events:
-            counts[EventType.Name(event.event_type)] += 1
-            if not event.HasField("workflow_execution_signaled_event_attributes"):
-                continue
-            attrs = event.workflow_execution_signaled_event_attributes
-            if attrs.signal_name != "__temporal_workflow_stream_publish":
-                continue
-            at = event.event_time.ToMicroseconds() / 1e6
-            batch = converter.from_payloads(list(attrs.input.payloads), [PublishInput])[0]
-            for entry in batch.items:
-                item = converter.from_payload(wire_payload(entry.data), TurnEvent)
-                for stamp in stamps(item.data.get("text", "")):
-                    signaled[stamp] = at
-        for now, token in sample.received:
-            for stamp in stamps(token):
-                if stamp in signaled:
-                    publish.append(signaled[stamp] - stamp)
-                    deliver.append(now - signaled[stamp])
-    n = max(1, len(chosen))
-    print(
-        f"    {res.phase} per-delta latency split over {len(chosen)} turns: "
-        f"publish side (stamp -> signal recorded) {pair(p50_p95(publish))}, "
-        f"delivery side (signal -> client) {pair(p50_p95(deliver))}\n"
-        f"    {res.phase} per turn: "
-        f"{counts['EVENT_TYPE_WORKFLOW_TASK_COMPLETED'] / n:.1f} workflow tasks, "
-        f"{counts['EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED'] / n:.1f} publish signals, "
-        f"{counts['EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED'] / n:.1f} polls, "
-        f"{sum(counts.values()) / n:.0f} history events"
-    )
+    return lines

@@ -1,9 +1,12 @@
 """Turn latency, the parts under test: everything the bench brings up, each its own process.
 
-PostgreSQL (a fresh database on DATABASE_URL's server, else on an embedded one), the
+PostgreSQL (two fresh databases on DATABASE_URL's server, else on an embedded one), the
 Temporal dev server, the fake model (`python -m parley.stack.fake_anthropic` in stamp
-mode), Parley's worker (`python -m worker`) and gateway (`python -m parley gateway`) with
-the run's relay settings, and the relay floor's worker (`python -m bench.floor_worker`).
+mode), Parley twice: a worker (`python -m worker`) and a gateway (`python -m
+bench.counting_gateway`: `parley gateway` plus a read-only count of which lane delivered
+what) with the live lane on, and another pair with it off, each pair on its own database
+and task queue with its own relay settings; the relay floor's worker (`python -m
+bench.floor_worker`) and the live-lane floor's sender (`python -m bench.live_floor`).
 """
 
 from __future__ import annotations
@@ -16,17 +19,20 @@ import shutil
 import sys
 import tempfile
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import psutil
+from psycopg import conninfo
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from bench.counting_gateway import COUNTS_PATH
 from bench.cpu import CpuMeter, postgres_processes, with_children
 from parley.settings import Settings
 from parley.stack import databases
@@ -47,28 +53,43 @@ def say(message: str) -> None:
 
 @dataclass(frozen=True)
 class Relay:
-    """The relay settings of a run, passed to the worker and gateway as their environment."""
+    """How one Parley pair relays a turn, passed to its worker and gateway as environment."""
 
+    live: bool  # PARLEY_LIVE_LANE: tokens by LISTEN/NOTIFY at once, besides the record
     batch_ms: float  # PARLEY_RELAY_BATCH_INTERVAL: the model activity's publish batches
     poll_cooldown_ms: float  # PARLEY_RELAY_POLL_COOLDOWN: the gateway subscriber's rest
+    linger_s: float  # PARLEY_TURN_LINGER: a finished turn's workflow stays open this long
 
     @classmethod
-    def resolve(cls, batch_ms: float | None, poll_cooldown_ms: float | None) -> Relay:
+    def resolve(
+        cls,
+        live: bool,
+        batch_ms: float | None,
+        poll_cooldown_ms: float | None,
+        linger_s: float,
+    ) -> Relay:
         """The values given; else Parley's own, as this environment sets them."""
         settings = Settings()
         return cls(
+            live,
             batch_ms if batch_ms is not None else _ms(settings.relay_batch_interval),
             poll_cooldown_ms if poll_cooldown_ms is not None else _ms(settings.relay_poll_cooldown),
+            linger_s,
         )
 
     def env(self) -> dict[str, str]:
         return {
+            "PARLEY_LIVE_LANE": "true" if self.live else "false",
             "PARLEY_RELAY_BATCH_INTERVAL": f"{self.batch_ms:g}ms",
             "PARLEY_RELAY_POLL_COOLDOWN": f"{self.poll_cooldown_ms:g}ms",
+            "PARLEY_TURN_LINGER": f"{self.linger_s:g}s",
         }
 
     def describe(self) -> str:
-        return f"batch {self.batch_ms:g} ms, poll cooldown {self.poll_cooldown_ms:g} ms"
+        return (
+            f"live lane {'on' if self.live else 'off'}, batch {self.batch_ms:g} ms, "
+            f"poll cooldown {self.poll_cooldown_ms:g} ms, linger {self.linger_s:g} s"
+        )
 
 
 def _ms(value: timedelta) -> float:
@@ -98,11 +119,26 @@ async def has_pollers(client: Client, task_queue: str) -> bool:
 
 @dataclass(frozen=True)
 class StackOptions:
-    relay: Relay
+    live: Relay  # Parley as shipped: the live lane on
+    off: Relay  # Parley with the live lane off: the durable relay alone
     deltas: int  # the fake model's stamped deltas per reply
     interval_ms: float  # between two deltas
     log_level: str = "INFO"  # the children's PARLEY_LOG_LEVEL
     keep_logs: bool = False  # keep the children's logs even after a good run
+
+
+@dataclass(frozen=True)
+class ParleyEndpoint:
+    """One running Parley pair (worker + gateway), as its clients reach it."""
+
+    relay: Relay
+    ws_url: str
+    counts_url: str  # the gateway's GET /bench/feed-counts
+    task_queue: str
+
+
+# The CPU groups of each pair's processes (the meter's names), and of the floors'.
+PARLEY_PROCESSES = {"parley": ("worker", "gateway"), "parley-off": ("worker-off", "gateway-off")}
 
 
 class Stack:
@@ -119,7 +155,8 @@ class Stack:
         self.env: WorkflowEnvironment | None = None
         self.databases = contextlib.ExitStack()
         self.failed = False
-        self.fake_url = self.ws_url = self.task_queue = self.floor_queue = ""
+        self.fake_url = self.floor_queue = self.live_floor_url = ""
+        self.parley: dict[str, ParleyEndpoint] = {}
 
     @property
     def client(self) -> Client:
@@ -129,10 +166,13 @@ class Stack:
     async def start(self) -> None:
         say("starting PostgreSQL ...")
         server = self.databases.enter_context(databases.database_server())
-        database_url = self.databases.enter_context(
-            databases.fresh_database(server, "parley_bench")
-        )
-        self.meter.add("postgres", postgres_processes(server))
+        urls = {
+            name: self.databases.enter_context(databases.fresh_database(server, prefix))
+            for name, prefix in (("parley", "parley_bench"), ("parley-off", "parley_bench_off"))
+        }
+        ours = [conninfo.conninfo_to_dict(url)["dbname"] for url in urls.values()]
+        self.meter.add("postgres", postgres_processes(server, [str(n) for n in ours]))
+        self.live_floor_url = urls["parley"]  # its own channels: Parley's gateway ignores them
 
         say("starting the Temporal dev server ...")
         self.env = await WorkflowEnvironment.start_local(
@@ -145,7 +185,7 @@ class Stack:
         self.meter.add("temporal", lambda: temporal)
         atexit.register(_kill_all, temporal)
 
-        say("starting the fake model, the Parley worker and gateway, the floor worker ...")
+        say("starting the fake model, two Parley workers and gateways, the floors ...")
         stamps = [
             "--stamp-deltas",
             str(self.options.deltas),
@@ -155,10 +195,6 @@ class Stack:
         fake = self._spawn(
             "fake-model", ["-m", "parley.stack.fake_anthropic", *stamps], {}, capture=True
         )
-        gateway_port = free_port()
-        self.ws_url = f"ws://127.0.0.1:{gateway_port}/ws"
-        self.task_queue = f"parley-bench-{uuid.uuid4().hex[:6]}"
-        self.floor_queue = f"relay-floor-{uuid.uuid4().hex[:6]}"
         common = {
             "TEMPORAL_ADDRESS": address,
             "TEMPORAL_NAMESPACE": "default",
@@ -167,32 +203,52 @@ class Stack:
         }
         line = await fake.wait_for_line("serving on", timeout=READY_TIMEOUT)
         self.fake_url = line.split()[-1]
-        parley_env = {
+        probes: list[tuple[str, Callable[[], Awaitable[bool]]]] = []
+        for name, relay in (("parley", self.options.live), ("parley-off", self.options.off)):
+            endpoint = self._spawn_parley(name, relay, urls[name], common)
+            self.parley[name] = endpoint
+            probes.append((f"the {name} worker", _pollers(self.client, endpoint.task_queue)))
+            probes.append((f"the {name} gateway", http_ok(_ready_url(endpoint))))
+        self.floor_queue = f"relay-floor-{uuid.uuid4().hex[:6]}"
+        floor_env = {**common, "PARLEY_BENCH_FLOOR_QUEUE": self.floor_queue}
+        self._spawn("floor-worker", ["-m", "bench.floor_worker"], floor_env)
+        probes.append(("the floor worker", _pollers(self.client, self.floor_queue)))
+        live_floor = self._spawn(
+            "live-floor",
+            ["-m", "bench.live_floor", "--deltas", stamps[1], "--interval", stamps[3]],
+            {"DATABASE_URL": self.live_floor_url},
+            capture=True,
+        )
+
+        procs = list(self.procs.values())
+        for what, probe in probes:
+            await wait_until(probe, procs, timeout=READY_TIMEOUT, what=what)
+        await live_floor.wait_for_line("live floor listening", timeout=READY_TIMEOUT)
+
+    def _spawn_parley(
+        self, name: str, relay: Relay, database_url: str, common: dict[str, str]
+    ) -> ParleyEndpoint:
+        port = free_port()
+        task_queue = f"{name}-bench-{uuid.uuid4().hex[:6]}"
+        env = {
             **common,
-            **self.options.relay.env(),
+            **relay.env(),
             "DATABASE_URL": database_url,
-            "PARLEY_TASK_QUEUE": self.task_queue,
+            "PARLEY_TASK_QUEUE": task_queue,
             "ANTHROPIC_API_KEY": "bench-key",
             "ANTHROPIC_BASE_URL": self.fake_url,
             "PARLEY_HOST": "127.0.0.1",
-            "PARLEY_PORT": str(gateway_port),
-            "PARLEY_DATA_DIR": str(self.tmp / "data"),
+            "PARLEY_PORT": str(port),
+            "PARLEY_DATA_DIR": str(self.tmp / f"data-{name}"),
             "PARLEY_TOOL_MODULES": "",
             "PARLEY_CONFIRM_TOOLS": "",
             "PARLEY_DEMO": "0",
         }
-        self._spawn("worker", ["-m", "worker"], parley_env)
-        self._spawn("gateway", ["-m", "parley", "gateway"], parley_env)
-        floor_env = {**common, "PARLEY_BENCH_FLOOR_QUEUE": self.floor_queue}
-        self._spawn("floor-worker", ["-m", "bench.floor_worker"], floor_env)
-
-        procs = list(self.procs.values())
-        for what, probe in (
-            ("the Parley worker", lambda: has_pollers(self.client, self.task_queue)),
-            ("the floor worker", lambda: has_pollers(self.client, self.floor_queue)),
-            ("the gateway", http_ok(f"http://127.0.0.1:{gateway_port}/readyz")),
-        ):
-            await wait_until(probe, procs, timeout=READY_TIMEOUT, what=what)
+        worker, gateway = PARLEY_PROCESSES[name]
+        self._spawn(worker, ["-m", "worker"], env)
+        self._spawn(gateway, ["-m", "bench.counting_gateway"], env)
+        base = f"127.0.0.1:{port}"
+        return ParleyEndpoint(relay, f"ws://{base}/ws", f"http://{base}{COUNTS_PATH}", task_queue)
 
     def _spawn(
         self, name: str, args: list[str], extra: dict[str, str], *, capture: bool = False
@@ -216,7 +272,15 @@ class Stack:
 
     async def stop(self) -> None:
         say("shutting down ...")
-        for name in ("gateway", "worker", "floor-worker", "fake-model"):
+        for name in (
+            "gateway",
+            "gateway-off",
+            "worker",
+            "worker-off",
+            "floor-worker",
+            "live-floor",
+            "fake-model",
+        ):
             proc = self.procs.get(name)
             if proc is not None:
                 await asyncio.to_thread(proc.stop)
@@ -226,11 +290,19 @@ class Stack:
         try:
             await asyncio.to_thread(self.databases.close)
         except Exception as err:
-            say(f"  could not drop the bench's database: {err}")
+            say(f"  could not drop the bench's databases: {err}")
         if self.failed or self.options.keep_logs:
             say(f"logs kept in {self.log_dir}")
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _pollers(client: Client, task_queue: str) -> Callable[[], Awaitable[bool]]:
+    return lambda: has_pollers(client, task_queue)
+
+
+def _ready_url(endpoint: ParleyEndpoint) -> str:
+    return endpoint.counts_url.replace(COUNTS_PATH, "/readyz")
 
 
 def _kill_all(processes: list[psutil.Process]) -> None:
