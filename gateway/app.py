@@ -37,6 +37,8 @@ from parley.stores import resolve_stores
 
 log = get_logger(__name__)
 
+FIRST_READ_DELAY = timedelta(milliseconds=200)
+
 
 # Every protocol action this gateway answers, by the module that handles it.
 DISPATCHER = Dispatcher(sessions.ACTIONS, turns.ACTIONS, approvals.ACTIONS)
@@ -135,6 +137,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             settings.relay_poll_cooldown,
             settings.turn_linger,
             settings.relay_update_budget,
+            # With the live lane on, a new turn's record stays empty until its first batch.
+            first_read_delay=FIRST_READ_DELAY if settings.live_lane else timedelta(0),
         )
         app.state.services = Services(settings=settings, pool=pool, temporal=temporal, feeds=feeds)
         listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None

@@ -83,6 +83,7 @@ class TurnFeed:
         poll_cooldown: timedelta,
         counts: FeedCounts,
         update_budget: int,
+        first_read_delay: float = 0.0,
     ) -> None:
         self.turn_id = turn_id
         self.events: list[TurnEvent] = []
@@ -91,6 +92,7 @@ class TurnFeed:
         self._temporal = temporal
         self._counts = counts
         self._update_budget = update_budget
+        self._first_read_delay = first_read_delay
         self._poll_cooldown = poll_cooldown
         self._workflow_items = 0  # items in `events` the workflow published itself
         self._durable_next = 0  # the next offset to read from the durable record
@@ -193,6 +195,8 @@ class TurnFeed:
         )
         failures = 0
         try:
+            if self._first_read_delay > 0:
+                await asyncio.sleep(self._first_read_delay)
             while not self.done:
                 try:
                     async for offset, event in reader.read(self._durable_next):
@@ -224,9 +228,11 @@ class Feeds:
         poll_cooldown: timedelta,
         linger: timedelta,
         update_budget: int = 150,
+        first_read_delay: timedelta = timedelta(0),
     ) -> None:
         self._temporal = temporal
         self._update_budget = update_budget
+        self._first_read_delay = first_read_delay.total_seconds()
         self._poll_cooldown = poll_cooldown
         self._linger = linger.total_seconds()
         self._by_turn: dict[str, TurnFeed] = {}
@@ -236,12 +242,21 @@ class Feeds:
     def __len__(self) -> int:
         return len(self._by_turn)
 
-    def get(self, turn_id: str) -> TurnFeed:
-        """The turn's feed, started if this gateway has none (or only a lost one)."""
+    def get(self, turn_id: str, *, just_started: bool = False) -> TurnFeed:
+        """The turn's feed, started if this gateway has none (or only a lost one).
+
+        A turn this gateway has `just_started` has nothing in its record until its first
+        batch: its first read waits `first_read_delay`, so that read (an update, a workflow
+        task in the worker) does not compete with the model call for the first token."""
         feed = self._by_turn.get(turn_id)
         if feed is None or feed.lost:
             feed = TurnFeed(
-                self._temporal, turn_id, self._poll_cooldown, self.counts, self._update_budget
+                self._temporal,
+                turn_id,
+                self._poll_cooldown,
+                self.counts,
+                self._update_budget,
+                self._first_read_delay if just_started else 0.0,
             )
             self._by_turn[turn_id] = feed
             self._by_key[turn_key(turn_id)] = feed

@@ -84,9 +84,15 @@ def attach_after_park(
     conn.relays[tid] = Relay(conn, tid, request_id, stream, after_approval=approval_id)
 
 
-def attach(conn: Connection, tid: str, request_id: str, *, stream: bool) -> None:
-    """Relay the turn to this connection from its first event (replacing an older relay)."""
+def attach(
+    conn: Connection, tid: str, request_id: str, *, stream: bool, just_started: bool = False
+) -> None:
+    """Relay the turn to this connection from its first event (replacing an older relay).
+
+    `just_started`: this gateway has just started the turn's workflow, so its record is
+    empty for a while (see `Feeds.get`)."""
     previous = conn.relays.pop(tid, None)
     if previous is not None:
         previous.task.cancel()
+    conn.services.feeds.get(tid, just_started=just_started)
     conn.relays[tid] = Relay(conn, tid, request_id, stream)

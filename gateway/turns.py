@@ -48,7 +48,7 @@ async def send_message(conn: Connection, req: protocol.SendMessage) -> None:
     conn.outbox.send(
         protocol.immediate_response(req.request_id, 202, "Processing your request...", {})
     )
-    attach(conn, tid, req.request_id, stream=turn.stream)
+    attach(conn, tid, req.request_id, stream=turn.stream, just_started=created)
 
 
 async def resume_turn(conn: Connection, req: protocol.ResumeTurn) -> None:

@@ -20,19 +20,24 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
-def parse_duration(value: object) -> timedelta:
+def parse_duration(value: object, *, allow_zero: bool = False) -> timedelta:
     """Parse `90s`, `15m`, `24h`, `1.5h`, `250ms` or bare seconds into a timedelta."""
     if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float):
-        return timedelta(seconds=value)
-    match = _DURATION.match(str(value))
-    if not match:
-        raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 24h)")
-    seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use e.g. 90s, 15m, 24h)")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ValueError(f"duration must be positive: {value!r}")
     return timedelta(seconds=seconds)
+
+
+def _duration_or_zero(value: object) -> timedelta:
+    return parse_duration(value, allow_zero=True)
 
 
 def _split_csv(value: object) -> object:
@@ -42,6 +47,7 @@ def _split_csv(value: object) -> object:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+DurationOrZero = Annotated[timedelta, BeforeValidator(_duration_or_zero)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 
@@ -97,7 +103,7 @@ class Settings(BaseSettings):
         150, ge=0, le=1000, validation_alias=_env("PARLEY_RELAY_UPDATE_BUDGET")
     )
     # How long a finished turn stays readable for a client that re-attaches right away.
-    turn_linger: Duration = Field(
+    turn_linger: DurationOrZero = Field(
         timedelta(seconds=60), validation_alias=_env("PARLEY_TURN_LINGER")
     )
 

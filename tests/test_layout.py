@@ -94,3 +94,12 @@ def test_the_readme_layout_names_every_module() -> None:
     present = {p for p in present if not p.endswith("__init__.py")}
     assert sorted(named - present) == [], "named in the README but missing"
     assert sorted(present - named) == [], "present but not in the README's layout"
+
+
+def test_the_benches_import() -> None:
+    """Benches are not run by the suite; a change that breaks their imports still fails it."""
+    import importlib
+
+    for path in sorted((ROOT / "bench").glob("*.py")):
+        if path.stem != "__init__":
+            importlib.import_module(f"bench.{path.stem}")

@@ -62,15 +62,14 @@ def decode(payload: str) -> LiveItem | None:
         return None
 
 
+# One statement whatever the batch size: psycopg prepares it once, not once per size.
+_NOTIFY = f"select pg_notify('{CHANNEL}', p) from unnest(%s::text[]) with ordinality as t(p, n)"
+
+
 async def notify(conn: Conn, payloads: list[str]) -> None:
-    """Send `payloads` in one statement (one round trip, delivered in order)."""
-    if not payloads:
-        return
-    calls = sql.SQL(", ").join(
-        sql.SQL("pg_notify({}, {})").format(sql.Literal(CHANNEL), sql.Placeholder())
-        for _ in payloads
-    )
-    await conn.execute(sql.SQL("select {}").format(calls), payloads)
+    """Send `payloads` in one statement (one round trip, delivered in array order)."""
+    if payloads:
+        await conn.execute(_NOTIFY, (payloads,))
 
 
 async def listen(conn: Conn) -> None:
