@@ -23,7 +23,7 @@ from parley.stack import databases
 from parley.stack.embedded import temporal_binary
 from parley.stack.fake_anthropic import FakeAnthropic
 from parley.stack.processes import ChildProcess, free_port
-from tests.helpers import GatewayServer, running_gateway, running_worker
+from tests.helpers import GatewayServer, WsClient, running_gateway, running_worker
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +108,13 @@ async def worker(settings: Settings) -> AsyncIterator[None]:
 async def gateway(settings: Settings) -> AsyncIterator[GatewayServer]:
     async with running_gateway(settings) as server:
         yield server
+
+
+@pytest.fixture
+async def client(gateway: GatewayServer) -> AsyncIterator[WsClient]:
+    """A protocol client on the run's gateway, closed after the test."""
+    async with await WsClient.open(gateway.ws_url) as c:
+        yield c
 
 
 @pytest.fixture

@@ -151,6 +151,12 @@ class WsClient:
         return reply["data"]
 
 
+async def assert_still_open(client: WsClient) -> None:
+    """The socket still answers (a bad frame must not have dropped it)."""
+    pong = await client.request({"action": "ping", "requestId": "alive"})
+    assert pong["type"] == "pong" and pong["requestId"] == "alive"
+
+
 TERMINAL = {"eventual_response", "cancelled", "error"}
 
 

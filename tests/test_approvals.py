@@ -17,12 +17,6 @@ REFUND = ToolCall("issue_refund", {"order_id": "ORD-1234", "reason": "damaged"})
 
 
 @pytest.fixture
-async def client(gateway: GatewayServer):
-    async with await WsClient.open(gateway.ws_url) as c:
-        yield c
-
-
-@pytest.fixture
 async def session(client: WsClient) -> dict:
     return await client.create_session(str(uuid.uuid4()))
 

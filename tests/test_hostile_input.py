@@ -13,20 +13,15 @@ import pytest
 from pydantic import SecretStr
 
 from parley.stack.fake_anthropic import FakeAnthropic, Reply
-from tests.helpers import GatewayServer, WsClient, run_turn, running_gateway, tokens
+from tests.helpers import (
+    WsClient,
+    assert_still_open,
+    run_turn,
+    running_gateway,
+    tokens,
+)
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-@pytest.fixture
-async def client(gateway: GatewayServer):
-    async with await WsClient.open(gateway.ws_url) as c:
-        yield c
-
-
-async def still_open(client: WsClient) -> None:
-    pong = await client.request({"action": "ping", "requestId": "alive"})
-    assert pong["type"] == "pong"
 
 
 async def refused(client: WsClient, frame: dict | str) -> str:
@@ -69,20 +64,20 @@ async def test_unpaired_surrogates_and_nuls_anywhere(client: WsClient, field: st
         assert field in message
     nested = {"action": "create_conversation_session", "agentId": "a", "metadata": {"k\u0000": 1}}
     await refused(client, nested)
-    await still_open(client)
+    await assert_still_open(client)
 
 
 async def test_deep_nesting_is_refused_not_a_dropped_socket(client: WsClient) -> None:
     await refused(client, "[" * 10_000)
     await refused(client, '{"action":"ping","x":' + "[" * 40 + "]" * 40 + "}")
-    await still_open(client)
+    await assert_still_open(client)
 
 
 async def test_non_finite_numbers(client: WsClient) -> None:
     frame = '{"action":"get_conversation_messages","sessionId":"s","limit":Infinity}'
     assert "Infinity" in await refused(client, frame)
     await refused(client, '{"action":"ping","requestId":NaN}')
-    await still_open(client)
+    await assert_still_open(client)
 
 
 @pytest.mark.parametrize(
@@ -92,7 +87,7 @@ async def test_non_finite_numbers(client: WsClient) -> None:
 async def test_over_long_fields(client: WsClient, field: str, size: int) -> None:
     frame = {"action": "create_conversation_session", "agentId": "a", field: "x" * size}
     assert field in await refused(client, frame)
-    await still_open(client)
+    await assert_still_open(client)
 
 
 async def test_an_over_long_request_id_starts_no_turn(client: WsClient) -> None:
@@ -105,7 +100,7 @@ async def test_an_over_long_request_id_starts_no_turn(client: WsClient) -> None:
     }
     event = await client.request(frame)
     assert event["error"]["code"] == "VALIDATION_ERROR"
-    await still_open(client)
+    await assert_still_open(client)
 
 
 async def test_large_metadata(client: WsClient) -> None:

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from parley.protocol import MAX_FRAME_BYTES
 from parley.storage import messages, sessions
 from parley.widget_auth import sign_auth_context
-from tests.helpers import GatewayServer, WsClient
+from tests.helpers import GatewayServer, WsClient, assert_still_open
 
 SESSION_KEYS = {
     "sessionId",
@@ -24,17 +24,6 @@ SESSION_KEYS = {
     "userParticipantId",
     "agentParticipantId",
 }
-
-
-@pytest.fixture
-async def client(gateway: GatewayServer):
-    async with await WsClient.open(gateway.ws_url) as c:
-        yield c
-
-
-async def assert_still_open(client: WsClient) -> None:
-    pong = await client.request({"action": "ping", "requestId": "alive"})
-    assert pong["type"] == "pong" and pong["requestId"] == "alive"
 
 
 async def test_health_and_readiness(gateway: GatewayServer) -> None:

@@ -18,7 +18,6 @@ with workflow.unsafe.imports_passed_through():
     from parley.turn.types import ToolCall as TurnToolCall
     from parley.turn.types import TurnInput, TurnOutcome
     from tests.helpers import (
-        GatewayServer,
         WsClient,
         collapse,
         kinds,
@@ -69,12 +68,6 @@ async def test_a_workflow_bug_fails_the_turn_and_frees_the_session(
     assert "deliberate" not in broken[-1]["error"]["message"]  # no internals on the wire
     assert kinds(after)[0] == "immediate:202" and kinds(after)[-1] == "eventual_response"
     assert tokens(after) == "Hello again."
-
-
-@pytest.fixture
-async def client(gateway: GatewayServer):
-    async with await WsClient.open(gateway.ws_url) as c:
-        yield c
 
 
 async def test_a_reply_cut_at_the_output_limit_says_so(

@@ -27,12 +27,6 @@ pytestmark = pytest.mark.usefixtures("worker")
 
 
 @pytest.fixture
-async def client(gateway: GatewayServer):
-    async with await WsClient.open(gateway.ws_url) as c:
-        yield c
-
-
-@pytest.fixture
 async def session(client: WsClient) -> dict:
     return await client.create_session(str(uuid.uuid4()))
 
