@@ -196,12 +196,19 @@ async def test_model_500_then_success(client: WsClient, session: dict, fake_mode
     assert len(fake_model.requests) == 2
 
 
-async def test_model_400_fails_the_turn(client: WsClient, session: dict, fake_model: FakeAnthropic):
+async def test_model_400_fails_the_turn(
+    client: WsClient, session: dict, fake_model: FakeAnthropic, caplog: pytest.LogCaptureFixture
+):
     fake_model.enqueue(Reply(status=400, error_message="max_tokens: too large"))
     events = await run_turn(client, session["sessionId"], "hello", "r400")
     assert kinds(events) == ["immediate:202", "error"]
     assert events[-1]["error"]["code"] == "AGENT_ERROR"
-    assert "max_tokens: too large" in events[-1]["error"]["message"]
+    message = events[-1]["error"]["message"]
+    # The wire gets a reference, not the details: those are in the worker's log under it.
+    assert "max_tokens" not in message
+    ref = message.rsplit("ref ", 1)[1].rstrip(")")
+    logged = [r.getMessage() for r in caplog.records if f"ref {ref}" in r.getMessage()]
+    assert any("max_tokens: too large" in line for line in logged), logged
     assert len(fake_model.requests) == 1  # not retried
     # The slot is free again and no reply was stored.
     fake_model.enqueue(Reply(text="fine"))

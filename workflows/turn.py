@@ -171,11 +171,15 @@ class TurnWorkflow:
         """Release the slot, then tell the client why (a key problem as LLM_UNAVAILABLE)."""
         cause = err.cause
         reason = cause.message if isinstance(cause, ApplicationError) else str(err)
-        workflow.logger.warning("turn failed: %s", reason)
+        # The details stay in the worker's log; the wire gets a reference to them.
+        ref = str(workflow.uuid4())[:8]
+        workflow.logger.warning("turn failed (ref %s): %s", ref, reason)
         if isinstance(cause, ApplicationError) and cause.type == LLM_UNAVAILABLE:
             event = Failed(ErrorCode.LLM_UNAVAILABLE, reason)
         else:
-            event = Failed(ErrorCode.AGENT_ERROR, f"agent turn failed: {reason}")
+            event = Failed(
+                ErrorCode.AGENT_ERROR, f"the agent could not complete this turn (ref {ref})"
+            )
         await self._end(turn, "failed", event)
 
     async def _end(self, turn: str, status: EndStatus, event: Failed | Cancelled) -> None:
@@ -186,9 +190,12 @@ class TurnWorkflow:
         """
         try:
             await self._finish(turn, status)
-        except ActivityError:
-            raise
         except Exception as err:
+            # The client still gets its one terminal event; the slot is then taken over
+            # by the session's next claim (its workflow is no longer running).
+            self._publish(event)
+            if isinstance(err, ActivityError):
+                raise
             raise ApplicationError(f"could not end the turn: {err!r}", non_retryable=True) from err
         self._publish(event)
 
