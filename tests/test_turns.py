@@ -426,7 +426,7 @@ async def test_history_does_not_grow_with_the_conversation(
         fake_model.enqueue(Reply(text="Same reply."))
         events = await run_turn(client, s["sessionId"], "Same question?", "hist", stream=False)
         assert events[-1]["type"] == "eventual_response"
-        sizes[count] = await _history_payload_bytes(gateway, f"turn:{s['sessionId']}:hist")
+        sizes[count] = await _history_payload_bytes(gateway, turn_id(s["sessionId"], "hist"))
         sent = fake_model.requests[-1].body["messages"]
         assert len(sent) >= min(count, 2)
     assert len(fake_model.requests[-1].body["messages"]) > 100  # the context was really long
@@ -469,3 +469,19 @@ async def test_worker_without_a_model_key(isolated_settings, fake_model: FakeAnt
     assert events[-1]["error"]["code"] == "LLM_UNAVAILABLE"
     assert fake_model.requests == []
     assert [(m["direction"], m["content"]["text"]) for m in stored] == [("inbound", "hello?")]
+
+
+async def test_workflow_ids_do_not_carry_the_session_id(
+    client: WsClient, session: dict, fake_model: FakeAnthropic, gateway: GatewayServer
+):
+    """A session id is a capability: the turn's workflow id (in Temporal's UI, its history
+    and every log line that names the turn) must not contain it."""
+    fake_model.enqueue(Reply(text="ok"))
+    await run_turn(client, session["sessionId"], "hi", "opaque")
+    tid = turn_id(session["sessionId"], "opaque")
+    assert session["sessionId"] not in tid and "opaque" not in tid
+    description = await gateway.services.temporal.get_workflow_handle(tid).describe()
+    assert description.id == tid
+    history = await gateway.services.temporal.get_workflow_handle(tid).fetch_history()
+    assert history.workflow_id == tid
+    assert turn_id(session["sessionId"], "opaque") == tid  # the same on every gateway

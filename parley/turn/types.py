@@ -8,6 +8,7 @@ length of the conversation it belongs to.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -23,8 +24,11 @@ StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "pau
 
 
 def turn_id(session_id: str, request_id: str) -> str:
-    """The workflow id of a turn: one per (session, client request)."""
-    return f"turn:{session_id}:{request_id}"
+    """The workflow id of a turn: one per (session, client request), the same on every
+    gateway (a repeated requestId re-attaches). A hash: the session id grants access to its
+    conversation, so it must not stand in workflow ids, Temporal's UI or log lines."""
+    digest = hashlib.sha256(f"{session_id}\x00{request_id}".encode()).hexdigest()
+    return f"turn-{digest[:32]}"
 
 
 @dataclass
