@@ -89,11 +89,13 @@ class TurnPublisher:
         self._wake.set()
         if self._task is not None:
             await asyncio.shield(self._task)
-        if exc_type is None:
+        # The last round sent the queue; this retries a batch that failed in it. After a
+        # failed call its error is the one that matters (the retry's reset follows).
+        try:
             await self._send()
-        else:  # the record should hold what the live lane showed; the retry's reset follows
-            with contextlib.suppress(Exception):
-                await self._send()
+        except Exception:
+            if exc_type is None:
+                raise
 
     def reset(self) -> None:
         """Open a retried attempt: clients drop the text of the failed one."""

@@ -30,7 +30,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
-from gateway.record import RecordReader
+from gateway.record import UPDATE_BUDGET, RecordReader
 from parley.logs import get_logger
 from parley.storage.live import LiveItem, turn_key
 from parley.turn.events import (
@@ -59,12 +59,7 @@ def _key(event: Token | Reset) -> Key:
 
 def _same_item(a: TurnEvent, b: TurnEvent) -> bool:
     """Whether two model items are the same one (workflow items never come live)."""
-    return (
-        isinstance(a, Token | Reset)
-        and isinstance(b, Token | Reset)
-        and from_model_call(a)
-        and _key(a) == _key(b)
-    )
+    return from_model_call(a) and from_model_call(b) and _key(a) == _key(b)
 
 
 @dataclass
@@ -78,22 +73,18 @@ class FeedCounts:
 class TurnFeed:
     def __init__(
         self,
-        temporal: Client,
         turn_id: str,
-        poll_cooldown: timedelta,
+        reader: RecordReader,
         counts: FeedCounts,
-        update_budget: int,
         first_read_delay: float = 0.0,
     ) -> None:
         self.turn_id = turn_id
         self.events: list[TurnEvent] = []
         self.done = False
         self.lost = False
-        self._temporal = temporal
+        self._reader = reader
         self._counts = counts
-        self._update_budget = update_budget
         self._first_read_delay = first_read_delay
-        self._poll_cooldown = poll_cooldown
         self._workflow_items = 0  # items in `events` the workflow published itself
         self._durable_next = 0  # the next offset to read from the durable record
         self._confirmed = 0  # items of `events` the durable record has confirmed (or passed)
@@ -141,7 +132,7 @@ class TurnFeed:
 
     def _append(self, event: TurnEvent) -> None:
         self.events.append(event)
-        if isinstance(event, Token | Reset) and from_model_call(event):
+        if from_model_call(event):
             key = _key(event)
             self._delivered.add(key)
             self._pending.pop(key, None)
@@ -164,7 +155,7 @@ class TurnFeed:
 
     def _next_live(self) -> LiveItem | None:
         last = self.events[-1] if self.events else None
-        if isinstance(last, Token | Reset) and from_model_call(last):
+        if last is not None and from_model_call(last):
             return self._pending.pop((last.call, last.attempt, last.seq + 1), None)
         for key, item in self._pending.items():
             _, attempt, seq = key
@@ -190,16 +181,13 @@ class TurnFeed:
         self._take_live()
 
     async def _read_durable(self) -> None:
-        reader = RecordReader(
-            self._temporal, self.turn_id, self._poll_cooldown, self._update_budget
-        )
         failures = 0
         try:
             if self._first_read_delay > 0:
                 await asyncio.sleep(self._first_read_delay)
             while not self.done:
                 try:
-                    async for offset, event in reader.read(self._durable_next):
+                    async for offset, event in self._reader.read(self._durable_next):
                         self._on_durable(offset, event)
                         if self.done:
                             return
@@ -227,7 +215,7 @@ class Feeds:
         temporal: Client,
         poll_cooldown: timedelta,
         linger: timedelta,
-        update_budget: int = 150,
+        update_budget: int = UPDATE_BUDGET,
         first_read_delay: timedelta = timedelta(0),
     ) -> None:
         self._temporal = temporal
@@ -250,14 +238,9 @@ class Feeds:
         task in the worker) does not compete with the model call for the first token."""
         feed = self._by_turn.get(turn_id)
         if feed is None or feed.lost:
-            feed = TurnFeed(
-                self._temporal,
-                turn_id,
-                self._poll_cooldown,
-                self.counts,
-                self._update_budget,
-                self._first_read_delay if just_started else 0.0,
-            )
+            reader = RecordReader(self._temporal, turn_id, self._poll_cooldown, self._update_budget)
+            delay = self._first_read_delay if just_started else 0.0
+            feed = TurnFeed(turn_id, reader, self.counts, delay)
             self._by_turn[turn_id] = feed
             self._by_key[turn_key(turn_id)] = feed
         return feed

@@ -23,7 +23,6 @@ class LiveListener:
         self._conninfo = conninfo
         self._feeds = feeds
         self._task: asyncio.Task[None] | None = None
-        self.listening = asyncio.Event()  # set while items are being received
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="live listener")
@@ -39,7 +38,6 @@ class LiveListener:
             try:
                 async with await Conn.connect(self._conninfo, autocommit=True) as conn:
                     await live.listen(conn)
-                    self.listening.set()
                     backoff = 0.2
                     async for notify in conn.notifies():
                         item = live.decode(notify.payload)
@@ -49,7 +47,5 @@ class LiveListener:
                 raise
             except Exception as err:
                 log.warning("live lane listener down; retrying", error=str(err))
-            finally:
-                self.listening.clear()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)

@@ -43,7 +43,6 @@ class RecordReader:
         self._converter = temporal.data_converter.payload_converter
         self._poll_cooldown = poll_cooldown.total_seconds()
         self.updates = 0
-        self.queries = 0
         self._closed = False
 
     async def read(self, from_offset: int) -> AsyncIterator[tuple[int, TurnEvent]]:
@@ -77,7 +76,6 @@ class RecordReader:
             return None
 
     async def _query(self, offset: int) -> PollResult:
-        self.queries += 1
         poll = PollInput(topics=[EVENTS_TOPIC], from_offset=offset)
         return await self._handle.query(STREAM_POLL, poll, result_type=PollResult)
 

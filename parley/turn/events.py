@@ -10,7 +10,7 @@ never be changed for a kind that has been published (old histories replay throug
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeGuard
 
 EVENTS_TOPIC = "events"
 
@@ -122,7 +122,7 @@ TURN_EVENT: type[TurnEvent] = TurnEvent  # type: ignore[assignment]
 TERMINAL = (Done, Failed, Cancelled)
 
 
-def from_model_call(event: TurnEvent) -> bool:
+def from_model_call(event: TurnEvent) -> TypeGuard[Token | Reset]:
     """Whether a model activity published `event` (the live lane carries only these)."""
     return isinstance(event, Token | Reset) and event.attempt >= 1
 
