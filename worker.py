@@ -102,7 +102,9 @@ async def run_worker(
                     conn, settings.org, load_embedder(settings.embeddings)
                 )
             log.info("demo knowledge", summary=summary.line())
-        client = await temporal_client.connect(stores.temporal_address, settings.temporal_namespace)
+        client = await temporal_client.connect(
+            stores.temporal_address, settings.temporal_namespace, payload_keys=settings.payload_keys
+        )
         llm = model_client(settings)
         if llm is not None:
             stack.push_async_callback(llm.close)

@@ -16,9 +16,12 @@ from datetime import timedelta
 from temporalio import activity
 from temporalio.client import Client
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.converter import DataConverter
 from temporalio.worker import Worker
 
 from bench.relay_floor import PUBLISH_ACTIVITY, FloorInput, RelayFloor
+from parley import temporal_client
+from parley.settings import Settings
 from parley.turn.events import EVENTS_TOPIC, TURN_EVENT, Token
 
 
@@ -70,9 +73,19 @@ async def publish_deltas(inp: FloorInput) -> str:
     return "".join(parts)
 
 
+def bench_data_converter() -> DataConverter:
+    """The converter of the bench's own clients (its driver's, the floor worker's): with
+    PARLEY_PAYLOAD_KEYS set (the Parley processes inherit it), Parley's encrypting one, so
+    they read the same payloads; unset, the library's default, as the floor always had."""
+    keys = Settings().payload_keys
+    return DataConverter.default if keys is None else temporal_client.data_converter(keys)
+
+
 async def serve() -> None:
     client = await Client.connect(
-        os.environ["TEMPORAL_ADDRESS"], namespace=os.environ.get("TEMPORAL_NAMESPACE", "default")
+        os.environ["TEMPORAL_ADDRESS"],
+        namespace=os.environ.get("TEMPORAL_NAMESPACE", "default"),
+        data_converter=bench_data_converter(),  # the bench client's: it starts our workflows
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

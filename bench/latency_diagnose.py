@@ -73,7 +73,8 @@ async def print_latency_split(client: Client, res: PhaseResult, turns: int = 30)
             if attrs.signal_name != "__temporal_workflow_stream_publish":
                 continue
             at = event.event_time.ToMicroseconds() / 1e6
-            batch = converter.from_payloads(list(attrs.input.payloads), [PublishInput])[0]
+            # The codec's, then the converter's (PARLEY_PAYLOAD_KEYS' encryption, if set).
+            [batch] = await client.data_converter.decode(list(attrs.input.payloads), [PublishInput])
             for entry in batch.items:
                 item = converter.from_payload(wire_payload(entry.data), TURN_EVENT)
                 for stamp in stamps(item.text if isinstance(item, Token) else ""):

@@ -34,6 +34,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from bench.counting_gateway import COUNTS_PATH
 from bench.cpu import CpuMeter, postgres_processes, with_children
+from bench.floor_worker import bench_data_converter
 from parley.settings import Settings
 from parley.stack import databases
 from parley.stack.embedded import temporal_binary
@@ -176,7 +177,9 @@ class Stack:
 
         say("starting the Temporal dev server ...")
         self.env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_binary(), dev_server_log_level="error"
+            dev_server_existing_path=temporal_binary(),
+            dev_server_log_level="error",
+            data_converter=bench_data_converter(),
         )
         address = self.client.service_client.config.target_host
         temporal = [p for p in psutil.Process().children(recursive=True) if "temporal" in p.name()]

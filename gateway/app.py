@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway import admin, approvals, sessions, turns
+from gateway import admin, approvals, codec, sessions, turns
 from gateway.approvals import Reconciler
 from gateway.connection import Connection
 from gateway.dispatch import Dispatcher
@@ -130,7 +130,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         pool = db.create_pool(stores.database_url, max_size=settings.db_pool_max, name="gateway")
         await pool.open()
         temporal = await temporal_client.connect(
-            stores.temporal_address, settings.temporal_namespace, lazy=True
+            stores.temporal_address,
+            settings.temporal_namespace,
+            payload_keys=settings.payload_keys,
+            lazy=True,
         )
         feeds = Feeds(
             temporal,
@@ -162,6 +165,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/", chat_page),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *codec.routes(settings),
             WebSocketRoute("/ws", websocket_endpoint),
             *admin.routes,
         ],

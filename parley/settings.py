@@ -20,6 +20,32 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 
+def _secret_or_none(value: object) -> object:
+    """A raw keys string as a SecretStr at once, so a validation error shows it masked;
+    a blank one as unset."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        return SecretStr(value) if value.strip() else None
+    return value
+
+
+def _check_payload_keys(value: object) -> object:
+    """Fail at start on malformed keys; the message never includes key material."""
+    if isinstance(value, SecretStr):
+        from parley.payload_codec import parse_payload_keys
+
+        parse_payload_keys(value.get_secret_value())
+    return value
+
+
+# `PARLEY_PAYLOAD_KEYS` (parley/payload_codec.py). Validators run last to first: the raw value
+# is masked before it is checked, so the check's error shows it as `**********`.
+PayloadKeys = Annotated[
+    SecretStr | None, BeforeValidator(_check_payload_keys), BeforeValidator(_secret_or_none)
+]
+
+
 def parse_duration(value: object, *, allow_zero: bool = False) -> timedelta:
     """Parse `90s`, `15m`, `24h`, `1.5h`, `250ms` or bare seconds into a timedelta."""
     if isinstance(value, timedelta):
@@ -70,6 +96,15 @@ class Settings(BaseSettings):
     temporal_address: str | None = Field(None, validation_alias=_env("TEMPORAL_ADDRESS"))
     temporal_namespace: str = Field("default", validation_alias=_env("TEMPORAL_NAMESPACE"))
     task_queue: str = Field("parley", validation_alias=_env("PARLEY_TASK_QUEUE"))
+
+    # Temporal payload encryption (parley/payload_codec.py): `kid:base64key,...`, the first
+    # key encrypts, all decrypt; unset, payloads are stored as they are. The gateway's
+    # /codec endpoint (admin token) decodes them for Temporal's UI and CLI, which call it
+    # from a browser on one of `codec_cors_origins`.
+    payload_keys: PayloadKeys = Field(None, validation_alias=_env("PARLEY_PAYLOAD_KEYS"))
+    codec_cors_origins: CsvList = Field(
+        default_factory=list, validation_alias=_env("PARLEY_CODEC_CORS_ORIGINS")
+    )
 
     anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))
     anthropic_base_url: str | None = Field(None, validation_alias=_env("ANTHROPIC_BASE_URL"))

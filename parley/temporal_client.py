@@ -1,4 +1,5 @@
-"""Connecting to Temporal, with the payload converter's type-hint lookups memoized.
+"""Connecting to Temporal: the payload converter's type-hint lookups memoized, and payloads
+encrypted when `PARLEY_PAYLOAD_KEYS` is set.
 
 Temporal's JSON converter turns every decoded dict into its dataclass through
 `typing.get_type_hints(cls)`, which re-evaluates the class's string annotations on each
@@ -6,14 +7,28 @@ call. A streaming turn decodes hundreds of small dataclasses (stream items on th
 publish batches in the workflow), and those lookups were ~40% of a busy gateway's CPU.
 A class's hints do not change after import, so one lookup per class is enough: the
 converter module's `get_type_hints` is replaced by a memoized one, once per process.
+
+Every Temporal client Parley makes for turns goes through `connect` (or `data_converter`),
+so gateways and workers encrypt and decrypt with the same keys (`parley/payload_codec.py`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
+from pydantic import SecretStr
 from temporalio.client import Client
-from temporalio.converter import _payload_converter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverterWithEncodedAttributes,
+    _payload_converter,
+)
+
+from parley.logs import get_logger
+from parley.payload_codec import EncryptionCodec, codec_for
+
+log = get_logger(__name__)
 
 
 def memoize_type_hints() -> None:
@@ -23,7 +38,33 @@ def memoize_type_hints() -> None:
         _payload_converter.get_type_hints = functools.cache(current)  # type: ignore[assignment]
 
 
-async def connect(address: str, namespace: str, *, lazy: bool = False) -> Client:
-    """A Temporal client for the gateway or the worker."""
+def data_converter(payload_keys: SecretStr | None) -> DataConverter:
+    """The converter of every Parley client: the default one, with memoized type hints;
+    with keys, payloads are encrypted (see `_encrypting`)."""
+    return _encrypting(codec_for(payload_keys))
+
+
+def _encrypting(codec: EncryptionCodec | None) -> DataConverter:
+    """The default converter, with `codec` when there is one, and then failures' messages
+    and stack traces encrypted too (Temporal otherwise stores them as plain text)."""
     memoize_type_hints()
-    return await Client.connect(address, namespace=namespace, lazy=lazy)
+    if codec is None:
+        return DataConverter.default
+    return dataclasses.replace(
+        DataConverter.default,
+        payload_codec=codec,
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
+
+
+async def connect(
+    address: str, namespace: str, *, payload_keys: SecretStr | None, lazy: bool = False
+) -> Client:
+    """A Temporal client for the gateway or the worker. `payload_keys` is required so no
+    caller forgets it: pass `settings.payload_keys` (None only where nothing is encrypted)."""
+    codec = codec_for(payload_keys)
+    if codec is not None:
+        log.info("temporal payloads encrypted", key_id=codec.key_id, decrypts=list(codec.key_ids))
+    return await Client.connect(
+        address, namespace=namespace, lazy=lazy, data_converter=_encrypting(codec)
+    )

@@ -228,7 +228,9 @@ def fixture_names() -> list[str]:
 async def data_converter() -> DataConverter:
     """The converter of the worker's own client, built by the same `connect` (lazily: it
     never dials the address, replay needs no server)."""
-    client = await temporal_client.connect("127.0.0.1:7233", "default", lazy=True)
+    client = await temporal_client.connect(
+        "127.0.0.1:7233", "default", payload_keys=None, lazy=True
+    )
     return client.data_converter
 
 
