@@ -190,6 +190,7 @@ async def measure(args: argparse.Namespace, log_dir: Path) -> dict[int, Samples]
             "PARLEY_TOOL_MODULES": "parley.demo",
             "PARLEY_GROUNDING_RESULTS": "0",
             "PARLEY_LOG_LEVEL": "WARNING",
+            "PARLEY_WIDGET_AUTH_STRICT": "false",
         }
         roles = {"worker": ["-m", "worker"], "gateway": ["-m", "parley", "gateway"]}
         children = [

@@ -200,6 +200,7 @@ class Stack:
             "TEMPORAL_NAMESPACE": "default",
             "PARLEY_LOG_LEVEL": self.options.log_level,
             "PARLEY_LOG_FORMAT": "console",
+            "PARLEY_WIDGET_AUTH_STRICT": "false",
         }
         line = await fake.wait_for_line("serving on", timeout=READY_TIMEOUT)
         self.fake_url = line.split()[-1]

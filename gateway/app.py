@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway import admin, approvals, sessions, turns
 from gateway.approvals import Reconciler
+from gateway.auth import InvalidToken, TokenVerifier, principal_of
 from gateway.connection import Connection
 from gateway.dispatch import Dispatcher
 from gateway.feed import Feeds
@@ -29,6 +30,7 @@ from gateway.live import LiveListener
 from gateway.outbox import Outbox
 from gateway.services import Services
 from parley import protocol, temporal_client
+from parley.identity import Principal
 from parley.logs import get_logger
 from parley.protocol import ErrorCode
 from parley.settings import Settings, get_settings
@@ -44,8 +46,23 @@ FIRST_READ_DELAY = timedelta(milliseconds=200)
 DISPATCHER = Dispatcher(sessions.ACTIONS, turns.ACTIONS, approvals.ACTIONS)
 
 
+async def _principal(websocket: WebSocket, services: Services) -> Principal | None:
+    """The socket's principal; an invalid token connects as anonymous (logged)."""
+    try:
+        return await principal_of(services.verifier, websocket)
+    except InvalidToken as err:
+        log.info("invalid token on connect", reason=str(err))
+        return None
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
+    principal = await _principal(websocket, services)
+    if principal is None and services.verifier is not None and services.settings.auth_strict:
+        await websocket.send_denial_response(
+            PlainTextResponse("a valid token is required", status_code=401)
+        )
+        return
     await websocket.accept()
     outbox = Outbox(websocket)
     outbox.start()
@@ -54,6 +71,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         services=services,
         outbox=outbox,
         origin=websocket.headers.get("origin"),
+        principal=principal,
     )
     log.debug("connection opened", conn=conn.id, origin=conn.origin)
     try:
@@ -140,7 +158,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # With the live lane on, a new turn's record stays empty until its first batch.
             first_read_delay=FIRST_READ_DELAY if settings.live_lane else timedelta(0),
         )
-        app.state.services = Services(settings=settings, pool=pool, temporal=temporal, feeds=feeds)
+        app.state.services = Services(
+            settings=settings,
+            pool=pool,
+            temporal=temporal,
+            feeds=feeds,
+            verifier=TokenVerifier(settings) if settings.auth == "jwt" else None,
+        )
         listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None
         if listener is not None:
             listener.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -25,6 +26,17 @@ def _mask_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMa
     return event
 
 
+_TOKEN_IN_URL = re.compile(r"([?&](?:token|access_token)=)[^&\s\"']+")
+
+
+def _mask_url_tokens(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """uvicorn logs a WebSocket's path with its query string, where `?token=` travels."""
+    message = event.get("event")
+    if isinstance(message, str) and "token=" in message:
+        event["event"] = _TOKEN_IN_URL.sub(r"\1***", message)
+    return event
+
+
 def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
     """Route structlog and stdlib logging through one renderer (`console` or `json`)."""
     shared: list[Any] = [
@@ -33,6 +45,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console") -> None:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         _mask_secrets,
+        _mask_url_tokens,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer()

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -107,6 +107,29 @@ class Settings(BaseSettings):
         timedelta(seconds=60), validation_alias=_env("PARLEY_TURN_LINGER")
     )
 
+    # Identity: with PARLEY_AUTH=jwt a connection's token names its principal (gateway/auth.py).
+    auth: Literal["none", "jwt"] = Field("none", validation_alias=_env("PARLEY_AUTH"))
+    auth_strict: bool = Field(False, validation_alias=_env("PARLEY_AUTH_STRICT"))
+    jwt_secret: SecretStr | None = Field(None, validation_alias=_env("PARLEY_JWT_SECRET"))
+    jwt_public_key: str | None = Field(None, validation_alias=_env("PARLEY_JWT_PUBLIC_KEY"))
+    jwt_jwks_url: str | None = Field(None, validation_alias=_env("PARLEY_JWT_JWKS_URL"))
+    jwt_issuer: str | None = Field(None, validation_alias=_env("PARLEY_JWT_ISSUER"))
+    jwt_audience: str | None = Field(None, validation_alias=_env("PARLEY_JWT_AUDIENCE"))
+    # An unknown `kid` refetches the JWKS at most this often.
+    jwt_jwks_cooldown: DurationOrZero = Field(
+        timedelta(seconds=30), validation_alias=_env("PARLEY_JWT_JWKS_COOLDOWN")
+    )
+    jwt_admin_role: str = Field("admin", validation_alias=_env("PARLEY_JWT_ADMIN_ROLE"))
+    # A session nobody used for this long, or this old, is gone (its id answers "not found").
+    session_idle_timeout: Duration = Field(
+        timedelta(hours=24), validation_alias=_env("PARLEY_SESSION_IDLE_TIMEOUT")
+    )
+    session_max_age: Duration = Field(
+        timedelta(days=7), validation_alias=_env("PARLEY_SESSION_MAX_AGE")
+    )
+    # `module:attr`, a callable org_id -> model API key (or None); default: ANTHROPIC_API_KEY.
+    model_key_resolver: str | None = Field(None, validation_alias=_env("PARLEY_MODEL_KEY_RESOLVER"))
+
     demo: bool = Field(False, validation_alias=_env("PARLEY_DEMO"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("PARLEY_ADMIN_TOKEN"))
     rerank: Literal["lexical"] | None = Field(None, validation_alias=_env("PARLEY_RERANK"))
@@ -114,11 +137,21 @@ class Settings(BaseSettings):
     grounding_results: int = Field(
         3, ge=0, le=20, validation_alias=_env("PARLEY_GROUNDING_RESULTS")
     )
-    widget_auth_strict: bool = Field(False, validation_alias=_env("PARLEY_WIDGET_AUTH_STRICT"))
+    # Unregistered agents are refused unless this is off (`parley dev` turns it off).
+    widget_auth_strict: bool = Field(True, validation_alias=_env("PARLEY_WIDGET_AUTH_STRICT"))
     org: str = Field("default", validation_alias=_env("PARLEY_ORG"))
 
     log_level: str = Field("INFO", validation_alias=_env("PARLEY_LOG_LEVEL"))
     log_format: str = Field("console", validation_alias=_env("PARLEY_LOG_FORMAT"))
+
+    @model_validator(mode="after")
+    def _jwt_has_a_key(self) -> Settings:
+        if self.auth == "jwt" and not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url):
+            raise ValueError(
+                "PARLEY_AUTH=jwt needs PARLEY_JWT_SECRET, PARLEY_JWT_PUBLIC_KEY"
+                " or PARLEY_JWT_JWKS_URL"
+            )
+        return self
 
     @property
     def has_model_key(self) -> bool:

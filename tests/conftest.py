@@ -94,6 +94,8 @@ def settings(
         # A finished turn stays readable this long (resume right after its end is tested);
         # short, so tests that wait for a workflow to close do not wait a minute.
         turn_linger=timedelta(seconds=3),
+        # Tests open sessions on ad-hoc agent ids, as `parley dev` allows.
+        widget_auth_strict=False,
     )
 
 
@@ -142,6 +144,7 @@ class Processes:
             "PARLEY_CONFIRM_TOOLS": ",".join(settings.confirm_tools),
             "PARLEY_LOG_LEVEL": "WARNING",
             "PARLEY_TURN_LINGER": f"{settings.turn_linger.total_seconds()}s",
+            "PARLEY_WIDGET_AUTH_STRICT": "false",
             **extra,
         }
 

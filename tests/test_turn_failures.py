@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         running_gateway,
         tokens,
     )
-    from worker import model_client, turn_activities
+    from worker import model_clients, turn_activities
     from workflows.turn import TRUNCATED_NOTICE, TurnWorkflow
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -46,8 +46,7 @@ class BrokenTurn(TurnWorkflow):
 async def test_a_workflow_bug_fails_the_turn_and_frees_the_session(
     isolated_settings: Settings, fake_model: FakeAnthropic, temporal_env: WorkflowEnvironment
 ) -> None:
-    llm = model_client(isolated_settings)
-    assert llm is not None
+    llm = model_clients(isolated_settings)
     async with running_gateway(isolated_settings) as gateway:
         worker = Worker(
             temporal_env.client,
@@ -62,7 +61,7 @@ async def test_a_workflow_bug_fails_the_turn_and_frees_the_session(
             broken = await run_turn(client, session["sessionId"], "where is A1?", "bug")
             fake_model.enqueue(Reply(text="Hello again."))
             after = await run_turn(client, session["sessionId"], "hello?", "next")
-    await llm.close()
+    await llm.aclose()
     assert collapse(kinds(broken)) == ["immediate:202", "stream_token", "error"]
     assert broken[-1]["error"]["code"] == "AGENT_ERROR"
     assert "deliberate" not in broken[-1]["error"]["message"]  # no internals on the wire

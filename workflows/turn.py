@@ -222,6 +222,7 @@ class TurnWorkflow:
                     allow_tools=not last,
                     user_message=self.user_message if iteration == 0 else None,
                     after=self.published,
+                    groups=self.inp.groups,
                 ),
                 MODEL_CALL,
             )
@@ -254,6 +255,7 @@ class TurnWorkflow:
                 org_id=self.inp.org_id,
                 user_id=self.inp.user_id,
                 verdict=verdict,
+                groups=self.inp.groups,
             ),
             TOOL_CALL,
         )
