@@ -148,21 +148,21 @@ class Processes:
             **extra,
         }
 
-    def worker(self, settings: Settings) -> ChildProcess:
-        return self._start("worker", ["-m", "worker"], self.env(settings))
+    def worker(self, settings: Settings, **extra_env: str) -> ChildProcess:
+        return self._start("worker", ["-m", "worker"], self.env(settings, **extra_env))
 
     async def gateway(
-        self, settings: Settings, port: int | None = None
+        self, settings: Settings, port: int | None = None, **extra_env: str
     ) -> tuple[ChildProcess, int]:
         """A gateway process on `port` (a free one by default), once /readyz says 200."""
         port = port or free_port()
-        env = self.env(settings, PARLEY_PORT=str(port))
+        env = self.env(settings, PARLEY_PORT=str(port), **extra_env)
         process = self._start("gateway", ["-m", "parley", "gateway"], env)
         await process.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
         return process, port
 
     def _start(self, name: str, args: list[str], env: dict[str, str]) -> ChildProcess:
-        process = ChildProcess(name, [sys.executable, *args], env=env)
+        process = ChildProcess(name, [sys.executable, *args], env=env, capture=True)
         self.started.append(process)
         return process
 
