@@ -9,6 +9,7 @@ exception into the matching `error` event, so no frame can drop the socket.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -91,10 +92,21 @@ class Dispatcher:
         except ProtocolError as err:
             conn.outbox.send(protocol.error(request_id, err.code, err.message))
         except (psycopg.OperationalError, PoolTimeout):
-            log.exception("storage unavailable")
+            ref = _reference()
+            log.exception("storage unavailable", ref=ref)
             conn.outbox.send(
-                protocol.error(request_id, ErrorCode.STORAGE_ERROR, "storage is unavailable")
+                protocol.error(
+                    request_id, ErrorCode.STORAGE_ERROR, f"storage is unavailable (ref {ref})"
+                )
             )
         except Exception:
-            log.exception("action failed")
-            conn.outbox.send(protocol.error(request_id, ErrorCode.INTERNAL_ERROR, "internal error"))
+            ref = _reference()
+            log.exception("action failed", ref=ref)
+            conn.outbox.send(
+                protocol.error(request_id, ErrorCode.INTERNAL_ERROR, f"internal error (ref {ref})")
+            )
+
+
+def _reference() -> str:
+    """A correlation id for an error: the wire gets it, the log line has the details."""
+    return secrets.token_hex(4)

@@ -10,6 +10,8 @@ import uuid
 
 import httpx
 import pytest
+import structlog
+import structlog.testing
 from pydantic import SecretStr
 
 from parley.stack.fake_anthropic import FakeAnthropic, Reply
@@ -132,3 +134,26 @@ async def test_a_deeply_nested_html_upload_does_not_stall_the_gateway(settings) 
             await asyncio.wait([upload], timeout=0.02)  # pace the probes, not a sync point
         assert (await upload).status_code == 201
     assert slowest < 0.1, f"/healthz took {slowest * 1000:.0f} ms during the upload"
+
+
+async def test_an_unexpected_failure_is_generic_on_the_wire_with_a_reference(settings) -> None:
+    """Temporal unreachable when a turn starts: the client gets INTERNAL_ERROR with a
+    reference and no details; the log line under that reference has them."""
+    from parley.stack.processes import free_port
+
+    unreachable = settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    frame = {"action": "send_message", "requestId": "r", "message": "hello"}
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            running_gateway(unreachable) as gateway,
+            await WsClient.open(gateway.ws_url) as c,
+        ):
+            session = await c.create_session(str(uuid.uuid4()))
+            event = await c.request({**frame, "sessionId": session["sessionId"]}, timeout=30)
+            await assert_still_open(c)
+    assert event["type"] == "error" and event["error"]["code"] == "INTERNAL_ERROR"
+    message = event["error"]["message"]
+    assert message.startswith("internal error (ref ") and "127.0.0.1" not in message
+    ref = message.removeprefix("internal error (ref ").rstrip(")")
+    [logged] = [entry for entry in logs if entry.get("ref") == ref]
+    assert logged["event"] == "action failed" and logged["exc_info"]  # the details, there
