@@ -9,7 +9,6 @@ exception into the matching `error` event, so no frame can drop the socket.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.connection import Connection
 from parley import protocol
-from parley.logs import get_logger, session_ref
+from parley.logs import get_logger, new_reference, session_ref
 from parley.protocol import ErrorCode, ProtocolError
 
 log = get_logger(__name__)
@@ -92,7 +91,7 @@ class Dispatcher:
         except ProtocolError as err:
             conn.outbox.send(protocol.error(request_id, err.code, err.message))
         except (psycopg.OperationalError, PoolTimeout):
-            ref = _reference()
+            ref = new_reference()
             log.exception("storage unavailable", ref=ref)
             conn.outbox.send(
                 protocol.error(
@@ -100,13 +99,8 @@ class Dispatcher:
                 )
             )
         except Exception:
-            ref = _reference()
+            ref = new_reference()
             log.exception("action failed", ref=ref)
             conn.outbox.send(
                 protocol.error(request_id, ErrorCode.INTERNAL_ERROR, f"internal error (ref {ref})")
             )
-
-
-def _reference() -> str:
-    """A correlation id for an error: the wire gets it, the log line has the details."""
-    return secrets.token_hex(4)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import secrets
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -83,6 +84,11 @@ def session_ref(session_id: object) -> str | None:
     if not isinstance(session_id, str) or not session_id:
         return None
     return hashlib.sha256(session_id.encode()).hexdigest()[:12]
+
+
+def new_reference() -> str:
+    """A correlation id for an error: the wire gets it, the log line beside it the details."""
+    return secrets.token_hex(4)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -101,3 +101,27 @@ async def test_a_tool_call_cut_at_the_output_limit_is_not_run(
     assert collapse(kinds(events)) == ["immediate:202", "stream_token", "eventual_response"]
     assert tokens(events) == "Checking" + TRUNCATED_NOTICE
     assert len(fake_model.requests) == 1
+
+
+async def test_a_terminated_turn_still_ends_with_one_terminal_event(
+    client: WsClient, fake_model: FakeAnthropic, temporal_env: WorkflowEnvironment
+) -> None:
+    """An operator terminates a streaming turn: the workflow closes without publishing an
+    end, and the relay says so (one AGENT_ERROR with a reference); the session is free."""
+    from parley.turn.types import turn_id
+
+    session = (await client.create_session(str(uuid.uuid4())))["sessionId"]
+    fake_model.enqueue(Reply(text="this will be cut off", pause_after=2))
+    await client.send(
+        {"action": "send_message", "requestId": "t", "sessionId": session, "message": "hi"}
+    )
+    await fake_model.await_paused()
+    await temporal_env.client.get_workflow_handle(turn_id(session, "t")).terminate("operator")
+    fake_model.release()
+    events = await client.recv_until(lambda e: e["type"] in ("error", "eventual_response"), 30)
+    assert kinds(events)[-1] == "error" and events[-1]["requestId"] == "t"
+    assert events[-1]["error"]["code"] == "AGENT_ERROR"
+    assert "(ref " in events[-1]["error"]["message"]
+    fake_model.enqueue(Reply(text="Back again."))
+    after = await run_turn(client, session, "hello?", "t2")
+    assert kinds(after)[-1] == "eventual_response" and tokens(after) == "Back again."
