@@ -145,21 +145,25 @@ class Processes:
             **extra,
         }
 
-    def worker(self, settings: Settings) -> ChildProcess:
-        return self._start("worker", ["-m", "worker"], self.env(settings))
+    def worker(self, settings: Settings, *, capture: bool = False, **env: str) -> ChildProcess:
+        """A worker process; `env` adds variables, `capture` keeps its output (`.output`)."""
+        return self.start("worker", ["-m", "worker"], self.env(settings, **env), capture)
 
     async def gateway(
-        self, settings: Settings, port: int | None = None
+        self, settings: Settings, port: int | None = None, *, capture: bool = False, **env: str
     ) -> tuple[ChildProcess, int]:
         """A gateway process on `port` (a free one by default), once /readyz says 200."""
         port = port or free_port()
-        env = self.env(settings, PARLEY_PORT=str(port))
-        process = self._start("gateway", ["-m", "parley", "gateway"], env)
+        env = self.env(settings, PARLEY_PORT=str(port), **env)
+        process = self.start("gateway", ["-m", "parley", "gateway"], env, capture)
         await process.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
         return process, port
 
-    def _start(self, name: str, args: list[str], env: dict[str, str]) -> ChildProcess:
-        process = ChildProcess(name, [sys.executable, *args], env=env)
+    def start(
+        self, name: str, args: list[str], env: dict[str, str], capture: bool = False
+    ) -> ChildProcess:
+        """`python *args` as a child process, stopped when the test ends."""
+        process = ChildProcess(name, [sys.executable, *args], env=env, capture=capture)
         self.started.append(process)
         return process
 

@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 def _settings() -> Settings:
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, payloads=settings.log_payloads)
     return settings
 
 
