@@ -24,6 +24,10 @@ from parley.settings import Settings
 
 Event = dict[str, Any]
 
+# An admin token long enough for the gateway to accept (PARLEY_ADMIN_TOKEN: 32 at least).
+ADMIN_TOKEN = "parley-test-admin-token-0123456789"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 
 class GatewayServer:
     """The real gateway app under uvicorn, on a free port of this test process."""

@@ -14,6 +14,8 @@ from pydantic import SecretStr
 
 from parley.stack.fake_anthropic import FakeAnthropic, Reply
 from tests.helpers import (
+    ADMIN_AUTH,
+    ADMIN_TOKEN,
     WsClient,
     assert_still_open,
     run_turn,
@@ -115,15 +117,15 @@ async def test_large_metadata(client: WsClient) -> None:
 async def test_a_deeply_nested_html_upload_does_not_stall_the_gateway(settings) -> None:
     """Parsing happens in another process: /healthz answers within 100 ms meanwhile."""
     nested = "<div>" * 8000 + "deep" + "</div>" * 8000
-    admin = settings.model_copy(update={"admin_token": SecretStr("adm1n")})
+    admin = settings.model_copy(
+        update={"admin_token": SecretStr(ADMIN_TOKEN), "admin_max_html_depth": 10_000}
+    )
     async with (
         running_gateway(admin) as server,
         httpx.AsyncClient(base_url=server.http_url, timeout=120) as http,
     ):
         doc = {"id": "deep.html", "content": nested, "format": "html", "public": True}
-        upload = asyncio.create_task(
-            http.post("/admin/documents", json=doc, headers={"Authorization": "Bearer adm1n"})
-        )
+        upload = asyncio.create_task(http.post("/admin/documents", json=doc, headers=ADMIN_AUTH))
         slowest = 0.0
         while not upload.done():
             started = time.monotonic()

@@ -55,7 +55,18 @@ def dev() -> None:
     """
     from parley.stack.dev import run_dev
 
-    asyncio.run(run_dev(_settings()))
+    settings = _settings()
+    _check_admin(settings)
+    asyncio.run(run_dev(settings))
+
+
+def _check_admin(settings: Settings) -> None:
+    """Stop on admin settings the gateway would refuse (a short token, say), before
+    anything starts."""
+    from gateway.admin import configuration_problem
+
+    if (problem := configuration_problem(settings)) is not None:
+        raise click.ClickException(problem)
 
 
 @main.command()
@@ -68,6 +79,7 @@ def gateway() -> None:
     from parley.stores import resolve_stores
 
     settings = _settings()
+    _check_admin(settings)
     try:
         resolve_stores(settings)  # fail here, clearly, rather than inside uvicorn's start-up
     except StoresNotConfigured as err:
