@@ -3,7 +3,8 @@
 
 Guarded by a bearer token (`PARLEY_ADMIN_TOKEN`, at least 32 characters: a shorter one stops
 the gateway at start-up); with no token configured the endpoints answer 404, as if they did
-not exist.
+not exist. With `PARLEY_ADMIN_PORT` set they are served on a listener of their own
+(`admin_app`) and the public one does not have them.
 
 Every request is held to limits before it costs anything: a body larger than
 `PARLEY_ADMIN_MAX_BYTES` is refused by its `Content-Length` unread, or, without one, as soon
@@ -19,6 +20,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -241,3 +243,11 @@ routes = [
     Route("/admin/documents/{doc_id:path}", _admin(delete_document), methods=["DELETE"]),
     Route("/admin/users/{user_id}/groups", _admin(put_user_groups), methods=["PUT"]),
 ]
+
+
+def admin_app(gateway: Starlette) -> Starlette:
+    """`/admin` alone, for a listener of its own. It shares the gateway app's state, so it
+    uses the services the gateway's lifespan opens (serve it once that has run)."""
+    app = Starlette(routes=routes)
+    app.state = gateway.state
+    return app

@@ -166,7 +166,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             WebSocketRoute("/ws", websocket_endpoint),
-            *admin.routes,
+            # With a listener of its own (PARLEY_ADMIN_PORT), /admin is not served here.
+            *(admin.routes if settings.admin_port is None else []),
         ],
         lifespan=lifespan,
     )

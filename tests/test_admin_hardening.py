@@ -1,6 +1,7 @@
 """The admin API's limits: bodies capped before they are read, ids and access lists capped,
 documents parsed under depth, size and time limits (a parse that runs over is killed and the
-next upload gets a fresh worker), and a short admin token refused at start-up."""
+next upload gets a fresh worker), a short admin token refused at start-up, and `/admin` on a
+listener of its own."""
 
 from __future__ import annotations
 
@@ -209,3 +210,28 @@ async def test_a_short_admin_token_stops_the_gateway(
     assert code != 0
     assert "PARLEY_ADMIN_TOKEN is shorter than 32 characters" in gateway.output
     assert short not in gateway.output
+
+
+async def test_admin_on_a_listener_of_its_own(settings: Settings, processes: Processes) -> None:
+    admin_port = free_port()
+    gateway, port = await processes.gateway(
+        settings, PARLEY_ADMIN_PORT=str(admin_port), PARLEY_ADMIN_TOKEN=ADMIN_TOKEN
+    )
+    org_id = org()
+    doc = {"id": "kb.md", "content": "# KB\n\nText.", "public": True, "org": org_id}
+    async with httpx.AsyncClient(headers=ADMIN_AUTH, timeout=30) as http:
+        public, private = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}"
+        assert (await http.post(f"{public}/admin/documents", json=doc)).status_code == 404
+        listed = await http.get(f"{public}/admin/documents", params={"org": org_id})
+        assert listed.status_code == 404
+        assert (await http.get(f"{public}/readyz")).status_code == 200
+        created = await http.post(f"{private}/admin/documents", json=doc)
+        assert created.status_code == 201, created.text
+        listed = await http.get(f"{private}/admin/documents", params={"org": org_id})
+        assert [d["id"] for d in listed.json()["documents"]] == ["kb.md"]
+        assert (await http.get(f"{private}/readyz")).status_code == 404  # /admin alone
+        unauthorized = await http.get(f"{private}/admin/documents", headers={"Authorization": ""})
+        assert unauthorized.status_code == 401
+    gateway.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(30):
+        assert await gateway.exited() == 0

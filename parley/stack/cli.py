@@ -71,11 +71,9 @@ def _check_admin(settings: Settings) -> None:
 
 @main.command()
 def gateway() -> None:
-    """Serve the gateway (WebSocket /ws, /healthz, /readyz) on PARLEY_HOST:PARLEY_PORT."""
-    import uvicorn
-
-    from gateway.app import create_app
-    from gateway.serve import uvicorn_config
+    """Serve the gateway (WebSocket /ws, /healthz, /readyz) on PARLEY_HOST:PARLEY_PORT, and
+    /admin there or, with PARLEY_ADMIN_PORT set, on PARLEY_ADMIN_HOST:PARLEY_ADMIN_PORT."""
+    from gateway.serve import Listeners
     from parley.stores import resolve_stores
 
     settings = _settings()
@@ -84,7 +82,7 @@ def gateway() -> None:
         resolve_stores(settings)  # fail here, clearly, rather than inside uvicorn's start-up
     except StoresNotConfigured as err:
         raise click.ClickException(str(err)) from None
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    Listeners(settings).run()
 
 
 @main.command()
