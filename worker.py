@@ -127,7 +127,7 @@ async def run_worker(
 
 def main() -> None:
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, payloads=settings.log_payloads)
 
     async def serve() -> None:
         stop = asyncio.Event()

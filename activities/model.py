@@ -189,7 +189,7 @@ def _classify(err: anthropic.APIStatusError) -> Exception:
             next_retry_delay=_retry_after(err),
         )
     message = _api_error(err)[1]
-    log.warning("model rejected the request", status=status, message=message)
+    log.warning("model rejected the request", status=status, error=message)
     return ApplicationError(
         f"the model API rejected the request ({status}): {message}",
         type=MODEL_REJECTED,

@@ -143,6 +143,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if (problem := admin.configuration_problem(settings)) is not None:
+            log.error("refusing to start", problem=problem)
+            raise RuntimeError(problem)
         stores = resolve_stores(settings)
         await db.migrate(stores.database_url)
         pool = db.create_pool(stores.database_url, max_size=settings.db_pool_max, name="gateway")
@@ -187,7 +190,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             WebSocketRoute("/ws", websocket_endpoint),
-            *admin.routes,
+            # With a listener of its own (PARLEY_ADMIN_PORT), /admin is not served here.
+            *(admin.routes if settings.admin_port is None else []),
         ],
         lifespan=lifespan,
     )

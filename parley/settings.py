@@ -132,6 +132,20 @@ class Settings(BaseSettings):
 
     demo: bool = Field(False, validation_alias=_env("PARLEY_DEMO"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("PARLEY_ADMIN_TOKEN"))
+    # The admin API's own listener (unset: /admin is served on the public one), and the
+    # limits an upload is held to: the body, parsing and chunking time, HTML nesting, chunks.
+    admin_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("PARLEY_ADMIN_PORT"))
+    admin_host: str = Field("127.0.0.1", validation_alias=_env("PARLEY_ADMIN_HOST"))
+    admin_max_bytes: int = Field(
+        10 * 1024 * 1024, ge=1, validation_alias=_env("PARLEY_ADMIN_MAX_BYTES")
+    )
+    admin_parse_timeout: Duration = Field(
+        timedelta(seconds=30), validation_alias=_env("PARLEY_ADMIN_PARSE_TIMEOUT")
+    )
+    admin_max_html_depth: int = Field(
+        1000, ge=1, validation_alias=_env("PARLEY_ADMIN_MAX_HTML_DEPTH")
+    )
+    admin_max_chunks: int = Field(10_000, ge=1, validation_alias=_env("PARLEY_ADMIN_MAX_CHUNKS"))
     rerank: Literal["lexical"] | None = Field(None, validation_alias=_env("PARLEY_RERANK"))
     embeddings: str | None = Field(None, validation_alias=_env("PARLEY_EMBEDDINGS"))
     grounding_results: int = Field(
@@ -143,6 +157,8 @@ class Settings(BaseSettings):
 
     log_level: str = Field("INFO", validation_alias=_env("PARLEY_LOG_LEVEL"))
     log_format: str = Field("console", validation_alias=_env("PARLEY_LOG_FORMAT"))
+    # Message text, model requests and replies, tool arguments: logged only when this is on.
+    log_payloads: bool = Field(False, validation_alias=_env("PARLEY_LOG_PAYLOADS"))
 
     @model_validator(mode="after")
     def _jwt_has_a_key(self) -> Settings:

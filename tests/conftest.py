@@ -148,21 +148,25 @@ class Processes:
             **extra,
         }
 
-    def worker(self, settings: Settings, **extra_env: str) -> ChildProcess:
-        return self._start("worker", ["-m", "worker"], self.env(settings, **extra_env))
+    def worker(self, settings: Settings, *, capture: bool = False, **env: str) -> ChildProcess:
+        """A worker process; `env` adds variables, `capture` keeps its output (`.output`)."""
+        return self.start("worker", ["-m", "worker"], self.env(settings, **env), capture)
 
     async def gateway(
-        self, settings: Settings, port: int | None = None, **extra_env: str
+        self, settings: Settings, port: int | None = None, *, capture: bool = False, **env: str
     ) -> tuple[ChildProcess, int]:
         """A gateway process on `port` (a free one by default), once /readyz says 200."""
         port = port or free_port()
-        env = self.env(settings, PARLEY_PORT=str(port), **extra_env)
-        process = self._start("gateway", ["-m", "parley", "gateway"], env)
+        env = self.env(settings, PARLEY_PORT=str(port), **env)
+        process = self.start("gateway", ["-m", "parley", "gateway"], env, capture)
         await process.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
         return process, port
 
-    def _start(self, name: str, args: list[str], env: dict[str, str]) -> ChildProcess:
-        process = ChildProcess(name, [sys.executable, *args], env=env, capture=True)
+    def start(
+        self, name: str, args: list[str], env: dict[str, str], capture: bool = False
+    ) -> ChildProcess:
+        """`python *args` as a child process, stopped when the test ends."""
+        process = ChildProcess(name, [sys.executable, *args], env=env, capture=capture)
         self.started.append(process)
         return process
 

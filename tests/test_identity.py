@@ -289,3 +289,28 @@ async def test_a_principal_cannot_use_another_orgs_agent(settings, pool) -> None
         assert event["type"] == "error" and event["error"]["code"] == "AGENT_NOT_AUTHORIZED"
         async with connected(gateway, hs256(org="acme")) as client:
             assert (await client.create_session("acme-bot"))["sessionId"]
+
+
+async def test_the_admin_api_takes_a_jwt_with_the_admin_role(settings) -> None:
+    """No static admin token configured: an admin-role JWT manages its own organization
+    only; another role, or a bad token, is 401."""
+    import httpx
+
+    org_id = f"org-{uuid.uuid4().hex[:8]}"
+    async with (
+        running_gateway(jwt_settings(settings, admin_token=None)) as gateway,
+        httpx.AsyncClient(base_url=gateway.http_url) as http,
+    ):
+
+        def bearer(token: str) -> dict[str, str]:
+            return {"authorization": f"Bearer {token}"}
+
+        admin = hs256(org=org_id, role=["agent", "admin"])
+        own = await http.get("/admin/documents", headers=bearer(admin))
+        assert own.status_code == 200 and own.json()["org"] == org_id
+        other = await http.get("/admin/documents?org=elsewhere", headers=bearer(admin))
+        assert other.status_code == 403
+        customer = await http.get("/admin/documents", headers=bearer(hs256(org=org_id)))
+        expired = hs256(org=org_id, role="admin", exp=int(time.time()) - 120)
+        stale = await http.get("/admin/documents", headers=bearer(expired))
+        assert customer.status_code == stale.status_code == 401

@@ -21,8 +21,8 @@ async def test_no_session_id_or_token_in_logs_or_workflow_ids(
     isolated_settings, processes, fake_model: FakeAnthropic, temporal_env
 ) -> None:
     env = {"PARLEY_LOG_LEVEL": "DEBUG", "PARLEY_AUTH": "jwt", "PARLEY_JWT_SECRET": SECRET}
-    worker = processes.worker(isolated_settings, **env)
-    gateway, port = await processes.gateway(isolated_settings, **env)
+    worker = processes.worker(isolated_settings, capture=True, **env)
+    gateway, port = await processes.gateway(isolated_settings, capture=True, **env)
     now = int(time.time())
     token = jwt.encode({"sub": "dana", "org": "acme", "exp": now + 300}, SECRET, "HS256")
     url = f"ws://127.0.0.1:{port}/ws"

@@ -125,6 +125,11 @@ def _banner(
         f"  Chat page      {base}/",
         f"  WebSocket      {ws}/ws",
         f"  Health         {base}/readyz",
+        *(
+            [f"  Admin API      http://{settings.admin_host}:{settings.admin_port}/admin"]
+            if settings.admin_port is not None
+            else []
+        ),
         f"  Temporal       {temporal_address}"
         + (f"  (UI {temporal_ui})" if temporal_ui else "  (TEMPORAL_ADDRESS)"),
         f"  PostgreSQL     {_redact(database_url)}  ({pg_where})",
