@@ -28,6 +28,7 @@ from gateway.frames import FrameError, decode_frame
 from gateway.live import LiveListener
 from gateway.outbox import Outbox
 from gateway.services import Services
+from gateway.socket_limits import IpConnections, SocketGuard, client_key, refuse_upgrade
 from parley import protocol, temporal_client
 from parley.logs import get_logger
 from parley.protocol import ErrorCode
@@ -46,6 +47,16 @@ DISPATCHER = Dispatcher(sessions.ACTIONS, turns.ACTIONS, approvals.ACTIONS)
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
+    client_ip = client_key(websocket.client)
+    with services.ip_connections.hold(client_ip) as admitted:
+        if not admitted:
+            log.warning("connection refused: too many from one address", client=client_ip)
+            await refuse_upgrade(websocket, "too many connections from your address")
+            return
+        await _serve(websocket, services, client_ip)
+
+
+async def _serve(websocket: WebSocket, services: Services, client_ip: str) -> None:
     await websocket.accept()
     outbox = Outbox(websocket)
     outbox.start()
@@ -54,13 +65,21 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         services=services,
         outbox=outbox,
         origin=websocket.headers.get("origin"),
+        client_ip=client_ip,
     )
+    guard = SocketGuard(services.settings, busy=lambda: bool(conn.relays))
     log.debug("connection opened", conn=conn.id, origin=conn.origin)
     try:
         while not outbox.closed:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            message = await guard.receive(websocket)
+            if message is None or message["type"] == "websocket.disconnect":
                 break
+            refused = guard.refuse(message)
+            if guard.closing is not None:
+                break
+            if refused is not None:
+                outbox.send(refused)
+                continue
             text = message.get("text")
             if text is None:
                 outbox.send(
@@ -79,7 +98,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         pass
     finally:
         await conn.close()
-        log.debug("connection closed", conn=conn.id)
+        await guard.close(websocket)
+        log.debug("connection closed", conn=conn.id, why=guard.closing)
 
 
 STATIC = Path(__file__).parent / "static"
@@ -140,7 +160,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # With the live lane on, a new turn's record stays empty until its first batch.
             first_read_delay=FIRST_READ_DELAY if settings.live_lane else timedelta(0),
         )
-        app.state.services = Services(settings=settings, pool=pool, temporal=temporal, feeds=feeds)
+        app.state.services = Services(
+            settings=settings,
+            pool=pool,
+            temporal=temporal,
+            feeds=feeds,
+            ip_connections=IpConnections(settings.ws_connections_per_ip),
+        )
         listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None
         if listener is not None:
             listener.start()

@@ -9,6 +9,7 @@ from temporalio.client import Client
 
 from gateway.feed import Feeds
 from gateway.parsing import DocumentParser
+from gateway.socket_limits import IpConnections
 from parley.settings import Settings
 from parley.storage.db import Pool
 
@@ -20,3 +21,4 @@ class Services:
     temporal: Client
     feeds: Feeds
     parser: DocumentParser = field(default_factory=DocumentParser)
+    ip_connections: IpConnections = field(default_factory=lambda: IpConnections(0))
