@@ -31,6 +31,7 @@ from parley.stack.cli import main as cli
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from parley.storage import rate_limits, sessions
 from parley.turn.pricing import cost_usd
+from tests.conftest import Processes
 from tests.helpers import (
     GatewayServer,
     WsClient,
@@ -483,6 +484,35 @@ async def test_turns_per_address_are_limited_across_gateways(
             session = (await elsewhere.create_session(str(uuid.uuid4())))["sessionId"]
             await completed(elsewhere, session, "e1")
     assert len(fake_model.requests) == 4
+
+
+@pytest.mark.usefixtures("worker")
+async def test_shared_limits_hold_across_gateway_processes(
+    settings: Settings, processes: Processes, fake_model: FakeAnthropic
+) -> None:
+    """The same, with each gateway an OS process of its own: they share only the stores."""
+    limited = settings.model_copy(
+        update={"sessions_per_ip_per_minute": 2, "turns_per_session_per_minute": 1}
+    )
+    (_, port_a), (_, port_b) = await asyncio.gather(
+        processes.gateway(limited), processes.gateway(limited)
+    )
+    address = new_address()
+    headers = {"X-Forwarded-For": address}
+    async with (
+        await WsClient.open(f"ws://127.0.0.1:{port_a}/ws", additional_headers=headers) as a,
+        await WsClient.open(f"ws://127.0.0.1:{port_b}/ws", additional_headers=headers) as b,
+    ):
+        session = (await a.create_session(str(uuid.uuid4())))["sessionId"]
+        await b.create_session(str(uuid.uuid4()))
+        error = await error_for(
+            a, {"action": "create_conversation_session", "requestId": "s3", "agentId": "x"}
+        )
+        assert error["code"] == "RATE_LIMITED" and "new sessions" in error["message"]
+        await completed(b, session, "t1")
+        error = await error_for(a, send(session, "t2"))
+        assert error["code"] == "RATE_LIMITED" and "in this session" in error["message"]
+    assert len(fake_model.requests) == 1
 
 
 async def register_agent(pool: Any, org: str) -> str:
