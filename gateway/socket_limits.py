@@ -23,8 +23,11 @@ from starlette.websockets import WebSocket
 
 from gateway.frames import FrameError, decode_frame
 from parley import protocol
+from parley.logs import get_logger
 from parley.protocol import ErrorCode
 from parley.settings import Settings
+
+log = get_logger(__name__)
 
 # A socket is flooding once the frames it was refused within one flood window reach this
 # many times what the rate allows in that window (sending at 5x the rate for the window).
@@ -183,6 +186,7 @@ class SocketGuard:
         if wait is None:
             return None
         if self.frames.flooding:
+            log.warning("closing a flooding socket", refused=self.frames.flood_threshold)
             self.closing = FLOOD_CLOSE
             return None
         rate = f"{self.frames.rate:g}"
