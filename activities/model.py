@@ -26,7 +26,7 @@ from parley.knowledge.embeddings import load_embedder
 from parley.logs import get_logger
 from parley.model_keys import ModelClients
 from parley.settings import Settings
-from parley.storage import context, messages, organizations
+from parley.storage import context, messages, organizations, usage
 from parley.storage.db import Pool
 from parley.tools import ToolRegistry
 from parley.turn.pricing import cost_usd
@@ -76,16 +76,25 @@ class ModelActivities:
             if attempt > 1 and inp.stream:
                 publisher.reset()
             output = await self._stream(client, request, inp, publisher)
-        # Recorded once the reply is in, off the path to the first token: citations and
-        # the turn's later calls read it; a retried first call records it again.
-        if inp.user_message is not None or output.tool_calls:
-            async with self._pool.connection() as conn:
-                if inp.user_message is not None:
-                    await sources.record_sources(conn, inp.turn_id, grounding, "grounding")
-                if output.tool_calls:
-                    await context.save_assistant_step(
-                        conn, inp.turn_id, inp.iteration, _assistant_blocks(output)
-                    )
+        # Recorded once the reply is in, off the path to the first token. What the call
+        # spent counts against today's budgets at once (a retried call asked the model
+        # again, and counts again); citations and the turn's later calls read the rest (a
+        # retried first call records it again).
+        async with self._pool.connection() as conn:
+            spent = output.usage
+            await usage.record(
+                conn,
+                inp.org_id,
+                inp.agent_id,
+                spent.prompt_tokens + spent.output_tokens,
+                spent.cost_usd,
+            )
+            if inp.user_message is not None:
+                await sources.record_sources(conn, inp.turn_id, grounding, "grounding")
+            if output.tool_calls:
+                await context.save_assistant_step(
+                    conn, inp.turn_id, inp.iteration, _assistant_blocks(output)
+                )
         return output
 
     async def _request(self, inp: ModelInput) -> tuple[dict[str, Any], list[types.Hit]]:

@@ -29,6 +29,7 @@ from gateway.frames import FrameError, decode_frame
 from gateway.live import LiveListener
 from gateway.outbox import Outbox
 from gateway.services import Services
+from gateway.socket_limits import IpConnections, SocketGuard, client_key, refuse_upgrade
 from parley import protocol, temporal_client
 from parley.identity import Principal
 from parley.logs import get_logger
@@ -57,6 +58,16 @@ async def _principal(websocket: WebSocket, services: Services) -> Principal | No
 
 async def websocket_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
+    client_ip = client_key(websocket.client)
+    with services.ip_connections.hold(client_ip) as admitted:
+        if not admitted:
+            log.warning("connection refused: too many from one address", client=client_ip)
+            await refuse_upgrade(websocket, "too many connections from your address")
+            return
+        await _serve(websocket, services, client_ip)
+
+
+async def _serve(websocket: WebSocket, services: Services, client_ip: str) -> None:
     principal = await _principal(websocket, services)
     if principal is None and services.verifier is not None and services.settings.auth_strict:
         await websocket.send_denial_response(
@@ -72,13 +83,21 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         outbox=outbox,
         origin=websocket.headers.get("origin"),
         principal=principal,
+        client_ip=client_ip,
     )
+    guard = SocketGuard(services.settings, busy=lambda: bool(conn.relays))
     log.debug("connection opened", conn=conn.id, origin=conn.origin)
     try:
         while not outbox.closed:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            message = await guard.receive(websocket)
+            if message is None or message["type"] == "websocket.disconnect":
                 break
+            refused = guard.refuse(message)
+            if guard.closing is not None:
+                break
+            if refused is not None:
+                outbox.send(refused)
+                continue
             text = message.get("text")
             if text is None:
                 outbox.send(
@@ -97,7 +116,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         pass
     finally:
         await conn.close()
-        log.debug("connection closed", conn=conn.id)
+        await guard.close(websocket)
+        log.debug("connection closed", conn=conn.id, why=guard.closing)
 
 
 STATIC = Path(__file__).parent / "static"
@@ -167,6 +187,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             temporal=temporal,
             feeds=feeds,
             verifier=TokenVerifier(settings) if settings.auth == "jwt" else None,
+            ip_connections=IpConnections(settings.ws_connections_per_ip),
         )
         listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None
         if listener is not None:

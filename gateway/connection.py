@@ -22,6 +22,8 @@ class Connection:
     principal: Principal | None = None  # None: anonymous
     # The turns relayed to this socket, by turn id.
     relays: dict[str, Relay] = field(default_factory=dict)
+    # The address limits count this client by (gateway.socket_limits.client_key).
+    client_ip: str = ""
 
     def describe(self) -> str:
         """Who is on this socket, for audit records."""

@@ -10,6 +10,7 @@ from temporalio.client import Client
 from gateway.auth import TokenVerifier
 from gateway.feed import Feeds
 from gateway.parsing import DocumentParser
+from gateway.socket_limits import IpConnections
 from parley.model_keys import ModelKeys
 from parley.settings import Settings
 from parley.storage.db import Pool
@@ -27,3 +28,5 @@ class Services:
 
     def __post_init__(self) -> None:
         self.model_keys = ModelKeys(self.settings)
+
+    ip_connections: IpConnections = field(default_factory=lambda: IpConnections(0))

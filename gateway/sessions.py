@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gateway import limits
 from gateway.connection import Connection
 from gateway.dispatch import Action
 from parley import protocol
@@ -107,6 +108,7 @@ async def create_conversation_session(conn: Connection, req: protocol.CreateSess
         org_id=principal.org if principal else None,
         owner_subject=principal.subject if principal else None,
     )
+    await limits.admit_session(conn)
     async with conn.services.pool.connection() as db:
         session = await sessions.create_session(db, new)
     log.info("session created", session=session_ref(session.id))

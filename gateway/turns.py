@@ -14,6 +14,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from gateway import limits
 from gateway.connection import Connection
 from gateway.dispatch import Action
 from gateway.relay import attach
@@ -41,6 +42,7 @@ async def send_message(conn: Connection, req: protocol.SendMessage) -> None:
             ErrorCode.LLM_UNAVAILABLE,
             "no model API key is configured for this organization; this server cannot run turns",
         )
+    await limits.admit_turn(conn, session, req.model)
     tid = turn_id(session.id, req.request_id)
     turn, created = await _claim_slot(services, session, tid, req)
     if created:
@@ -152,11 +154,13 @@ async def _start_turn(
                 user_participant_id=session.user_participant_id,
                 agent_participant_id=session.agent_participant_id,
                 org_id=session.org_id,
+                agent_id=session.agent_id,
                 user_id=session.user_id,
                 message=req.message,
                 model=req.model or settings.model,
                 stream=req.stream,
                 max_iterations=settings.max_iterations,
+                token_budget=settings.turn_token_budget,
                 approval_timeout_seconds=settings.approval_timeout.total_seconds(),
                 linger_seconds=settings.turn_linger.total_seconds(),
                 groups=list(principal.groups)

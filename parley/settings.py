@@ -40,6 +40,13 @@ def _duration_or_zero(value: object) -> timedelta:
     return parse_duration(value, allow_zero=True)
 
 
+def _off_is_zero(value: object) -> object:
+    """A limit given as `off` (or `none`, or blank) is 0: no limit."""
+    if isinstance(value, str) and value.strip().lower() in {"off", "none", ""}:
+        return 0
+    return value
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -49,6 +56,13 @@ def _split_csv(value: object) -> object:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 DurationOrZero = Annotated[timedelta, BeforeValidator(_duration_or_zero)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+# A limit: 0 or `off` turns it off.
+Limit = Annotated[int, BeforeValidator(_off_is_zero), Field(ge=0)]
+UsdLimit = Annotated[float, BeforeValidator(_off_is_zero), Field(ge=0)]
+RateLimit = Annotated[float, BeforeValidator(_off_is_zero), Field(ge=0)]
+LimitDuration = Annotated[
+    timedelta, BeforeValidator(lambda value: _duration_or_zero(_off_is_zero(value)))
+]
 
 
 def _env(name: str) -> AliasChoices:
@@ -154,6 +168,36 @@ class Settings(BaseSettings):
     # Unregistered agents are refused unless this is off (`parley dev` turns it off).
     widget_auth_strict: bool = Field(True, validation_alias=_env("PARLEY_WIDGET_AUTH_STRICT"))
     org: str = Field("default", validation_alias=_env("PARLEY_ORG"))
+
+    # Cost and abuse limits (README, "Limits"); 0 or `off` turns one off. Per socket and per
+    # gateway process: frames, connections, idleness. Shared by every gateway (PostgreSQL):
+    # sessions and turns per minute, daily budgets. The per-turn token budget rides in the
+    # turn's input.
+    turn_token_budget: Limit = Field(100_000, validation_alias=_env("PARLEY_TURN_TOKEN_BUDGET"))
+    ws_frame_rate: RateLimit = Field(10.0, validation_alias=_env("PARLEY_WS_FRAME_RATE"))
+    ws_frame_burst: int = Field(30, ge=1, validation_alias=_env("PARLEY_WS_FRAME_BURST"))
+    ws_flood_window: Duration = Field(
+        timedelta(seconds=5), validation_alias=_env("PARLEY_WS_FLOOD_WINDOW")
+    )
+    ws_connections_per_ip: Limit = Field(20, validation_alias=_env("PARLEY_WS_CONNECTIONS_PER_IP"))
+    ws_idle_timeout: LimitDuration = Field(
+        timedelta(minutes=10), validation_alias=_env("PARLEY_WS_IDLE_TIMEOUT")
+    )
+    sessions_per_ip_per_minute: Limit = Field(
+        20, validation_alias=_env("PARLEY_SESSIONS_PER_IP_PER_MINUTE")
+    )
+    turns_per_session_per_minute: Limit = Field(
+        10, validation_alias=_env("PARLEY_TURNS_PER_SESSION_PER_MINUTE")
+    )
+    turns_per_ip_per_minute: Limit = Field(
+        30, validation_alias=_env("PARLEY_TURNS_PER_IP_PER_MINUTE")
+    )
+    org_daily_tokens: Limit = Field(20_000_000, validation_alias=_env("PARLEY_ORG_DAILY_TOKENS"))
+    org_daily_usd: UsdLimit = Field(100.0, validation_alias=_env("PARLEY_ORG_DAILY_USD"))
+    agent_daily_tokens: Limit = Field(
+        10_000_000, validation_alias=_env("PARLEY_AGENT_DAILY_TOKENS")
+    )
+    agent_daily_usd: UsdLimit = Field(50.0, validation_alias=_env("PARLEY_AGENT_DAILY_USD"))
 
     log_level: str = Field("INFO", validation_alias=_env("PARLEY_LOG_LEVEL"))
     log_format: str = Field("console", validation_alias=_env("PARLEY_LOG_FORMAT"))

@@ -105,10 +105,20 @@ def worker() -> None:
     "Any --origin gives the agent an embed policy.",
 )
 @click.option("--auth-key", default=None, help="HMAC key that signs authContext for this agent.")
+@click.option(
+    "--models",
+    default=None,
+    help="Comma-separated models a client may name in send_message (default: PARLEY_MODEL only).",
+)
 def agent(
-    agent_id: str, name: str, org: str | None, origins: tuple[str, ...], auth_key: str | None
+    agent_id: str,
+    name: str,
+    org: str | None,
+    origins: tuple[str, ...],
+    auth_key: str | None,
+    models: str | None,
 ) -> None:
-    """Register (or update) an agent and its embed policy."""
+    """Register (or update) an agent, its embed policy and the models clients may pick."""
     from parley.storage import sessions
 
     settings = _settings()
@@ -121,6 +131,7 @@ def agent(
             org_id=org or settings.org,
             allowed_origins=list(origins) if origins or auth_key else None,
             auth_key=auth_key,
+            models=list(_csv(models)) or None,
         ),
     )
     click.echo(f"agent {agent_id} saved")

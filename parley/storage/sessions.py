@@ -91,6 +91,13 @@ async def get_agent(conn: Conn, agent_id: str, default_org: str) -> Agent:
     return Agent(agent_id, row["name"], row["org_id"], policy)
 
 
+async def agent_models(conn: Conn, agent_id: str) -> tuple[str, ...] | None:
+    """The models a client may name for this agent; None: unregistered, or no list."""
+    cur = await conn.execute("select models from agents where id = %s", (agent_id,))
+    row = await cur.fetchone()
+    return tuple(row["models"]) if row is not None and row["models"] is not None else None
+
+
 async def upsert_agent(
     conn: Conn,
     agent_id: str,
@@ -99,14 +106,16 @@ async def upsert_agent(
     org_id: str,
     allowed_origins: list[str] | None = None,
     auth_key: str | None = None,
+    models: list[str] | None = None,
 ) -> None:
-    """Register an agent; `allowed_origins` not None gives it an embed policy."""
+    """Register an agent; `allowed_origins` not None gives it an embed policy; `models`
+    None lets clients pick PARLEY_MODEL only."""
     async with conn.transaction():
         await conn.execute(
-            "insert into agents (id, name, org_id) values (%s, %s, %s)"
+            "insert into agents (id, name, org_id, models) values (%s, %s, %s, %s)"
             " on conflict (id) do update set name = excluded.name, org_id = excluded.org_id,"
-            " updated_at = now()",
-            (agent_id, name, org_id),
+            " models = excluded.models, updated_at = now()",
+            (agent_id, name, org_id, models),
         )
         if allowed_origins is None:
             await conn.execute("delete from agent_embed_policies where agent_id = %s", (agent_id,))

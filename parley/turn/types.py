@@ -47,6 +47,9 @@ class TurnInput:
     approval_timeout_seconds: float = 1800.0
     linger_seconds: float = 0.0  # how long the finished turn's stream stays readable
     groups: list[str] | None = None  # the principal's groups (knowledge access), if it named any
+    agent_id: str = ""  # whose daily usage the turn's model calls count against
+    # Prompt + output tokens the turn's model calls may spend, all told (0: no budget).
+    token_budget: int = 0
 
 
 @dataclass
@@ -108,6 +111,7 @@ class ModelInput:
     user_message: UserMessage | None = None  # set on the turn's first call only
     after: int = 0  # stream items the workflow published before this call (live lane order)
     groups: list[str] | None = None
+    agent_id: str = ""  # with org_id: whose daily usage this call counts against
 
 
 @dataclass
