@@ -125,3 +125,27 @@ async def test_a_terminated_turn_still_ends_with_one_terminal_event(
     fake_model.enqueue(Reply(text="Back again."))
     after = await run_turn(client, session, "hello?", "t2")
     assert kinds(after)[-1] == "eventual_response" and tokens(after) == "Back again."
+
+
+async def test_a_data_error_ends_the_turn_at_once(
+    client: WsClient, fake_model: FakeAnthropic, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tool result PostgreSQL cannot store (a NUL): the turn ends with one terminal event
+    at once (a data error is not retried), and the session is free."""
+    session = (await client.create_session(str(uuid.uuid4())))["sessionId"]
+    fake_model.enqueue(
+        Reply(tool_calls=[ToolCall("raw_bytes_report", {})]), Reply(text="Report read.")
+    )
+    events = await run_turn(client, session, "report please", "nul", timeout=30)
+    terminal = [e for e in events if e["type"] in ("error", "eventual_response", "cancelled")]
+    assert terminal == [events[-1]] and events[-1]["error"]["code"] == "AGENT_ERROR"
+    failed_attempts = [
+        r
+        for r in caplog.records
+        if "activity as failed" in r.getMessage() and "run_tool" in r.getMessage()
+    ]
+    assert len(failed_attempts) == 1  # not retried
+    fake_model.reset()
+    fake_model.enqueue(Reply(text="Fine now."))
+    after = await run_turn(client, session, "hello?", "nul2")
+    assert tokens(after) == "Fine now."
