@@ -314,3 +314,37 @@ async def test_the_admin_api_takes_a_jwt_with_the_admin_role(settings) -> None:
         expired = hs256(org=org_id, role="admin", exp=int(time.time()) - 120)
         stale = await http.get("/admin/documents", headers=bearer(expired))
         assert customer.status_code == stale.status_code == 401
+
+
+async def test_each_organization_runs_on_its_own_model_key(
+    isolated_settings, fake_model: FakeAnthropic
+) -> None:
+    """PARLEY_MODEL_KEY_RESOLVER: the worker calls the model with the organization's key,
+    and the gateway refuses a turn at once for an organization that has none."""
+    from tests.helpers import running_worker
+
+    resolved = jwt_settings(
+        isolated_settings, model_key_resolver="tests.tools_for_tests:model_key_for"
+    )
+    org_id = f"org-{uuid.uuid4().hex[:8]}"
+    async with running_worker(resolved), running_gateway(resolved) as gateway:
+        fake_model.enqueue(Reply(text="On your key."))
+        async with connected(gateway, hs256(org=org_id)) as client:
+            session = await client.create_session("support")
+            events = await run_turn(client, session["sessionId"], "hi", "k")
+        assert events[-1]["type"] == "eventual_response"
+        [request] = fake_model.requests
+        sent = request.headers.get("x-api-key") or request.headers["authorization"]
+        assert sent.removeprefix("Bearer ") == f"key-for-{org_id}"
+        async with connected(gateway, hs256(org=f"keyless-{org_id}")) as client:
+            session = await client.create_session("support")
+            refused = await client.request(
+                {
+                    "action": "send_message",
+                    "requestId": "n",
+                    "sessionId": session["sessionId"],
+                    "message": "hi",
+                }
+            )
+        assert refused["type"] == "error" and refused["error"]["code"] == "LLM_UNAVAILABLE"
+        assert len(fake_model.requests) == 1
