@@ -15,7 +15,6 @@ from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
 
-import anthropic
 from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
@@ -28,6 +27,7 @@ from parley import temporal_client, tools
 from parley.knowledge.embeddings import load_embedder
 from parley.knowledge.tool import register_knowledge_search
 from parley.logs import configure_logging, get_logger
+from parley.model_keys import ModelClients, ModelKeys
 from parley.settings import Settings, get_settings
 from parley.storage import db
 from parley.storage.db import Pool
@@ -37,22 +37,15 @@ from workflows.turn import TurnWorkflow
 log = get_logger("parley.worker")
 
 
-def model_client(settings: Settings) -> anthropic.AsyncAnthropic | None:
-    """The SDK client, retries off (Temporal retries); None when no key is configured."""
-    if not settings.has_model_key:
-        return None
-    assert settings.anthropic_api_key is not None
-    return anthropic.AsyncAnthropic(
-        api_key=settings.anthropic_api_key.get_secret_value(),
-        base_url=settings.anthropic_base_url,
-        max_retries=0,
-    )
+def model_clients(settings: Settings) -> ModelClients:
+    """The SDK clients, one per organization's key (PARLEY_MODEL_KEY_RESOLVER)."""
+    return ModelClients(ModelKeys(settings), settings.anthropic_base_url)
 
 
 def turn_activities(
     pool: Pool,
     settings: Settings,
-    llm: anthropic.AsyncAnthropic | None,
+    llm: ModelClients,
     live: LiveNotifier | None = None,
 ) -> list[Callable[..., Any]]:
     """Every activity the turn workflow calls, bound to this process's pool and clients."""
@@ -105,9 +98,8 @@ async def run_worker(
         client = await temporal_client.connect(
             stores.temporal_address, settings.temporal_namespace, payload_keys=settings.payload_keys
         )
-        llm = model_client(settings)
-        if llm is not None:
-            stack.push_async_callback(llm.close)
+        llm = model_clients(settings)
+        stack.push_async_callback(llm.aclose)
         live = LiveNotifier(stores.database_url) if settings.live_lane else None
         if live is not None:
             await live.start()
@@ -137,7 +129,7 @@ async def run_worker(
 
 def main() -> None:
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, payloads=settings.log_payloads)
 
     async def serve() -> None:
         stop = asyncio.Event()

@@ -24,8 +24,9 @@ from parley import prompts
 from parley.knowledge import access, search, sources, types
 from parley.knowledge.embeddings import load_embedder
 from parley.logs import get_logger
+from parley.model_keys import ModelClients
 from parley.settings import Settings
-from parley.storage import context, messages, organizations
+from parley.storage import context, messages, organizations, usage
 from parley.storage.db import Pool
 from parley.tools import ToolRegistry
 from parley.turn.pricing import cost_usd
@@ -46,7 +47,7 @@ class ModelActivities:
         pool: Pool,
         settings: Settings,
         tools: ToolRegistry,
-        client: anthropic.AsyncAnthropic | None,
+        clients: ModelClients,
         *,
         batch_interval: timedelta = timedelta(milliseconds=500),
         live: LiveNotifier | None = None,
@@ -54,15 +55,16 @@ class ModelActivities:
         self._pool = pool
         self._settings = settings
         self._tools = tools
-        self._client = client
+        self._clients = clients
         self._batch_interval = batch_interval
         self._live = live
 
     @activity.defn(name="call_model")
     async def call_model(self, inp: ModelInput) -> ModelOutput:
-        if self._client is None:
+        client = await self._clients.for_org(inp.org_id)
+        if client is None:
             raise ApplicationError(
-                "no Anthropic API key is configured on the worker",
+                "no model API key is configured for this organization",
                 type=LLM_UNAVAILABLE,
                 non_retryable=True,
             )
@@ -73,17 +75,26 @@ class ModelActivities:
         async with heartbeating(), publisher:
             if attempt > 1 and inp.stream:
                 publisher.reset()
-            output = await self._stream(request, inp, publisher)
-        # Recorded once the reply is in, off the path to the first token: citations and
-        # the turn's later calls read it; a retried first call records it again.
-        if inp.user_message is not None or output.tool_calls:
-            async with self._pool.connection() as conn:
-                if inp.user_message is not None:
-                    await sources.record_sources(conn, inp.turn_id, grounding, "grounding")
-                if output.tool_calls:
-                    await context.save_assistant_step(
-                        conn, inp.turn_id, inp.iteration, _assistant_blocks(output)
-                    )
+            output = await self._stream(client, request, inp, publisher)
+        # Recorded once the reply is in, off the path to the first token. What the call
+        # spent counts against today's budgets at once (a retried call asked the model
+        # again, and counts again); citations and the turn's later calls read the rest (a
+        # retried first call records it again).
+        async with self._pool.connection() as conn:
+            spent = output.usage
+            await usage.record(
+                conn,
+                inp.org_id,
+                inp.agent_id,
+                spent.prompt_tokens + spent.output_tokens,
+                spent.cost_usd,
+            )
+            if inp.user_message is not None:
+                await sources.record_sources(conn, inp.turn_id, grounding, "grounding")
+            if output.tool_calls:
+                await context.save_assistant_step(
+                    conn, inp.turn_id, inp.iteration, _assistant_blocks(output)
+                )
         return output
 
     async def _request(self, inp: ModelInput) -> tuple[dict[str, Any], list[types.Hit]]:
@@ -133,7 +144,7 @@ class ModelActivities:
                 return persona, await sources.turn_grounding(conn, inp.turn_id)
             hits = await search.search(
                 conn,
-                await access.requester(conn, inp.org_id, inp.user_id),
+                await access.requester(conn, inp.org_id, inp.user_id, inp.groups),
                 inp.user_message.text,
                 limit=self._settings.grounding_results,
                 rerank=self._settings.rerank == "lexical",
@@ -148,11 +159,14 @@ class ModelActivities:
         return ToolCall(call_id, name, arguments, write=write, description=description)
 
     async def _stream(
-        self, request: dict[str, Any], inp: ModelInput, publisher: TurnPublisher
+        self,
+        client: anthropic.AsyncAnthropic,
+        request: dict[str, Any],
+        inp: ModelInput,
+        publisher: TurnPublisher,
     ) -> ModelOutput:
-        assert self._client is not None
         try:
-            async with self._client.messages.stream(**request) as stream:
+            async with client.messages.stream(**request) as stream:
                 async for event in stream:
                     if event.type == "text" and event.text and inp.stream:
                         publisher.token(event.text)
@@ -184,7 +198,7 @@ def _classify(err: anthropic.APIStatusError) -> Exception:
             next_retry_delay=_retry_after(err),
         )
     message = _api_error(err)[1]
-    log.warning("model rejected the request", status=status, message=message)
+    log.warning("model rejected the request", status=status, error=message)
     return ApplicationError(
         f"the model API rejected the request ({status}): {message}",
         type=MODEL_REJECTED,

@@ -116,6 +116,7 @@ def _context(inp: ToolInput, conn: Conn) -> CallContext:
         turn_id=inp.turn_id,
         org_id=inp.org_id,
         user_id=inp.user_id,
+        groups=inp.groups,
     )
 
 

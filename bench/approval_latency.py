@@ -42,6 +42,7 @@ import psycopg
 from temporalio.testing import WorkflowEnvironment
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench.latency_stack import BENCH_LIMITS
 from parley.stack import databases
 from parley.stack.embedded import temporal_binary
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
@@ -190,6 +191,8 @@ async def measure(args: argparse.Namespace, log_dir: Path) -> dict[int, Samples]
             "PARLEY_TOOL_MODULES": "parley.demo",
             "PARLEY_GROUNDING_RESULTS": "0",
             "PARLEY_LOG_LEVEL": "WARNING",
+            "PARLEY_WIDGET_AUTH_STRICT": "false",
+            **BENCH_LIMITS,
         }
         roles = {"worker": ["-m", "worker"], "gateway": ["-m", "parley", "gateway"]}
         children = [

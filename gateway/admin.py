@@ -1,40 +1,75 @@
 """The knowledge admin API: `POST /admin/documents`, `GET /admin/documents`,
 `DELETE /admin/documents/{id}`, and `PUT /admin/users/{id}/groups` (group access lists).
 
-Guarded by a bearer token (`PARLEY_ADMIN_TOKEN`); with no token configured the endpoints
-answer 404, as if they did not exist.
+Guarded by a bearer token (`PARLEY_ADMIN_TOKEN`, at least 32 characters: a shorter one stops
+the gateway at start-up); with no token configured the endpoints answer 404, as if they did
+not exist. With `PARLEY_ADMIN_PORT` set they are served on a listener of their own
+(`admin_app`) and the public one does not have them.
+
+Every request is held to limits before it costs anything: a body larger than
+`PARLEY_ADMIN_MAX_BYTES` is refused by its `Content-Length` unread, or, without one, as soon
+as it has streamed past the limit (413); ids and access lists have caps (400). Documents are
+parsed and chunked in another process under a time limit (see `gateway.parsing`).
 """
 
 from __future__ import annotations
 
 import hmac
-from typing import Literal
+from collections.abc import Awaitable, Callable
+from concurrent.futures.process import BrokenProcessPool
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.auth import InvalidToken, principal_of
+from gateway.parsing import DocumentRejected, Limits, ParseTimedOut
 from gateway.services import Services
 from parley.knowledge import access, documents
 from parley.knowledge.embeddings import load_embedder
 from parley.knowledge.types import Access, Document
+from parley.logs import get_logger
+from parley.settings import Settings
 
-MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
+log = get_logger(__name__)
+
+MIN_TOKEN_CHARS = 32
+MAX_DOCUMENT_ID = 500  # document ids are paths
+ADMIN_MAX_BYTES = "PARLEY_ADMIN_MAX_BYTES"
+MAX_ID = 256  # user ids, group names, organization ids
+MAX_GROUPS = 100  # groups of one user, groups on one document's access list
+MAX_USERS = 1000  # users on one document's access list
+MAX_TITLE = 500
+MAX_SOURCE = 2000
+
+ShortId = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+M = TypeVar("M", bound=BaseModel)
+
+
+class Refused(Exception):
+    """A request the admin API answers with `status` and a JSON `{"error": message}`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=500)
+    id: str = Field(min_length=1, max_length=MAX_DOCUMENT_ID)
     content: str = Field(min_length=1)
     format: Literal["markdown", "text", "html"] = "markdown"
-    title: str | None = None
-    source: str | None = None  # defaults to the id; an http(s) URL becomes the citation url
-    org: str | None = None
+    title: str | None = Field(None, max_length=MAX_TITLE)
+    source: str | None = Field(None, max_length=MAX_SOURCE)  # default: the id; http(s): a url
+    org: ShortId | None = None
     public: bool = False
-    users: list[str] = Field(default_factory=list)
-    groups: list[str] = Field(default_factory=list)
+    users: list[ShortId] = Field(default_factory=list, max_length=MAX_USERS)
+    groups: list[ShortId] = Field(default_factory=list, max_length=MAX_GROUPS)
 
     @model_validator(mode="after")
     def _someone_may_read(self) -> DocumentIn:
@@ -43,62 +78,160 @@ class DocumentIn(BaseModel):
         return self
 
 
+class GroupsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    groups: list[ShortId] = Field(max_length=MAX_GROUPS)
+    org: ShortId | None = None
+
+
+def configuration_problem(settings: Settings) -> str | None:
+    """What is wrong with the admin settings, naming the setting (never a token's value);
+    the gateway refuses to start on it."""
+    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    if token and len(token) < MIN_TOKEN_CHARS:
+        return (
+            f"PARLEY_ADMIN_TOKEN is shorter than {MIN_TOKEN_CHARS} characters: set a longer"
+            " one (e.g. from `openssl rand -hex 32`), or unset it to turn the admin API off"
+        )
+    if settings.admin_port is not None and settings.admin_port == settings.port:
+        return "PARLEY_ADMIN_PORT must differ from PARLEY_PORT"
+    return None
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _authorized(request: Request) -> Response | None:
-    """None when the caller may proceed, else the response to send."""
+async def authorized(request: Request) -> Response | None:
+    """None when the caller may proceed, else the response to send.
+
+    The static token may manage every organization; a JWT whose `role` is the admin role
+    (PARLEY_JWT_ADMIN_ROLE) only its own (`request.state.admin_org`)."""
     services: Services = request.app.state.services
     token = services.settings.admin_token
-    if token is None or not token.get_secret_value():
+    secret = token.get_secret_value() if token is not None else ""
+    if len(secret) < MIN_TOKEN_CHARS:  # unset, or too short to guard anything
+        secret = ""
+    if not secret and services.verifier is None:
         return _error(404, "not found")
+    request.state.admin_org = None
     presented = request.headers.get("authorization", "")
-    expected = f"Bearer {token.get_secret_value()}"
-    if not hmac.compare_digest(presented.encode(), expected.encode()):
-        return _error(401, "a valid admin bearer token is required")
-    return None
-
-
-def _org(request: Request, explicit: str | None = None) -> str:
-    services: Services = request.app.state.services
-    return explicit or request.query_params.get("org") or services.settings.org
-
-
-async def put_document(request: Request) -> Response:
-    if (denied := _authorized(request)) is not None:
-        return denied
-    body = await request.body()
-    if len(body) > MAX_DOCUMENT_BYTES:
-        return _error(413, f"documents are limited to {MAX_DOCUMENT_BYTES} bytes")
+    if secret and hmac.compare_digest(presented.encode(), f"Bearer {secret}".encode()):
+        return None
     try:
-        doc = DocumentIn.model_validate_json(body)
+        principal = await principal_of(services.verifier, request)
+    except InvalidToken:
+        principal = None
+    if principal is not None and principal.has_role(services.settings.jwt_admin_role):
+        request.state.admin_org = principal.org
+        return None
+    return _error(401, "a valid admin bearer token is required")
+
+
+Handler = Callable[[Request, Services], Awaitable[Response]]
+
+
+def _admin(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint: the token first, then `handler`; a `Refused` becomes its JSON error."""
+
+    async def endpoint(request: Request) -> Response:
+        if (denied := await authorized(request)) is not None:
+            return denied
+        try:
+            return await handler(request, request.app.state.services)
+        except Refused as refused:
+            return _error(refused.status, refused.message)
+
+    return endpoint
+
+
+async def read_body(request: Request, limit: int, setting: str | None = None) -> bytes:
+    """The request body, refused (413) once it is known to exceed `limit` bytes (the
+    `setting` that sets it named): by its Content-Length before any of it is read, else
+    while it streams in."""
+    declared = request.headers.get("content-length")
+    named = f" ({setting})" if setting else ""
+    too_large = Refused(413, f"the body is larger than {limit} bytes{named}")
+    if declared is not None:
+        if not (declared.isascii() and declared.isdigit()):
+            raise Refused(400, "Content-Length is not a number")
+        if int(declared) > limit:
+            raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
+
+
+def _parse(model: type[M], body: bytes) -> M:
+    try:
+        return model.model_validate_json(body)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return _error(422, f"{where + ': ' if where else ''}{first['msg']}")
-    services: Services = request.app.state.services
-    extracted = await services.parser.extract(doc.content, doc.format, doc.title or doc.id)
-    access = Access(public=doc.public, users=tuple(doc.users), groups=tuple(doc.groups))
-    org = _org(request, doc.org)
+        raise Refused(400, f"{where + ': ' if where else ''}{first['msg']}") from None
+
+
+def _capped(value: str, cap: int, what: str) -> str:
+    if not value or len(value) > cap:
+        raise Refused(400, f"{what} must be 1 to {cap} characters")
+    return value
+
+
+def _org(request: Request, services: Services, explicit: str | None = None) -> str:
+    """The organization asked for; a JWT admin's own, and only that."""
+    own: str | None = request.state.admin_org
+    org = explicit or request.query_params.get("org") or own or services.settings.org
+    if own is not None and org != own:
+        raise Refused(403, "an organization's admin manages only that organization")
+    return _capped(org, MAX_ID, "org")
+
+
+def _limits(settings: Settings) -> Limits:
+    return Limits(
+        seconds=settings.admin_parse_timeout.total_seconds(),
+        max_html_depth=settings.admin_max_html_depth,
+        max_chunks=settings.admin_max_chunks,
+    )
+
+
+async def put_document(request: Request, services: Services) -> Response:
+    settings = services.settings
+    doc = _parse(DocumentIn, await read_body(request, settings.admin_max_bytes, ADMIN_MAX_BYTES))
+    org = _org(request, services, doc.org)
+    try:
+        prepared = await services.parser.prepare(
+            doc.content, doc.format, doc.title or doc.id, _limits(settings)
+        )
+    except DocumentRejected as err:
+        raise Refused(413, f"{err}; the document was not stored") from None
+    except ParseTimedOut as err:
+        raise Refused(
+            422, f"{err} (PARLEY_ADMIN_PARSE_TIMEOUT); the document was not stored"
+        ) from None
+    except BrokenProcessPool:
+        log.error("the document parser's process died", document=doc.id)
+        raise Refused(500, "the document parser stopped; the document was not stored") from None
+    except Exception as err:  # what the parser raised, by its type: its message may quote the text
+        log.warning("could not parse a document", document=doc.id, error=type(err).__name__)
+        raise Refused(422, f"could not read the document ({type(err).__name__})") from None
+    access_list = Access(public=doc.public, users=tuple(doc.users), groups=tuple(doc.groups))
+    stored = Document(
+        doc.id, doc.title or prepared.title, doc.source or doc.id, prepared.text, access_list
+    )
     async with services.pool.connection() as conn:
         outcome, chunks = await documents.upsert_document(
-            conn,
-            org,
-            Document(
-                doc.id, doc.title or extracted.title, doc.source or doc.id, extracted.text, access
-            ),
-            load_embedder(services.settings.embeddings),
+            conn, org, stored, load_embedder(settings.embeddings), prepared.chunks
         )
     status = 201 if outcome == "new" else 200
     return JSONResponse({"id": doc.id, "org": org, "outcome": outcome, "chunks": chunks}, status)
 
 
-async def list_documents(request: Request) -> Response:
-    if (denied := _authorized(request)) is not None:
-        return denied
-    services: Services = request.app.state.services
-    org = _org(request)
+async def list_documents(request: Request, services: Services) -> Response:
+    org = _org(request, services)
     async with services.pool.connection() as conn:
         rows = await documents.list_documents(conn, org)
     for row in rows:
@@ -106,42 +239,37 @@ async def list_documents(request: Request) -> Response:
     return JSONResponse({"org": org, "documents": rows})
 
 
-async def delete_document(request: Request) -> Response:
-    if (denied := _authorized(request)) is not None:
-        return denied
-    services: Services = request.app.state.services
-    doc_id = request.path_params["doc_id"]
+async def delete_document(request: Request, services: Services) -> Response:
+    doc_id = _capped(request.path_params["doc_id"], MAX_DOCUMENT_ID, "a document id")
+    org = _org(request, services)
     async with services.pool.connection() as conn:
-        deleted = await documents.delete_document(conn, _org(request), doc_id)
+        deleted = await documents.delete_document(conn, org, doc_id)
     if not deleted:
-        return _error(404, f"no document {doc_id!r}")
+        raise Refused(404, f"no document {doc_id!r}")
     return Response(status_code=204)
 
 
-class GroupsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    groups: list[str]
-    org: str | None = None
-
-
-async def put_user_groups(request: Request) -> Response:
-    if (denied := _authorized(request)) is not None:
-        return denied
-    try:
-        body = GroupsIn.model_validate_json(await request.body())
-    except ValidationError as err:
-        return _error(422, err.errors()[0]["msg"])
-    services: Services = request.app.state.services
-    org, user = _org(request, body.org), request.path_params["user_id"]
+async def put_user_groups(request: Request, services: Services) -> Response:
+    user = _capped(request.path_params["user_id"], MAX_ID, "a user id")
+    limit = services.settings.admin_max_bytes
+    body = _parse(GroupsIn, await read_body(request, limit, ADMIN_MAX_BYTES))
+    org = _org(request, services, body.org)
     async with services.pool.connection() as conn:
         await access.set_user_groups(conn, org, user, body.groups)
     return JSONResponse({"org": org, "user": user, "groups": sorted(set(body.groups))})
 
 
 routes = [
-    Route("/admin/documents", put_document, methods=["POST"]),
-    Route("/admin/documents", list_documents, methods=["GET"]),
-    Route("/admin/documents/{doc_id:path}", delete_document, methods=["DELETE"]),
-    Route("/admin/users/{user_id}/groups", put_user_groups, methods=["PUT"]),
+    Route("/admin/documents", _admin(put_document), methods=["POST"]),
+    Route("/admin/documents", _admin(list_documents), methods=["GET"]),
+    Route("/admin/documents/{doc_id:path}", _admin(delete_document), methods=["DELETE"]),
+    Route("/admin/users/{user_id}/groups", _admin(put_user_groups), methods=["PUT"]),
 ]
+
+
+def admin_app(gateway: Starlette) -> Starlette:
+    """`/admin` alone, for a listener of its own. It shares the gateway app's state, so it
+    uses the services the gateway's lifespan opens (serve it once that has run)."""
+    app = Starlette(routes=routes)
+    app.state = gateway.state
+    return app

@@ -21,6 +21,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from gateway import admin, approvals, codec, sessions, turns
 from gateway.approvals import Reconciler
+from gateway.auth import InvalidToken, TokenVerifier, principal_of
 from gateway.connection import Connection
 from gateway.dispatch import Dispatcher
 from gateway.feed import Feeds
@@ -28,7 +29,9 @@ from gateway.frames import FrameError, decode_frame
 from gateway.live import LiveListener
 from gateway.outbox import Outbox
 from gateway.services import Services
+from gateway.socket_limits import IpConnections, SocketGuard, client_key, refuse_upgrade
 from parley import protocol, temporal_client
+from parley.identity import Principal
 from parley.logs import get_logger
 from parley.protocol import ErrorCode
 from parley.settings import Settings, get_settings
@@ -44,8 +47,33 @@ FIRST_READ_DELAY = timedelta(milliseconds=200)
 DISPATCHER = Dispatcher(sessions.ACTIONS, turns.ACTIONS, approvals.ACTIONS)
 
 
+async def _principal(websocket: WebSocket, services: Services) -> Principal | None:
+    """The socket's principal; an invalid token connects as anonymous (logged)."""
+    try:
+        return await principal_of(services.verifier, websocket)
+    except InvalidToken as err:
+        log.info("invalid token on connect", reason=str(err))
+        return None
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     services: Services = websocket.app.state.services
+    client_ip = client_key(websocket.client)
+    with services.ip_connections.hold(client_ip) as admitted:
+        if not admitted:
+            log.warning("connection refused: too many from one address", client=client_ip)
+            await refuse_upgrade(websocket, "too many connections from your address")
+            return
+        await _serve(websocket, services, client_ip)
+
+
+async def _serve(websocket: WebSocket, services: Services, client_ip: str) -> None:
+    principal = await _principal(websocket, services)
+    if principal is None and services.verifier is not None and services.settings.auth_strict:
+        await websocket.send_denial_response(
+            PlainTextResponse("a valid token is required", status_code=401)
+        )
+        return
     await websocket.accept()
     outbox = Outbox(websocket)
     outbox.start()
@@ -54,13 +82,22 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         services=services,
         outbox=outbox,
         origin=websocket.headers.get("origin"),
+        principal=principal,
+        client_ip=client_ip,
     )
+    guard = SocketGuard(services.settings, busy=lambda: bool(conn.relays))
     log.debug("connection opened", conn=conn.id, origin=conn.origin)
     try:
         while not outbox.closed:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            message = await guard.receive(websocket)
+            if message is None or message["type"] == "websocket.disconnect":
                 break
+            refused = guard.refuse(message)
+            if guard.closing is not None:
+                break
+            if refused is not None:
+                outbox.send(refused)
+                continue
             text = message.get("text")
             if text is None:
                 outbox.send(
@@ -79,7 +116,8 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         pass
     finally:
         await conn.close()
-        log.debug("connection closed", conn=conn.id)
+        await guard.close(websocket)
+        log.debug("connection closed", conn=conn.id, why=guard.closing)
 
 
 STATIC = Path(__file__).parent / "static"
@@ -125,6 +163,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if (problem := admin.configuration_problem(settings)) is not None:
+            log.error("refusing to start", problem=problem)
+            raise RuntimeError(problem)
         stores = resolve_stores(settings)
         await db.migrate(stores.database_url)
         pool = db.create_pool(stores.database_url, max_size=settings.db_pool_max, name="gateway")
@@ -143,7 +184,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # With the live lane on, a new turn's record stays empty until its first batch.
             first_read_delay=FIRST_READ_DELAY if settings.live_lane else timedelta(0),
         )
-        app.state.services = Services(settings=settings, pool=pool, temporal=temporal, feeds=feeds)
+        app.state.services = Services(
+            settings=settings,
+            pool=pool,
+            temporal=temporal,
+            feeds=feeds,
+            verifier=TokenVerifier(settings) if settings.auth == "jwt" else None,
+            ip_connections=IpConnections(settings.ws_connections_per_ip),
+        )
         listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None
         if listener is not None:
             listener.start()
@@ -167,7 +215,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/readyz", readyz),
             *codec.routes(settings),
             WebSocketRoute("/ws", websocket_endpoint),
-            *admin.routes,
+            # With a listener of its own (PARLEY_ADMIN_PORT), /admin is not served here.
+            *(admin.routes if settings.admin_port is None else []),
         ],
         lifespan=lifespan,
     )

@@ -17,6 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from gateway.connection import Connection
 from gateway.dispatch import Action
 from gateway.relay import attach_after_park
+from gateway.sessions import find_session
 from parley import protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
@@ -30,10 +31,12 @@ log = get_logger(__name__)
 
 async def confirm_tool_action(conn: Connection, req: protocol.ConfirmToolAction) -> None:
     services = conn.services
-    async with services.pool.connection() as db:
-        claimed = await approvals.claim(
-            db, req.session_id, approved=req.approved, decided_by=conn.describe()
-        )
+    claimed = None
+    if await find_session(conn, req.session_id) is not None:
+        async with services.pool.connection() as db:
+            claimed = await approvals.claim(
+                db, req.session_id, approved=req.approved, decided_by=conn.describe()
+            )
     if claimed is None:
         raise ProtocolError(
             ErrorCode.NO_PENDING_CONFIRMATION,

@@ -23,7 +23,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from temporalio.api.common.v1 import Payloads
 
-from gateway.admin import _authorized as admin_authorized
+from gateway.admin import Refused, read_body
+from gateway.admin import authorized as admin_authorized
 from gateway.services import Services
 from parley.logs import get_logger
 from parley.payload_codec import EncryptionCodec, PayloadDecryptionError, codec_for
@@ -60,18 +61,6 @@ def _cors(request: Request) -> tuple[bool, dict[str, str]]:
     }
 
 
-async def _read_body(request: Request) -> bytes | None:
-    """The body, or None once it passes MAX_BODY_BYTES (a chunked body has no length)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _codec(request: Request) -> EncryptionCodec:
     services: Services = request.app.state.services
     codec = services.temporal.data_converter.payload_codec
@@ -94,20 +83,15 @@ async def _serve(request: Request, operation: Operation) -> Response:
                 "Allow": "POST, OPTIONS",
             },
         )
-    if (denied := admin_authorized(request)) is not None:
+    if (denied := await admin_authorized(request)) is not None:
         denied.headers.update(cors)
         return denied
-
-    too_large = f"the body is limited to {MAX_BODY_BYTES} bytes"
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not (declared.isascii() and declared.isdigit()):
-            return _error(400, "Content-Length is not a number", cors)
-        if int(declared) > MAX_BODY_BYTES:
-            return _error(413, too_large, cors)
-    body = await _read_body(request)
-    if body is None:
-        return _error(413, too_large, cors)
+    if request.state.admin_org is not None:  # an organization's admin: payloads span them all
+        return _error(403, "only the operators' admin token may use the codec endpoint", cors)
+    try:
+        body = await read_body(request, MAX_BODY_BYTES)
+    except Refused as refused:
+        return _error(refused.status, refused.message, cors)
     expected = 'the body must be Payloads as protobuf JSON, {"payloads": [...]}'
     try:
         document = json.loads(body)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.connection import Connection
 from parley import protocol
-from parley.logs import get_logger, session_ref
+from parley.logs import get_logger, new_reference, session_ref
 from parley.protocol import ErrorCode, ProtocolError
 
 log = get_logger(__name__)
@@ -91,10 +91,16 @@ class Dispatcher:
         except ProtocolError as err:
             conn.outbox.send(protocol.error(request_id, err.code, err.message))
         except (psycopg.OperationalError, PoolTimeout):
-            log.exception("storage unavailable")
+            ref = new_reference()
+            log.exception("storage unavailable", ref=ref)
             conn.outbox.send(
-                protocol.error(request_id, ErrorCode.STORAGE_ERROR, "storage is unavailable")
+                protocol.error(
+                    request_id, ErrorCode.STORAGE_ERROR, f"storage is unavailable (ref {ref})"
+                )
             )
         except Exception:
-            log.exception("action failed")
-            conn.outbox.send(protocol.error(request_id, ErrorCode.INTERNAL_ERROR, "internal error"))
+            ref = new_reference()
+            log.exception("action failed", ref=ref)
+            conn.outbox.send(
+                protocol.error(request_id, ErrorCode.INTERNAL_ERROR, f"internal error (ref {ref})")
+            )

@@ -31,9 +31,11 @@ from datetime import timedelta
 from temporalio.client import Client
 
 from gateway.record import UPDATE_BUDGET, RecordReader
-from parley.logs import get_logger
+from parley.logs import get_logger, new_reference
+from parley.protocol import ErrorCode
 from parley.storage.live import LiveItem, turn_key
 from parley.turn.events import (
+    Failed,
     Reset,
     Token,
     TurnEvent,
@@ -191,6 +193,8 @@ class TurnFeed:
                         self._on_durable(offset, event)
                         if self.done:
                             return
+                    self._ended_unfinished()
+                    return
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:
@@ -205,6 +209,15 @@ class TurnFeed:
             if not self.done and not self.lost:
                 self.lost = True
                 self._wake()
+
+    def _ended_unfinished(self) -> None:
+        """The workflow closed without a terminal item (terminated, timed out): its
+        watchers still get exactly one end, an error with a reference to this log line."""
+        ref = new_reference()
+        log.warning("turn ended without a terminal event", turn_id=self.turn_id, ref=ref)
+        self._append(
+            Failed(ErrorCode.AGENT_ERROR, f"the agent could not complete this turn (ref {ref})")
+        )
 
 
 class Feeds:

@@ -46,10 +46,12 @@ class RecordReader:
         self._closed = False
 
     async def read(self, from_offset: int) -> AsyncIterator[tuple[int, TurnEvent]]:
-        """(offset, event) from `from_offset` on, for as long as the caller iterates."""
+        """(offset, event) from `from_offset` on, for as long as the caller iterates, or
+        until the workflow has closed and every item it published has been read."""
         offset = from_offset
         while True:
             by_query = self._closed or self.updates >= self._budget
+            closed_before = self._closed
             result = await (self._query(offset) if by_query else self._update(offset))
             if result is None:  # the workflow closed under the update: read by query
                 continue
@@ -60,7 +62,12 @@ class RecordReader:
             if result.more_ready:
                 continue
             if by_query and not result.items:
-                await asyncio.sleep(QUERY_INTERVAL.total_seconds())
+                if closed_before:  # read after the close, and nothing more: the end
+                    return
+                if not self._closed:
+                    self._closed = await self._has_closed()
+                if not self._closed:
+                    await asyncio.sleep(QUERY_INTERVAL.total_seconds())
             elif not by_query and self._poll_cooldown > 0:
                 await asyncio.sleep(self._poll_cooldown)
 

@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 
 from temporalio.client import Client
 
+from gateway.auth import TokenVerifier
 from gateway.feed import Feeds
 from gateway.parsing import DocumentParser
+from gateway.socket_limits import IpConnections
+from parley.model_keys import ModelKeys
 from parley.settings import Settings
 from parley.storage.db import Pool
 
@@ -20,3 +23,10 @@ class Services:
     temporal: Client
     feeds: Feeds
     parser: DocumentParser = field(default_factory=DocumentParser)
+    verifier: TokenVerifier | None = None  # PARLEY_AUTH=jwt
+    model_keys: ModelKeys = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.model_keys = ModelKeys(self.settings)
+
+    ip_connections: IpConnections = field(default_factory=lambda: IpConnections(0))

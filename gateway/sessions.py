@@ -6,9 +6,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from gateway import limits
 from gateway.connection import Connection
 from gateway.dispatch import Action
 from parley import protocol
+from parley.identity import Principal
 from parley.logs import get_logger, session_ref
 from parley.protocol import ErrorCode, ProtocolError
 from parley.storage import messages, sessions
@@ -30,9 +32,30 @@ def _session_descriptor(s: sessions.SessionRecord, *, full: bool) -> dict[str, A
     ).wire()
 
 
-async def require_session(conn: Connection, session_id: str) -> sessions.SessionRecord:
+def may_use(principal: Principal | None, session: sessions.SessionRecord) -> bool:
+    """A session with an owner is its owner's alone; one without is a bearer capability."""
+    if session.owner_subject is None:
+        return True
+    return principal is not None and principal.owns(session.owner_org, session.owner_subject)
+
+
+async def find_session(conn: Connection, session_id: str) -> sessions.SessionRecord | None:
+    """The session when this connection may use it. Unknown, expired and someone else's
+    are the same None, so each action answers a stranger exactly as it answers a guess."""
+    settings = conn.services.settings
+    expiry = sessions.Expiry(
+        idle_seconds=settings.session_idle_timeout.total_seconds(),
+        max_age_seconds=settings.session_max_age.total_seconds(),
+    )
     async with conn.services.pool.connection() as db:
-        session = await sessions.get_session(db, session_id)
+        session = await sessions.get_session(db, session_id, expiry)
+    if session is None or not may_use(conn.principal, session):
+        return None
+    return session
+
+
+async def require_session(conn: Connection, session_id: str) -> sessions.SessionRecord:
+    session = await find_session(conn, session_id)
     if session is None:
         raise ProtocolError(ErrorCode.SESSION_NOT_FOUND, f"session '{session_id}' not found")
     return session
@@ -44,8 +67,15 @@ async def ping(conn: Connection, req: protocol.Action) -> None:
 
 async def create_conversation_session(conn: Connection, req: protocol.CreateSession) -> None:
     settings = conn.services.settings
+    principal = conn.principal
     async with conn.services.pool.connection() as db:
-        agent = await sessions.get_agent(db, req.agent_id, settings.org)
+        agent = await sessions.get_agent(
+            db, req.agent_id, principal.org if principal else settings.org
+        )
+    if principal is not None and agent.org_id != principal.org:
+        raise ProtocolError(
+            ErrorCode.AGENT_NOT_AUTHORIZED, "this agent belongs to another organization"
+        )
     user_id = None
     if agent.policy is None:
         if settings.widget_auth_strict:
@@ -66,15 +96,19 @@ async def create_conversation_session(conn: Connection, req: protocol.CreateSess
                 )
     new = sessions.NewSession(
         agent=agent,
-        user_name=req.user_name,
-        user_email=req.user_email,
+        user_name=principal.name if principal and principal.name else req.user_name,
+        user_email=principal.email if principal and principal.email else req.user_email,
         browser_fingerprint=req.browser_fingerprint,
         metadata=req.metadata,
         supports=req.supports,
-        user_id=user_id,
+        # A principal is the requester; otherwise a verified authContext names the user.
+        user_id=principal.subject if principal else user_id,
         origin=conn.origin,
         resume_conversation_id=req.conversation_id,
+        org_id=principal.org if principal else None,
+        owner_subject=principal.subject if principal else None,
     )
+    await limits.admit_session(conn)
     async with conn.services.pool.connection() as db:
         session = await sessions.create_session(db, new)
     log.info("session created", session=session_ref(session.id))

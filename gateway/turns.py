@@ -14,11 +14,12 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from gateway import limits
 from gateway.connection import Connection
 from gateway.dispatch import Action
 from gateway.relay import attach
 from gateway.services import Services
-from gateway.sessions import require_session
+from gateway.sessions import find_session, require_session
 from parley import protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
@@ -36,15 +37,16 @@ START_GRACE = timedelta(seconds=30)
 async def send_message(conn: Connection, req: protocol.SendMessage) -> None:
     services = conn.services
     session = await require_session(conn, req.session_id)
-    if not services.settings.has_model_key:
+    if await services.model_keys.for_org(session.org_id) is None:
         raise ProtocolError(
             ErrorCode.LLM_UNAVAILABLE,
-            "no model API key is configured (set ANTHROPIC_API_KEY); this server cannot run turns",
+            "no model API key is configured for this organization; this server cannot run turns",
         )
+    await limits.admit_turn(conn, session, req.model)
     tid = turn_id(session.id, req.request_id)
     turn, created = await _claim_slot(services, session, tid, req)
     if created:
-        await _start_turn(services, session, tid, req)
+        await _start_turn(conn, session, tid, req)
     conn.outbox.send(
         protocol.immediate_response(req.request_id, 202, "Processing your request...", {})
     )
@@ -56,11 +58,13 @@ async def resume_turn(conn: Connection, req: protocol.ResumeTurn) -> None:
     is running or has just finished (a reload right after the last token): its events are
     replayed from the first."""
     linger = conn.services.settings.turn_linger.total_seconds()
-    async with conn.services.pool.connection() as db:
-        if req.request_id is None:
-            turn = await turns.running_turn(db, req.session_id)
-        else:
-            turn = await turns.attachable(db, turn_id(req.session_id, req.request_id), linger)
+    turn = None
+    if await find_session(conn, req.session_id) is not None:
+        async with conn.services.pool.connection() as db:
+            if req.request_id is None:
+                turn = await turns.running_turn(db, req.session_id)
+            else:
+                turn = await turns.attachable(db, turn_id(req.session_id, req.request_id), linger)
     if turn is None:
         raise ProtocolError(
             ErrorCode.NO_ACTIVE_TURN, f"session '{req.session_id}' has no active turn"
@@ -76,6 +80,8 @@ async def cancel(conn: Connection, req: protocol.Cancel) -> None:
     if req.request_id is None:
         return
     if req.session_id is not None:
+        if await find_session(conn, req.session_id) is None:
+            return  # as for a session with no such turn
         tid = turn_id(req.session_id, req.request_id)
     else:
         tid = next((t for t, r in conn.relays.items() if r.request_id == req.request_id), "")
@@ -135,9 +141,9 @@ async def _workflow_running(services: Services, holder: turns.Turn) -> bool:
 
 
 async def _start_turn(
-    services: Services, session: SessionRecord, tid: str, req: protocol.SendMessage
+    conn: Connection, session: SessionRecord, tid: str, req: protocol.SendMessage
 ) -> None:
-    settings = services.settings
+    services, settings, principal = conn.services, conn.services.settings, conn.principal
     try:
         await services.temporal.start_workflow(
             TurnWorkflow.run,
@@ -148,13 +154,18 @@ async def _start_turn(
                 user_participant_id=session.user_participant_id,
                 agent_participant_id=session.agent_participant_id,
                 org_id=session.org_id,
+                agent_id=session.agent_id,
                 user_id=session.user_id,
                 message=req.message,
                 model=req.model or settings.model,
                 stream=req.stream,
                 max_iterations=settings.max_iterations,
+                token_budget=settings.turn_token_budget,
                 approval_timeout_seconds=settings.approval_timeout.total_seconds(),
                 linger_seconds=settings.turn_linger.total_seconds(),
+                groups=list(principal.groups)
+                if principal is not None and principal.groups is not None
+                else None,
             ),
             id=tid,
             task_queue=settings.task_queue,

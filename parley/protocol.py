@@ -36,7 +36,8 @@ def now_ms() -> int:
 
 
 class ErrorCode:
-    """Error codes from PROTOCOL.md §3 (plus `NO_ACTIVE_TURN` for `resume_turn`)."""
+    """Error codes from PROTOCOL.md §3 (plus `NO_ACTIVE_TURN` for `resume_turn`, and
+    `BUDGET_EXCEEDED` when a daily budget is spent)."""
 
     VALIDATION_ERROR = "VALIDATION_ERROR"
     UNSUPPORTED_ACTION = "UNSUPPORTED_ACTION"
@@ -51,6 +52,7 @@ class ErrorCode:
     AGENT_ERROR = "AGENT_ERROR"
     STORAGE_ERROR = "STORAGE_ERROR"
     RATE_LIMITED = "RATE_LIMITED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -66,6 +66,13 @@ def _duration_or_zero(value: object) -> timedelta:
     return parse_duration(value, allow_zero=True)
 
 
+def _off_is_zero(value: object) -> object:
+    """A limit given as `off` (or `none`, or blank) is 0: no limit."""
+    if isinstance(value, str) and value.strip().lower() in {"off", "none", ""}:
+        return 0
+    return value
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -75,6 +82,13 @@ def _split_csv(value: object) -> object:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 DurationOrZero = Annotated[timedelta, BeforeValidator(_duration_or_zero)]
 CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
+# A limit: 0 or `off` turns it off.
+Limit = Annotated[int, BeforeValidator(_off_is_zero), Field(ge=0)]
+UsdLimit = Annotated[float, BeforeValidator(_off_is_zero), Field(ge=0)]
+RateLimit = Annotated[float, BeforeValidator(_off_is_zero), Field(ge=0)]
+LimitDuration = Annotated[
+    timedelta, BeforeValidator(lambda value: _duration_or_zero(_off_is_zero(value)))
+]
 
 
 def _env(name: str) -> AliasChoices:
@@ -142,18 +156,97 @@ class Settings(BaseSettings):
         timedelta(seconds=60), validation_alias=_env("PARLEY_TURN_LINGER")
     )
 
+    # Identity: with PARLEY_AUTH=jwt a connection's token names its principal (gateway/auth.py).
+    auth: Literal["none", "jwt"] = Field("none", validation_alias=_env("PARLEY_AUTH"))
+    auth_strict: bool = Field(False, validation_alias=_env("PARLEY_AUTH_STRICT"))
+    jwt_secret: SecretStr | None = Field(None, validation_alias=_env("PARLEY_JWT_SECRET"))
+    jwt_public_key: str | None = Field(None, validation_alias=_env("PARLEY_JWT_PUBLIC_KEY"))
+    jwt_jwks_url: str | None = Field(None, validation_alias=_env("PARLEY_JWT_JWKS_URL"))
+    jwt_issuer: str | None = Field(None, validation_alias=_env("PARLEY_JWT_ISSUER"))
+    jwt_audience: str | None = Field(None, validation_alias=_env("PARLEY_JWT_AUDIENCE"))
+    # An unknown `kid` refetches the JWKS at most this often.
+    jwt_jwks_cooldown: DurationOrZero = Field(
+        timedelta(seconds=30), validation_alias=_env("PARLEY_JWT_JWKS_COOLDOWN")
+    )
+    jwt_admin_role: str = Field("admin", validation_alias=_env("PARLEY_JWT_ADMIN_ROLE"))
+    # A session nobody used for this long, or this old, is gone (its id answers "not found").
+    session_idle_timeout: Duration = Field(
+        timedelta(hours=24), validation_alias=_env("PARLEY_SESSION_IDLE_TIMEOUT")
+    )
+    session_max_age: Duration = Field(
+        timedelta(days=7), validation_alias=_env("PARLEY_SESSION_MAX_AGE")
+    )
+    # `module:attr`, a callable org_id -> model API key (or None); default: ANTHROPIC_API_KEY.
+    model_key_resolver: str | None = Field(None, validation_alias=_env("PARLEY_MODEL_KEY_RESOLVER"))
+
     demo: bool = Field(False, validation_alias=_env("PARLEY_DEMO"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("PARLEY_ADMIN_TOKEN"))
+    # The admin API's own listener (unset: /admin is served on the public one), and the
+    # limits an upload is held to: the body, parsing and chunking time, HTML nesting, chunks.
+    admin_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("PARLEY_ADMIN_PORT"))
+    admin_host: str = Field("127.0.0.1", validation_alias=_env("PARLEY_ADMIN_HOST"))
+    admin_max_bytes: int = Field(
+        10 * 1024 * 1024, ge=1, validation_alias=_env("PARLEY_ADMIN_MAX_BYTES")
+    )
+    admin_parse_timeout: Duration = Field(
+        timedelta(seconds=30), validation_alias=_env("PARLEY_ADMIN_PARSE_TIMEOUT")
+    )
+    admin_max_html_depth: int = Field(
+        1000, ge=1, validation_alias=_env("PARLEY_ADMIN_MAX_HTML_DEPTH")
+    )
+    admin_max_chunks: int = Field(10_000, ge=1, validation_alias=_env("PARLEY_ADMIN_MAX_CHUNKS"))
     rerank: Literal["lexical"] | None = Field(None, validation_alias=_env("PARLEY_RERANK"))
     embeddings: str | None = Field(None, validation_alias=_env("PARLEY_EMBEDDINGS"))
     grounding_results: int = Field(
         3, ge=0, le=20, validation_alias=_env("PARLEY_GROUNDING_RESULTS")
     )
-    widget_auth_strict: bool = Field(False, validation_alias=_env("PARLEY_WIDGET_AUTH_STRICT"))
+    # Unregistered agents are refused unless this is off (`parley dev` turns it off).
+    widget_auth_strict: bool = Field(True, validation_alias=_env("PARLEY_WIDGET_AUTH_STRICT"))
     org: str = Field("default", validation_alias=_env("PARLEY_ORG"))
+
+    # Cost and abuse limits (README, "Limits"); 0 or `off` turns one off. Per socket and per
+    # gateway process: frames, connections, idleness. Shared by every gateway (PostgreSQL):
+    # sessions and turns per minute, daily budgets. The per-turn token budget rides in the
+    # turn's input.
+    turn_token_budget: Limit = Field(100_000, validation_alias=_env("PARLEY_TURN_TOKEN_BUDGET"))
+    ws_frame_rate: RateLimit = Field(10.0, validation_alias=_env("PARLEY_WS_FRAME_RATE"))
+    ws_frame_burst: int = Field(30, ge=1, validation_alias=_env("PARLEY_WS_FRAME_BURST"))
+    ws_flood_window: Duration = Field(
+        timedelta(seconds=5), validation_alias=_env("PARLEY_WS_FLOOD_WINDOW")
+    )
+    ws_connections_per_ip: Limit = Field(20, validation_alias=_env("PARLEY_WS_CONNECTIONS_PER_IP"))
+    ws_idle_timeout: LimitDuration = Field(
+        timedelta(minutes=10), validation_alias=_env("PARLEY_WS_IDLE_TIMEOUT")
+    )
+    sessions_per_ip_per_minute: Limit = Field(
+        20, validation_alias=_env("PARLEY_SESSIONS_PER_IP_PER_MINUTE")
+    )
+    turns_per_session_per_minute: Limit = Field(
+        10, validation_alias=_env("PARLEY_TURNS_PER_SESSION_PER_MINUTE")
+    )
+    turns_per_ip_per_minute: Limit = Field(
+        30, validation_alias=_env("PARLEY_TURNS_PER_IP_PER_MINUTE")
+    )
+    org_daily_tokens: Limit = Field(20_000_000, validation_alias=_env("PARLEY_ORG_DAILY_TOKENS"))
+    org_daily_usd: UsdLimit = Field(100.0, validation_alias=_env("PARLEY_ORG_DAILY_USD"))
+    agent_daily_tokens: Limit = Field(
+        10_000_000, validation_alias=_env("PARLEY_AGENT_DAILY_TOKENS")
+    )
+    agent_daily_usd: UsdLimit = Field(50.0, validation_alias=_env("PARLEY_AGENT_DAILY_USD"))
 
     log_level: str = Field("INFO", validation_alias=_env("PARLEY_LOG_LEVEL"))
     log_format: str = Field("console", validation_alias=_env("PARLEY_LOG_FORMAT"))
+    # Message text, model requests and replies, tool arguments: logged only when this is on.
+    log_payloads: bool = Field(False, validation_alias=_env("PARLEY_LOG_PAYLOADS"))
+
+    @model_validator(mode="after")
+    def _jwt_has_a_key(self) -> Settings:
+        if self.auth == "jwt" and not (self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url):
+            raise ValueError(
+                "PARLEY_AUTH=jwt needs PARLEY_JWT_SECRET, PARLEY_JWT_PUBLIC_KEY"
+                " or PARLEY_JWT_JWKS_URL"
+            )
+        return self
 
     @property
     def has_model_key(self) -> bool:

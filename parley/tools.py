@@ -65,6 +65,7 @@ class CallContext:
     turn_id: str = ""
     org_id: str = ""
     user_id: str | None = None
+    groups: list[str] | None = None  # from the principal's token; None: the admin-set ones
 
 
 _current: ContextVar[CallContext | None] = ContextVar("parley_tool_call", default=None)

@@ -74,6 +74,16 @@ def fake_model(model_server: FakeAnthropic) -> Iterator[FakeAnthropic]:
     model_server.reset()
 
 
+SUITE_LIMITS = {
+    "ws_frame_rate": 100_000.0,
+    "ws_frame_burst": 100_000,
+    "ws_connections_per_ip": 10_000,
+    "sessions_per_ip_per_minute": 1_000_000,
+    "turns_per_session_per_minute": 1_000_000,
+    "turns_per_ip_per_minute": 1_000_000,
+}
+
+
 @pytest.fixture(scope="session")
 def settings(
     database_url: str,
@@ -94,6 +104,13 @@ def settings(
         # A finished turn stays readable this long (resume right after its end is tested);
         # short, so tests that wait for a workflow to close do not wait a minute.
         turn_linger=timedelta(seconds=3),
+        # Tests open sessions on ad-hoc agent ids, as `parley dev` allows.
+        widget_auth_strict=False,
+        # The suite opens many sockets, sessions and turns from 127.0.0.1, and floods sockets
+        # on purpose (fuzz, hostile input): the per-address and per-socket limits are raised
+        # far out of its way, but stay on. tests/test_limits.py trips each one on gateways
+        # of its own, with small limits.
+        **SUITE_LIMITS,
     )
 
 
@@ -123,6 +140,18 @@ async def pool(gateway: GatewayServer):
     return gateway.services.pool
 
 
+# Limits a child process gets from the settings it is started with (the suite's raised ones,
+# or a test's own).
+LIMIT_SETTINGS = (
+    *SUITE_LIMITS,
+    "turn_token_budget",
+    "org_daily_tokens",
+    "org_daily_usd",
+    "agent_daily_tokens",
+    "agent_daily_usd",
+)
+
+
 class Processes:
     """Parley workers and gateways as real OS processes (for crash and scale-out tests)."""
 
@@ -142,24 +171,30 @@ class Processes:
             "PARLEY_CONFIRM_TOOLS": ",".join(settings.confirm_tools),
             "PARLEY_LOG_LEVEL": "WARNING",
             "PARLEY_TURN_LINGER": f"{settings.turn_linger.total_seconds()}s",
+            "PARLEY_WIDGET_AUTH_STRICT": "false",
+            **{f"PARLEY_{name.upper()}": str(getattr(settings, name)) for name in LIMIT_SETTINGS},
             **extra,
         }
 
-    def worker(self, settings: Settings) -> ChildProcess:
-        return self._start("worker", ["-m", "worker"], self.env(settings))
+    def worker(self, settings: Settings, *, capture: bool = False, **env: str) -> ChildProcess:
+        """A worker process; `env` adds variables, `capture` keeps its output (`.output`)."""
+        return self.start("worker", ["-m", "worker"], self.env(settings, **env), capture)
 
     async def gateway(
-        self, settings: Settings, port: int | None = None
+        self, settings: Settings, port: int | None = None, *, capture: bool = False, **env: str
     ) -> tuple[ChildProcess, int]:
         """A gateway process on `port` (a free one by default), once /readyz says 200."""
         port = port or free_port()
-        env = self.env(settings, PARLEY_PORT=str(port))
-        process = self._start("gateway", ["-m", "parley", "gateway"], env)
+        env = self.env(settings, PARLEY_PORT=str(port), **env)
+        process = self.start("gateway", ["-m", "parley", "gateway"], env, capture)
         await process.wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60)
         return process, port
 
-    def _start(self, name: str, args: list[str], env: dict[str, str]) -> ChildProcess:
-        process = ChildProcess(name, [sys.executable, *args], env=env)
+    def start(
+        self, name: str, args: list[str], env: dict[str, str], capture: bool = False
+    ) -> ChildProcess:
+        """`python *args` as a child process, stopped when the test ends."""
+        process = ChildProcess(name, [sys.executable, *args], env=env, capture=capture)
         self.started.append(process)
         return process
 

@@ -13,40 +13,35 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import uvicorn
 from smooth_operator.types import parse_event
 from websockets.asyncio.client import ClientConnection, connect
 
-from gateway.app import create_app
-from gateway.serve import uvicorn_config
+from gateway.serve import Listeners
 from gateway.services import Services
 from parley.settings import Settings
 
 Event = dict[str, Any]
 
+# An admin token long enough for the gateway to accept (PARLEY_ADMIN_TOKEN: 32 at least).
+ADMIN_TOKEN = "parley-test-admin-token-0123456789"
+ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 
 class GatewayServer:
-    """The real gateway app under uvicorn, on a free port of this test process."""
+    """The real gateway app under uvicorn, on a free port of this test process (and, with
+    `admin_port` set, the admin listener on that port)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.app = create_app(settings)
-        self._server = uvicorn.Server(uvicorn_config(self.app, settings, port=0))
-        self._task: asyncio.Task[None] | None = None
+        self._listeners = Listeners(settings, port=0)
+        self.app = self._listeners.app
         self.port = 0
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve())
-        async with asyncio.timeout(30):
-            while not self._server.started:
-                if self._task.done():
-                    self._task.result()
-                await asyncio.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        await self._listeners.start()
+        self.port = self._listeners.port
 
     async def stop(self) -> None:
-        self._server.should_exit = True
-        if self._task is not None:
-            await self._task
+        await self._listeners.stop()
 
     @property
     def services(self) -> Services:

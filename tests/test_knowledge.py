@@ -23,7 +23,7 @@ from parley.knowledge.types import Access, Document, Requester
 from parley.stack.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, ToolCall
 from parley.storage import organizations, sessions
 from parley.widget_auth import sign_auth_context
-from tests.helpers import GatewayServer, WsClient, kinds, run_turn
+from tests.helpers import ADMIN_AUTH, ADMIN_TOKEN, GatewayServer, WsClient, kinds, run_turn
 
 DATA = Path(__file__).parent / "data"
 KEY = "kb-signing-key"
@@ -216,10 +216,10 @@ async def test_cli_ingest(settings, corpus: Path, pool) -> None:
 
 
 async def test_admin_api(settings) -> None:
-    server = GatewayServer(settings.model_copy(update={"admin_token": SecretStr("adm1n")}))
+    server = GatewayServer(settings.model_copy(update={"admin_token": SecretStr(ADMIN_TOKEN)}))
     await server.start()
     org_id = org()
-    auth = {"Authorization": "Bearer adm1n"}
+    auth = ADMIN_AUTH
     try:
         async with httpx.AsyncClient(base_url=server.http_url) as http:
             doc = {"id": "kb/returns.md", "content": RETURNS, "public": True, "org": org_id}
@@ -233,7 +233,7 @@ async def test_admin_api(settings) -> None:
             nobody = await http.post(
                 "/admin/documents", json={"id": "x", "content": "y"}, headers=auth
             )
-            assert nobody.status_code == 422 and "who may read" in nobody.json()["error"]
+            assert nobody.status_code == 400 and "who may read" in nobody.json()["error"]
             listed = await http.get("/admin/documents", params={"org": org_id}, headers=auth)
             assert [d["id"] for d in listed.json()["documents"]] == ["kb/returns.md"]
             gone = await http.delete(

@@ -40,7 +40,7 @@ from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from parley.turn.types import TurnInput, TurnOutcome
 from tests.helpers import GatewayServer, WsClient, is_terminal, kinds, run_turn, tokens
 from tests.test_approvals import REFUND, confirm, park
-from workflows.turn import TurnWorkflow
+from workflows.turn import BUDGET_NOTICE, TurnWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 RECORDING = os.environ.get("PARLEY_RECORD_HISTORIES") == "1"
@@ -186,6 +186,14 @@ async def retried_model_call(t: Take) -> None:
     assert "chunk:reset" in kinds(events) and tokens(events) == "Recovered."
 
 
+async def token_budget_spent(t: Take) -> None:
+    """The first call spends the turn's budget (500 tokens) and asks for a tool: the turn
+    ends there, with a notice, and the tool never runs."""
+    t.model.enqueue(Reply(tool_calls=[READ_TOOL], input_tokens=400, output_tokens=150))
+    events = await run_turn(t.client, t.session_id, "Where is ORD-7?", t.request_id)
+    assert tokens(events) == BUDGET_NOTICE and events[-1]["type"] == "eventual_response"
+
+
 @dataclass(frozen=True)
 class Scenario:
     drive: Callable[[Take], Awaitable[None]]
@@ -207,6 +215,9 @@ SCENARIOS: dict[str, Scenario] = {
     "cancelled_mid_stream": Scenario(cancelled_mid_stream, Shape(ANSWER, ending="canceled")),
     "retried_model_call": Scenario(
         retried_model_call, Shape(ANSWER, timers_fired=1, retried=("call_model",))
+    ),
+    "token_budget_spent": Scenario(
+        token_budget_spent, Shape(ANSWER, timers_fired=1), settings={"turn_token_budget": 500}
     ),
 }
 

@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
         running_gateway,
         tokens,
     )
-    from worker import model_client, turn_activities
+    from worker import model_clients, turn_activities
     from workflows.turn import TRUNCATED_NOTICE, TurnWorkflow
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -46,8 +46,7 @@ class BrokenTurn(TurnWorkflow):
 async def test_a_workflow_bug_fails_the_turn_and_frees_the_session(
     isolated_settings: Settings, fake_model: FakeAnthropic, temporal_env: WorkflowEnvironment
 ) -> None:
-    llm = model_client(isolated_settings)
-    assert llm is not None
+    llm = model_clients(isolated_settings)
     async with running_gateway(isolated_settings) as gateway:
         worker = Worker(
             temporal_env.client,
@@ -62,7 +61,7 @@ async def test_a_workflow_bug_fails_the_turn_and_frees_the_session(
             broken = await run_turn(client, session["sessionId"], "where is A1?", "bug")
             fake_model.enqueue(Reply(text="Hello again."))
             after = await run_turn(client, session["sessionId"], "hello?", "next")
-    await llm.close()
+    await llm.aclose()
     assert collapse(kinds(broken)) == ["immediate:202", "stream_token", "error"]
     assert broken[-1]["error"]["code"] == "AGENT_ERROR"
     assert "deliberate" not in broken[-1]["error"]["message"]  # no internals on the wire
@@ -102,3 +101,51 @@ async def test_a_tool_call_cut_at_the_output_limit_is_not_run(
     assert collapse(kinds(events)) == ["immediate:202", "stream_token", "eventual_response"]
     assert tokens(events) == "Checking" + TRUNCATED_NOTICE
     assert len(fake_model.requests) == 1
+
+
+async def test_a_terminated_turn_still_ends_with_one_terminal_event(
+    client: WsClient, fake_model: FakeAnthropic, temporal_env: WorkflowEnvironment
+) -> None:
+    """An operator terminates a streaming turn: the workflow closes without publishing an
+    end, and the relay says so (one AGENT_ERROR with a reference); the session is free."""
+    from parley.turn.types import turn_id
+
+    session = (await client.create_session(str(uuid.uuid4())))["sessionId"]
+    fake_model.enqueue(Reply(text="this will be cut off", pause_after=2))
+    await client.send(
+        {"action": "send_message", "requestId": "t", "sessionId": session, "message": "hi"}
+    )
+    await fake_model.await_paused()
+    await temporal_env.client.get_workflow_handle(turn_id(session, "t")).terminate("operator")
+    fake_model.release()
+    events = await client.recv_until(lambda e: e["type"] in ("error", "eventual_response"), 30)
+    assert kinds(events)[-1] == "error" and events[-1]["requestId"] == "t"
+    assert events[-1]["error"]["code"] == "AGENT_ERROR"
+    assert "(ref " in events[-1]["error"]["message"]
+    fake_model.enqueue(Reply(text="Back again."))
+    after = await run_turn(client, session, "hello?", "t2")
+    assert kinds(after)[-1] == "eventual_response" and tokens(after) == "Back again."
+
+
+async def test_a_data_error_ends_the_turn_at_once(
+    client: WsClient, fake_model: FakeAnthropic, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A tool result PostgreSQL cannot store (a NUL): the turn ends with one terminal event
+    at once (a data error is not retried), and the session is free."""
+    session = (await client.create_session(str(uuid.uuid4())))["sessionId"]
+    fake_model.enqueue(
+        Reply(tool_calls=[ToolCall("raw_bytes_report", {})]), Reply(text="Report read.")
+    )
+    events = await run_turn(client, session, "report please", "nul", timeout=30)
+    terminal = [e for e in events if e["type"] in ("error", "eventual_response", "cancelled")]
+    assert terminal == [events[-1]] and events[-1]["error"]["code"] == "AGENT_ERROR"
+    failed_attempts = [
+        r
+        for r in caplog.records
+        if "activity as failed" in r.getMessage() and "run_tool" in r.getMessage()
+    ]
+    assert len(failed_attempts) == 1  # not retried
+    fake_model.reset()
+    fake_model.enqueue(Reply(text="Fine now."))
+    after = await run_turn(client, session, "hello?", "nul2")
+    assert tokens(after) == "Fine now."

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
-from parley.storage import context
+from parley.storage import context, sessions
 from parley.turn.pricing import cost_usd
 from parley.turn.types import turn_id
 from tests.helpers import (
@@ -71,7 +71,14 @@ async def test_plain_streaming_turn(client: WsClient, session: dict, fake_model:
     assert request.headers["authorization"] == "Bearer test-key"
 
 
-async def test_per_turn_model(client: WsClient, session: dict, fake_model: FakeAnthropic):
+async def test_per_turn_model(client: WsClient, pool, fake_model: FakeAnthropic):
+    """A client may pick a model the agent allows (`parley agent ... --models`)."""
+    agent_id = str(uuid.uuid4())
+    async with pool.connection() as conn:
+        await sessions.upsert_agent(
+            conn, agent_id, name="Picky", org_id="default", models=["claude-sonnet-4-5"]
+        )
+    session = await client.create_session(agent_id)
     fake_model.enqueue(Reply(text="ok", input_tokens=1000, output_tokens=1000))
     events = await run_turn(client, session["sessionId"], "hi", "m1", model="claude-sonnet-4-5")
     assert fake_model.requests[0].body["model"] == "claude-sonnet-4-5"

@@ -51,3 +51,16 @@ async def blocking_refund(order_id: str) -> dict:
     )
     await call.connection.execute("select pg_advisory_xact_lock(%s)", (BLOCKING_REFUND_LOCK,))
     return {"order_id": order_id, "status": "refunded"}
+
+
+@tool
+def raw_bytes_report() -> str:
+    """Return a report straight from a legacy system (it holds a NUL, which PostgreSQL text
+    cannot store: the data-error test)."""
+    return "status: ok\x00trailing garbage"
+
+
+async def model_key_for(org_id: str) -> str | None:
+    """A per-organization model key resolver (PARLEY_MODEL_KEY_RESOLVER) for the tests:
+    organizations named `keyless-*` have none."""
+    return None if org_id.startswith("keyless-") else f"key-for-{org_id}"

@@ -1,9 +1,10 @@
 """The turn workflow: one `send_message`, from the user's words to the persisted reply.
 
-Up to `max_iterations` x (model call -> tool calls) -> persist the reply and release the
-session's slot -> publish the terminal event. The first model call stores the user message
-(idempotently, under an id the workflow chose) in the same database session that reads the
-context: one activity round trip fewer before the first token than a separate step.
+Up to `max_iterations` x (model call -> tool calls), within the turn's token budget ->
+persist the reply and release the session's slot -> publish the terminal event. The first
+model call stores the user message (idempotently, under an id the workflow chose) in the
+same database session that reads the context: one activity round trip fewer before the
+first token than a separate step.
 
 The workflow owns the turn's event stream (Workflow Streams): the model activity publishes
 text deltas into it, the workflow publishes tool chunks and the terminal event, and any
@@ -103,6 +104,10 @@ STORAGE = Policy(
 # Appended to a reply the model stopped at its output limit (PARLEY_MAX_TOKENS): the
 # reader must know the answer is incomplete, and an incomplete tool call is never run.
 TRUNCATED_NOTICE = "\n\n[This reply was cut short: it reached the length limit.]"
+# Appended when the turn's model calls have spent its token budget (PARLEY_TURN_TOKEN_BUDGET)
+# while the model still wanted tools: the turn stops there, and the tools are not run.
+BUDGET_NOTICE = "\n\n[This reply was cut short: it reached this turn's token budget.]"
+TOKEN_BUDGET_PATCH = "turn-token-budget"
 
 
 # Not sandboxed: this module imports only dataclasses and the activity classes (passed
@@ -203,7 +208,8 @@ class TurnWorkflow:
         """Model calls and tool calls until the model answers without tools.
 
         The last allowed iteration runs with tools disabled, so the turn ends with words.
-        A reply cut off at the output limit ends the turn, saying so.
+        A reply cut off at the output limit ends the turn, saying so, and so does a turn
+        whose calls have spent its token budget when the model asks for tools again.
         """
         parts: list[str] = []
         usage = Usage()
@@ -216,12 +222,14 @@ class TurnWorkflow:
                     conversation_id=self.inp.conversation_id,
                     org_id=self.inp.org_id,
                     user_id=self.inp.user_id,
+                    agent_id=self.inp.agent_id,
                     model=self.inp.model,
                     iteration=iteration,
                     stream=self.inp.stream,
                     allow_tools=not last,
                     user_message=self.user_message if iteration == 0 else None,
                     after=self.published,
+                    groups=self.inp.groups,
                 ),
                 MODEL_CALL,
             )
@@ -235,9 +243,23 @@ class TurnWorkflow:
                 break
             if not output.tool_calls or last:
                 break
+            # Patched (asked only when the budget trips): a turn an older worker ran past
+            # its budget, started by a newer gateway, replays the path it took.
+            if self._budget_spent(usage) and workflow.patched(TOKEN_BUDGET_PATCH):
+                workflow.logger.warning("turn reached its token budget")
+                if self.inp.stream:
+                    self._publish(Token(BUDGET_NOTICE))
+                parts.append(BUDGET_NOTICE)
+                break
             for call in output.tool_calls:
                 await self._run_tool(turn, iteration, call)
         return "".join(parts), usage
+
+    def _budget_spent(self, usage: Usage) -> bool:
+        """The turn's calls have used its token budget (prompt tokens, cached or not, and
+        output), so it makes no further call."""
+        budget = self.inp.token_budget
+        return budget > 0 and usage.prompt_tokens + usage.output_tokens >= budget
 
     async def _run_tool(self, turn: str, iteration: int, call: ToolCall) -> None:
         verdict = None
@@ -254,6 +276,7 @@ class TurnWorkflow:
                 org_id=self.inp.org_id,
                 user_id=self.inp.user_id,
                 verdict=verdict,
+                groups=self.inp.groups,
             ),
             TOOL_CALL,
         )

@@ -20,8 +20,13 @@ async def set_user_groups(conn: Conn, org_id: str, user_id: str, groups: list[st
             )
 
 
-async def requester(conn: Conn, org_id: str, user_id: str | None) -> Requester:
-    """The requester with the groups they belong to (what group access lists match)."""
+async def requester(
+    conn: Conn, org_id: str, user_id: str | None, groups: list[str] | None = None
+) -> Requester:
+    """The requester with the groups they belong to (what group access lists match):
+    `groups` when their token named them, else the groups set through the admin API."""
+    if groups is not None:
+        return Requester(org_id, user_id, tuple(sorted(set(groups))))
     return Requester(org_id, user_id, await requester_groups(conn, org_id, user_id))
 
 

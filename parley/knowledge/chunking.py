@@ -53,6 +53,51 @@ def extract_string(content: str, fmt: str, fallback_title: str) -> Extracted:
     return Extracted(title=_first_heading(content) or fallback_title, text=content)
 
 
+# Elements that never contain others, so they add no nesting.
+_VOID_ELEMENTS = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param"}
+    | {"source", "track", "wbr"}
+)
+
+
+def html_depth(html: str, limit: int) -> int:
+    """How deep `html`'s elements nest, counted up to `limit + 1` (then the scan stops).
+
+    Parsing cost grows with the square of the nesting depth, so an upload is measured with
+    the standard library's tokenizer (linear) before it is parsed. Unclosed elements count
+    as nested, as the parser nests them.
+    """
+    from html.parser import HTMLParser
+
+    class _Depth(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__(convert_charrefs=False)
+            self.depth = self.deepest = 0
+
+        def handle_starttag(self, tag: str, attrs: object) -> None:
+            if tag not in _VOID_ELEMENTS:
+                self.depth += 1
+                self.deepest = max(self.deepest, self.depth)
+                if self.deepest > limit:
+                    raise _TooDeep
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag not in _VOID_ELEMENTS:
+                self.depth = max(0, self.depth - 1)
+
+    scanner = _Depth()
+    try:
+        scanner.feed(html)
+        scanner.close()
+    except _TooDeep:
+        pass
+    return scanner.deepest
+
+
+class _TooDeep(Exception):
+    pass
+
+
 def _first_heading(text: str) -> str | None:
     for line in text.splitlines():
         match = _HEADING.match(line)

@@ -10,18 +10,25 @@ from parley.storage.db import Conn
 
 
 async def upsert_document(
-    conn: Conn, org_id: str, doc: Document, embedder: Embedder | None = None
+    conn: Conn,
+    org_id: str,
+    doc: Document,
+    embedder: Embedder | None = None,
+    chunks: list[Chunk] | None = None,
 ) -> tuple[Outcome, int]:
     """Store `doc` and its chunks: unchanged content and access is skipped; changed is
     replaced. Returns the outcome and the number of chunks written. With an embedder (and
-    pgvector), chunks without an embedding from it get one."""
-    outcome, written = await _store(conn, org_id, doc)
+    pgvector), chunks without an embedding from it get one. `chunks` are `doc.text`'s, when
+    the caller has chunked it already (the admin API does, off the event loop)."""
+    outcome, written = await _store(conn, org_id, doc, chunks)
     if embedder is not None and await vectors_ready(conn):
         await _embed_missing(conn, org_id, doc.id, embedder)
     return outcome, written
 
 
-async def _store(conn: Conn, org_id: str, doc: Document) -> tuple[Outcome, int]:
+async def _store(
+    conn: Conn, org_id: str, doc: Document, chunks: list[Chunk] | None
+) -> tuple[Outcome, int]:
     async with conn.transaction():
         cur = await conn.execute(
             "select content_hash, acl_public, acl_users, acl_groups from documents"
@@ -58,7 +65,8 @@ async def _store(conn: Conn, org_id: str, doc: Document) -> tuple[Outcome, int]:
         await conn.execute(
             "delete from chunks where org_id = %s and document_id = %s", (org_id, doc.id)
         )
-        chunks = chunk_text(doc.text)
+        if chunks is None:
+            chunks = chunk_text(doc.text)
         await _copy_chunks(conn, org_id, doc, chunks)
     return ("new" if existing is None else "changed"), len(chunks)
 

@@ -39,7 +39,7 @@ def register_knowledge_search(
         conn = call.connection
         hits = await search.search(
             conn,
-            await access.requester(conn, call.org_id, call.user_id),
+            await access.requester(conn, call.org_id, call.user_id, call.groups),
             args["query"],
             limit=args.get("limit", 3),
             rerank=rerank,

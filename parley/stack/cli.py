@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 def _settings() -> Settings:
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, payloads=settings.log_payloads)
     return settings
 
 
@@ -55,24 +55,34 @@ def dev() -> None:
     """
     from parley.stack.dev import run_dev
 
-    asyncio.run(run_dev(_settings()))
+    settings = _settings()
+    _check_admin(settings)
+    asyncio.run(run_dev(settings))
+
+
+def _check_admin(settings: Settings) -> None:
+    """Stop on admin settings the gateway would refuse (a short token, say), before
+    anything starts."""
+    from gateway.admin import configuration_problem
+
+    if (problem := configuration_problem(settings)) is not None:
+        raise click.ClickException(problem)
 
 
 @main.command()
 def gateway() -> None:
-    """Serve the gateway (WebSocket /ws, /healthz, /readyz) on PARLEY_HOST:PARLEY_PORT."""
-    import uvicorn
-
-    from gateway.app import create_app
-    from gateway.serve import uvicorn_config
+    """Serve the gateway (WebSocket /ws, /healthz, /readyz) on PARLEY_HOST:PARLEY_PORT, and
+    /admin there or, with PARLEY_ADMIN_PORT set, on PARLEY_ADMIN_HOST:PARLEY_ADMIN_PORT."""
+    from gateway.serve import Listeners
     from parley.stores import resolve_stores
 
     settings = _settings()
+    _check_admin(settings)
     try:
         resolve_stores(settings)  # fail here, clearly, rather than inside uvicorn's start-up
     except StoresNotConfigured as err:
         raise click.ClickException(str(err)) from None
-    uvicorn.Server(uvicorn_config(create_app(settings), settings)).run()
+    Listeners(settings).run()
 
 
 @main.command()
@@ -95,10 +105,20 @@ def worker() -> None:
     "Any --origin gives the agent an embed policy.",
 )
 @click.option("--auth-key", default=None, help="HMAC key that signs authContext for this agent.")
+@click.option(
+    "--models",
+    default=None,
+    help="Comma-separated models a client may name in send_message (default: PARLEY_MODEL only).",
+)
 def agent(
-    agent_id: str, name: str, org: str | None, origins: tuple[str, ...], auth_key: str | None
+    agent_id: str,
+    name: str,
+    org: str | None,
+    origins: tuple[str, ...],
+    auth_key: str | None,
+    models: str | None,
 ) -> None:
-    """Register (or update) an agent and its embed policy."""
+    """Register (or update) an agent, its embed policy and the models clients may pick."""
     from parley.storage import sessions
 
     settings = _settings()
@@ -111,6 +131,7 @@ def agent(
             org_id=org or settings.org,
             allowed_origins=list(origins) if origins or auth_key else None,
             auth_key=auth_key,
+            models=list(_csv(models)) or None,
         ),
     )
     click.echo(f"agent {agent_id} saved")

@@ -60,6 +60,8 @@ async def run_dev(settings: Settings) -> None:
             "DATABASE_URL": database_url,
             "TEMPORAL_ADDRESS": temporal_address,
             "PARLEY_DATA_DIR": str(data_dir),
+            # A development stack: any agent id may open a session (see the banner).
+            "PARLEY_WIDGET_AUTH_STRICT": os.environ.get("PARLEY_WIDGET_AUTH_STRICT", "false"),
         }
         click.echo("Starting the worker and the gateway ...")
         children: list[ChildProcess] = []
@@ -123,6 +125,11 @@ def _banner(
         f"  Chat page      {base}/",
         f"  WebSocket      {ws}/ws",
         f"  Health         {base}/readyz",
+        *(
+            [f"  Admin API      http://{settings.admin_host}:{settings.admin_port}/admin"]
+            if settings.admin_port is not None
+            else []
+        ),
         f"  Temporal       {temporal_address}"
         + (f"  (UI {temporal_ui})" if temporal_ui else "  (TEMPORAL_ADDRESS)"),
         f"  PostgreSQL     {_redact(database_url)}  ({pg_where})",
@@ -131,6 +138,11 @@ def _banner(
     if not settings.has_model_key:
         lines.append(
             "  Model          no ANTHROPIC_API_KEY: sessions work, send_message is refused"
+        )
+    if os.environ.get("PARLEY_WIDGET_AUTH_STRICT", "false").lower() in ("0", "false", "no"):
+        lines.append(
+            "  Agents         permissive: any agent id opens a session"
+            " (`parley gateway` refuses unregistered agents)"
         )
     lines += ["", "Press Ctrl-C to stop."]
     click.echo("\n".join(lines), nl=True)

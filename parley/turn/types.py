@@ -46,6 +46,10 @@ class TurnInput:
     max_iterations: int = 20
     approval_timeout_seconds: float = 1800.0
     linger_seconds: float = 0.0  # how long the finished turn's stream stays readable
+    groups: list[str] | None = None  # the principal's groups (knowledge access), if it named any
+    agent_id: str = ""  # whose daily usage the turn's model calls count against
+    # Prompt + output tokens the turn's model calls may spend, all told (0: no budget).
+    token_budget: int = 0
 
 
 @dataclass
@@ -106,6 +110,8 @@ class ModelInput:
     allow_tools: bool
     user_message: UserMessage | None = None  # set on the turn's first call only
     after: int = 0  # stream items the workflow published before this call (live lane order)
+    groups: list[str] | None = None
+    agent_id: str = ""  # with org_id: whose daily usage this call counts against
 
 
 @dataclass
@@ -124,6 +130,7 @@ class ToolInput:
     org_id: str
     user_id: str | None
     verdict: Verdict | None = None  # for writes
+    groups: list[str] | None = None
 
 
 @dataclass
