@@ -493,3 +493,31 @@ async def test_without_keys_there_is_no_codec_endpoint(settings: Settings) -> No
         assert gateway.services.temporal.data_converter is DataConverter.default
         reply = await client.post("/codec/decode", json={"payloads": []}, headers=AUTH)
         assert reply.status_code == 404
+
+
+async def test_an_organizations_admin_may_not_use_the_codec(settings: Settings) -> None:
+    """Payloads span every organization: a JWT with the admin role (scoped to its own
+    organization in the admin API) is refused here; the operators' static token is not."""
+    import time
+
+    import jwt
+
+    secret = "codec-jwt-secret-of-a-decent-length-0123"
+    _, key = new_key("k1")
+    keyed = settings.model_copy(
+        update={
+            "payload_keys": SecretStr(key),
+            "admin_token": SecretStr(ADMIN),
+            "auth": "jwt",
+            "jwt_secret": SecretStr(secret),
+        }
+    )
+    claims = {"sub": "ops", "org": "acme", "role": "admin", "exp": int(time.time()) + 300}
+    org_admin = {"Authorization": f"Bearer {jwt.encode(claims, secret, 'HS256')}"}
+    async with (
+        running_gateway(keyed) as gateway,
+        httpx.AsyncClient(base_url=gateway.http_url, timeout=10) as client,
+    ):
+        refused = await client.post("/codec/decode", json={"payloads": []}, headers=org_admin)
+        allowed = await client.post("/codec/decode", json={"payloads": []}, headers=AUTH)
+    assert refused.status_code == 403 and allowed.status_code == 200
