@@ -70,6 +70,7 @@ async def test_parley_dev_runs_on_a_bare_machine_and_survives_a_restart(server_d
         output = await dev.stop()
     assert "Parley is running." in output and f"ws://127.0.0.1:{port}/ws" in output
     assert "UI http://" in output  # the Temporal UI is printed
+    assert "permissive: any agent id opens a session" in output  # (unlike `parley gateway`)
     assert not (data_dir / "postgres" / "postmaster.pid").exists()  # postgres stopped too
     assert not (data_dir / "run" / "stores.json").exists()
 

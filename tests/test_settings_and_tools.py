@@ -83,3 +83,11 @@ async def test_handlers_sync_and_async_and_write_flags() -> None:
     assert registry.is_write("double", ["dou"])
     with pytest.raises(ValueError, match="object"):
         registry.register("bad", "x", {"type": "string"}, handler=lambda a: a)
+
+
+def test_unregistered_agents_are_refused_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`parley gateway` (and plain uvicorn) refuse agents never registered; only `parley dev`
+    turns that off for its children."""
+    monkeypatch.delenv("PARLEY_WIDGET_AUTH_STRICT", raising=False)
+    monkeypatch.delenv("parley_widget_auth_strict", raising=False)
+    assert Settings().widget_auth_strict is True
