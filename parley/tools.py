@@ -35,13 +35,14 @@ import importlib
 import inspect
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
 from pydantic import BaseModel, create_model
 
 from parley.storage.db import Conn
+from parley.storage.visitors import Identity as Identity  # re-exported: the tool API
 
 Handler = Callable[[dict[str, Any]], Any]
 Describer = Callable[[dict[str, Any]], str]
@@ -58,6 +59,8 @@ class CallContext:
     `call_key` is unique per tool call (workflow id + tool call id). `connection` is a
     database connection; for an approved write it is the transaction that also records the
     execution. `org_id` and `user_id` name the requester (`user_id` None: anonymous).
+    `identity` is what the visitor told us about themselves (the identity form, or the
+    session's `userName` / `userEmail`).
     """
 
     call_key: str
@@ -66,6 +69,7 @@ class CallContext:
     org_id: str = ""
     user_id: str | None = None
     groups: list[str] | None = None  # from the principal's token; None: the admin-set ones
+    identity: Identity = field(default_factory=Identity)
 
 
 _current: ContextVar[CallContext | None] = ContextVar("parley_tool_call", default=None)

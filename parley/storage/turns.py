@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from parley.storage import approvals
+from parley.storage import approvals, interactions
 from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
 from parley.turn.types import TurnStatus
@@ -107,8 +107,9 @@ async def status(conn: Conn, turn_id: str) -> TurnStatus | None:
 async def finish(conn: Conn, turn_id: str, status: TurnStatus) -> bool:
     """Release the slot with a final status; False when it was no longer running.
 
-    A question the turn was parked on is decided `cancelled` in the same transaction, so a
-    confirm can never win an approval of a turn that is over.
+    A question the turn was parked on (an approval, an interaction) is closed as `cancelled`
+    in the same transaction, so a confirm or a submit can never win one of a turn that is
+    over.
     """
     async with conn.transaction():
         cur = await conn.execute(
@@ -117,4 +118,5 @@ async def finish(conn: Conn, turn_id: str, status: TurnStatus) -> bool:
             (status, turn_id),
         )
         await approvals.cancel_pending(conn, turn_id)
+        await interactions.cancel_pending(conn, turn_id)
     return cur.rowcount == 1
