@@ -7,7 +7,8 @@ activity failures: the turn goes on.
 An approved write runs inside one transaction with its `tool_executions` row, keyed by
 workflow id + tool call id: a retried activity finds the row and returns the recorded
 result instead of running the handler again; a crash mid-handler rolls both back.
-Denied and expired writes never reach the handler.
+Denied and expired writes never reach the handler, nor does a raise tool's call the turn
+parked on: its result is the visitor's answer (`parley.interactions.tools`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 from temporalio import activity
 
 from activities.heartbeat import heartbeating
+from parley.interactions.tools import result as interaction_result
 from parley.logs import get_logger
-from parley.storage import context, tool_executions
+from parley.storage import context, interactions, tool_executions, visitors
 from parley.storage.db import Conn, Pool
 from parley.tools import CallContext, ToolArgumentsError, ToolRegistry
 from parley.turn.types import ToolCall, ToolInput, ToolOutput
@@ -49,13 +51,17 @@ class ToolActivities:
     @activity.defn(name="run_tool")
     async def run_tool(self, inp: ToolInput) -> ToolOutput:
         call = inp.call
+        value: Any
         async with heartbeating(), self._pool.connection() as conn:
-            if inp.verdict in NOT_RUN:
+            if inp.interaction_id is not None:
+                outcome = await interactions.outcome(conn, inp.interaction_id)
+                value, is_error = interaction_result(outcome), False
+            elif inp.verdict in NOT_RUN:
                 value, is_error = NOT_RUN[inp.verdict], True
             elif call.write:
-                value, is_error = await self._execute_once(conn, inp, _context(inp, conn))
+                value, is_error = await self._execute_once(conn, inp, await _context(inp, conn))
             else:
-                value, is_error = await self._invoke(call, _context(inp, conn))
+                value, is_error = await self._invoke(call, await _context(inp, conn))
             text = _as_text(value)
             await context.save_tool_result(
                 conn, inp.turn_id, inp.iteration, call.id, text, is_error
@@ -109,7 +115,7 @@ class ToolActivities:
         return f"{call.name} failed: {type(err).__name__}: {err}"
 
 
-def _context(inp: ToolInput, conn: Conn) -> CallContext:
+async def _context(inp: ToolInput, conn: Conn) -> CallContext:
     return CallContext(
         call_key=f"{inp.turn_id}:{inp.call.id}",
         connection=conn,
@@ -117,6 +123,7 @@ def _context(inp: ToolInput, conn: Conn) -> CallContext:
         org_id=inp.org_id,
         user_id=inp.user_id,
         groups=inp.groups,
+        identity=await visitors.identity_of_turn(conn, inp.turn_id),
     )
 
 

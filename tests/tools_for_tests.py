@@ -64,3 +64,10 @@ async def model_key_for(org_id: str) -> str | None:
     """A per-organization model key resolver (PARLEY_MODEL_KEY_RESOLVER) for the tests:
     organizations named `keyless-*` have none."""
     return None if org_id.startswith("keyless-") else f"key-for-{org_id}"
+
+
+@tool
+def whoami() -> dict:
+    """Tell who the visitor is, as far as they said (the identity-form test)."""
+    identity = current_call().identity
+    return {"name": identity.name, "email": identity.email, "phone": identity.phone}
