@@ -195,9 +195,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None
         if listener is not None:
             listener.start()
-        reconciler = Reconciler(
-            temporal, pool, [approvals.deliver_stranded, interactions.deliver_stranded]
-        )
+        reconciler = Reconciler(temporal, pool, [approvals.VERDICTS, interactions.ANSWERS])
         reconciler.start()
         log.info("gateway ready", temporal=stores.temporal_address)
         try:

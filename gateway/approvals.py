@@ -4,23 +4,20 @@ The claim is one guarded UPDATE in PostgreSQL, so exactly one of any number of c
 confirms (on any gateways) wins; the rest get NO_PENDING_CONFIRMATION. The ack is queued
 before the signal is sent, so it precedes every resumed event on the confirming socket.
 A verdict whose gateway died between claim and signal is delivered by the reconciler
-(`gateway.reconciler`, with `deliver_stranded`).
+(`gateway.reconciler`).
 """
 
 from __future__ import annotations
 
-from temporalio.client import Client
-
 from gateway.connection import Connection
 from gateway.dispatch import Action
-from gateway.reconciler import signal_turn
+from gateway.reconciler import Decisions
 from gateway.relay import attach_after_park
 from gateway.sessions import find_session
 from parley import protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
 from parley.storage import approvals
-from parley.storage.db import Pool
 from parley.turn.types import Decision
 from workflows.turn import TurnWorkflow
 
@@ -53,26 +50,15 @@ async def confirm_tool_action(conn: Connection, req: protocol.ConfirmToolAction)
         attach_after_park(
             conn, claimed.turn_id, claimed.request_id, claimed.approval_id, stream=claimed.stream
         )
-    await deliver(services.temporal, services.pool, claimed)
+    await VERDICTS.deliver(services.temporal, services.pool, claimed)
 
 
-async def deliver(temporal: Client, pool: Pool, claimed: approvals.Claimed) -> bool:
-    """Signal the verdict to its turn and record the delivery; False when it must wait."""
-    decision = Decision(claimed.approval_id, claimed.approved)
-    if not await signal_turn(temporal, claimed.turn_id, TurnWorkflow.verdict, decision):
-        return False
-    async with pool.connection() as db:
-        await approvals.mark_delivered(db, claimed.approval_id)
-    return True
-
-
-async def deliver_stranded(temporal: Client, pool: Pool, grace: float) -> None:
-    """The reconciler's pass for verdicts claimed but never signalled."""
-    async with pool.connection() as db:
-        stranded = await approvals.undelivered(db, grace)
-    for claimed in stranded:  # signalled without holding a connection
-        log.info("delivering a stranded verdict", approval=claimed.approval_id)
-        await deliver(temporal, pool, claimed)
+VERDICTS = Decisions[approvals.Claimed](
+    name="verdict",
+    signal=lambda c: (c.turn_id, TurnWorkflow.verdict, Decision(c.approval_id, c.approved)),
+    mark_delivered=lambda db, c: approvals.mark_delivered(db, c.approval_id),
+    undelivered=approvals.undelivered,
+)
 
 
 ACTIONS = (Action("confirm_tool_action", protocol.ConfirmToolAction, confirm_tool_action),)

@@ -7,7 +7,7 @@ parked (at most PARLEY_INTERACTION_MAX_INVALID of those per question). A decline
 values are claimed with one guarded UPDATE, as confirms are: of any number of concurrent
 submits, on any gateways, exactly one wins, and the ack is queued before the turn is
 signalled, so it precedes every resumed event. An answer whose gateway died before
-signalling is delivered by the reconciler (`deliver_stranded`).
+signalling is delivered by the reconciler (`gateway.reconciler`).
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from temporalio.client import Client
-
 from gateway.connection import Connection
 from gateway.dispatch import Action
-from gateway.reconciler import signal_turn
+from gateway.reconciler import Decisions
 from gateway.relay import attach_after_park
 from gateway.sessions import require_session
 from parley import protocol
@@ -28,7 +26,6 @@ from parley.interactions.identity import IDENTITY_INTAKE
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
 from parley.storage import interactions, visitors
-from parley.storage.db import Pool
 from parley.turn.types import Answered
 from workflows.turn import TurnWorkflow
 
@@ -90,7 +87,7 @@ async def submit_interaction(conn: Connection, req: protocol.SubmitInteraction) 
         attach_after_park(
             conn, claimed.turn_id, claimed.request_id, parked.id, stream=claimed.stream
         )
-    await deliver(services.temporal, services.pool, claimed)
+    await ANSWERS.deliver(services.temporal, services.pool, claimed)
 
 
 async def _accepted_values(
@@ -133,25 +130,16 @@ async def _accepted_values(
     return None
 
 
-async def deliver(temporal: Client, pool: Pool, claimed: interactions.Claimed) -> bool:
-    """Signal the answer to its turn and record the delivery; False when it must wait."""
-    answered = Answered(claimed.interaction_id)
-    if not await signal_turn(
-        temporal, claimed.turn_id, TurnWorkflow.interaction_answered, answered
-    ):
-        return False
-    async with pool.connection() as db:
-        await interactions.mark_delivered(db, claimed.interaction_id)
-    return True
-
-
-async def deliver_stranded(temporal: Client, pool: Pool, grace: float) -> None:
-    """The reconciler's pass for answers claimed but never signalled."""
-    async with pool.connection() as db:
-        stranded = await interactions.undelivered(db, grace)
-    for claimed in stranded:  # signalled without holding a connection
-        log.info("delivering a stranded answer", interaction=claimed.interaction_id)
-        await deliver(temporal, pool, claimed)
+ANSWERS = Decisions[interactions.Claimed](
+    name="interaction answer",
+    signal=lambda c: (
+        c.turn_id,
+        TurnWorkflow.interaction_answered,
+        Answered(c.interaction_id),
+    ),
+    mark_delivered=lambda db, c: interactions.mark_delivered(db, c.interaction_id),
+    undelivered=interactions.undelivered,
+)
 
 
 ACTIONS = (Action("submit_interaction", protocol.SubmitInteraction, submit_interaction),)

@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from parley.interactions.kinds import (
+    RESULT_NOTE,
     FieldError,
     InvalidQuestion,
     Kind,
     Question,
     Values,
     clip,
+    raise_parameters,
     text_field,
 )
 
@@ -32,62 +34,52 @@ BAD_ANSWERS = "must be a list of answers, each with the 'header' of its question
 BAD_OPTIONS = "'options' must be a list of option labels"
 BAD_OTHER = f"'other' must be text of at most {MAX_OTHER} characters"
 
-PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "questions": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 4,
-            "items": {
-                "type": "object",
-                "properties": {
-                    "question": {"type": "string", "minLength": 1, "maxLength": 300},
-                    "header": {
-                        "type": "string",
-                        "minLength": 1,
-                        "maxLength": MAX_HEADER,
-                        "description": "A short label for the question, unique among them.",
-                    },
-                    "options": {
-                        "type": "array",
-                        "minItems": 2,
-                        "maxItems": 4,
-                        "items": {
-                            "type": "object",
-                            "properties": {
-                                "label": {"type": "string", "minLength": 1, "maxLength": 80},
-                                "description": {"type": "string", "maxLength": 200},
-                            },
-                            "required": ["label"],
-                            "additionalProperties": False,
+PARAMETERS = raise_parameters(
+    "questions",
+    {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 4,
+        "items": {
+            "type": "object",
+            "properties": {
+                "question": {"type": "string", "minLength": 1, "maxLength": 300},
+                "header": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_HEADER,
+                    "description": "A short label for the question, unique among them.",
+                },
+                "options": {
+                    "type": "array",
+                    "minItems": 2,
+                    "maxItems": 4,
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "label": {"type": "string", "minLength": 1, "maxLength": 80},
+                            "description": {"type": "string", "maxLength": 200},
                         },
-                    },
-                    "multiSelect": {
-                        "type": "boolean",
-                        "description": "Whether several options may be picked (default false).",
+                        "required": ["label"],
+                        "additionalProperties": False,
                     },
                 },
-                "required": ["question", "header", "options"],
-                "additionalProperties": False,
+                "multiSelect": {
+                    "type": "boolean",
+                    "description": "Whether several options may be picked (default false).",
+                },
             },
-        },
-        "reason": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 200,
-            "description": "Why you ask, shown above the questions.",
+            "required": ["question", "header", "options"],
+            "additionalProperties": False,
         },
     },
-    "required": ["questions", "reason"],
-    "additionalProperties": False,
-}
+    "above the questions",
+)
 
 DESCRIPTION = (
     "Ask the visitor one to four multiple-choice questions, shown as buttons in the chat"
     " (2-4 options each; they may also write their own answer). Use it when the answer is one"
-    " of a few known options. The result says whether they answered (with their answers),"
-    " declined (then do not ask again in this conversation) or did not respond."
+    " of a few known options." + RESULT_NOTE
 )
 
 

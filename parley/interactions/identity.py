@@ -11,12 +11,14 @@ import re
 from typing import Any
 
 from parley.interactions.kinds import (
+    RESULT_NOTE,
     FieldError,
     InvalidQuestion,
     Kind,
     Question,
     Values,
     clip,
+    raise_parameters,
     text_field,
 )
 
@@ -38,47 +40,37 @@ EMAIL = re.compile(r"[^\s@\"<>(),;:\\\[\]]{1,64}@(?:[^\W_](?:[\w-]{0,61}[^\W_])?
 E164 = re.compile(r"\+[1-9]\d{6,14}")
 PHONE_SEPARATORS = re.compile(r"[\s.\-()]")
 
-PARAMETERS: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "fields": {
-            "type": "array",
-            "minItems": 1,
-            "maxItems": 3,
-            "description": "What to ask for: each a key ('name', 'email' or 'phone'), or"
-            " {key, required (default true), label}.",
-            "items": {
-                "anyOf": [
-                    {"type": "string", "enum": list(KEYS)},
-                    {
-                        "type": "object",
-                        "properties": {
-                            "key": {"type": "string", "enum": list(KEYS)},
-                            "required": {"type": "boolean"},
-                            "label": {"type": "string", "minLength": 1, "maxLength": 80},
-                        },
-                        "required": ["key"],
-                        "additionalProperties": False,
+PARAMETERS = raise_parameters(
+    "fields",
+    {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 3,
+        "description": "What to ask for: each a key ('name', 'email' or 'phone'), or"
+        " {key, required (default true), label}.",
+        "items": {
+            "anyOf": [
+                {"type": "string", "enum": list(KEYS)},
+                {
+                    "type": "object",
+                    "properties": {
+                        "key": {"type": "string", "enum": list(KEYS)},
+                        "required": {"type": "boolean"},
+                        "label": {"type": "string", "minLength": 1, "maxLength": 80},
                     },
-                ]
-            },
-        },
-        "reason": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 200,
-            "description": "Why you ask, shown above the form (e.g. 'to send you the quote').",
+                    "required": ["key"],
+                    "additionalProperties": False,
+                },
+            ]
         },
     },
-    "required": ["fields", "reason"],
-    "additionalProperties": False,
-}
+    "above the form (e.g. 'to send you the quote')",
+)
 
 DESCRIPTION = (
     "Ask the visitor for their name, email address and/or phone number with a form in the"
     " chat. Use it when you need to identify or contact them (say, to send a quote or open a"
-    " case). The result says whether they submitted it (with the values), declined (then do"
-    " not ask for it again in this conversation) or did not respond."
+    " case)." + RESULT_NOTE
 )
 
 

@@ -66,6 +66,31 @@ class Kind:
         return accepted, list(dict.fromkeys(errors))
 
 
+# How every raise tool's description ends: what its result can say.
+RESULT_NOTE = (
+    " The result says whether they answered (with what they gave), declined (then do not ask"
+    " for it again in this conversation) or did not respond."
+)
+
+
+def raise_parameters(name: str, question: dict[str, Any], reason_shown: str) -> dict[str, Any]:
+    """A raise tool's JSON schema: the question under `name`, and why the agent asks."""
+    return {
+        "type": "object",
+        "properties": {
+            name: question,
+            "reason": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": f"Why you ask, shown {reason_shown}.",
+            },
+        },
+        "required": [name, "reason"],
+        "additionalProperties": False,
+    }
+
+
 def text_field(value: Any) -> Any:
     """A submitted text value, trimmed; None when blank or absent (not text: unchanged)."""
     if isinstance(value, str):
