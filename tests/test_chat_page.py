@@ -22,6 +22,7 @@ ACTIONS = [
     "get_conversation_messages",
     "send_message",
     "confirm_tool_action",
+    "submit_interaction",
     "cancel",
     "resume_turn",
 ]
@@ -31,6 +32,9 @@ HANDLED = [
     '"stream_chunk"',
     '"stream_reset"',
     '"write_confirmation_required"',
+    '"interaction_required"',
+    '"interaction_invalid"',
+    '"NO_PENDING_INTERACTION"',
     '"eventual_response"',
     '"cancelled"',
     '"error"',
@@ -111,6 +115,9 @@ def test_speaks_the_protocol(page: tuple[httpx.Response, _Page]) -> None:
     assert "location.host" in script and '"wss:"' in script
     # The fields the protocol requires on what it sends.
     for field in ("requestId", "sessionId", "approved", "conversationId", "agentId", "message"):
+        assert field in script, field
+    # It renders forms and choice chips, and says so when it opens a session.
+    for field in ("supports", '"identity_form"', '"choice_chips"', "interactionId", "declined"):
         assert field in script, field
     # A refresh resumes the same conversation.
     assert "localStorage" in script
