@@ -30,7 +30,7 @@ from gateway.parsing import DocumentRejected, Limits, ParseTimedOut
 from gateway.services import Services
 from parley.knowledge import access, documents
 from parley.knowledge.embeddings import load_embedder
-from parley.knowledge.types import Access, Document
+from parley.knowledge.types import Access, Document, file_name
 from parley.logs import get_logger
 from parley.settings import Settings
 
@@ -204,7 +204,7 @@ async def put_document(request: Request, services: Services) -> Response:
     org = _org(request, services, doc.org)
     try:
         prepared = await services.parser.prepare(
-            doc.content, doc.format, doc.title or doc.id, _limits(settings)
+            doc.content, doc.format, doc.title or file_name(doc.source or doc.id), _limits(settings)
         )
     except DocumentRejected as err:
         raise Refused(413, f"{err}; the document was not stored") from None
