@@ -18,12 +18,14 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictBool,
     ValidationError,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
 
+from parley import attachments, skills
 from parley.turn import events as turn
 
 MAX_FRAME_BYTES = 256 * 1024
@@ -53,6 +55,7 @@ class ErrorCode:
     STORAGE_ERROR = "STORAGE_ERROR"
     RATE_LIMITED = "RATE_LIMITED"
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+    SKILL_NOT_FOUND = "SKILL_NOT_FOUND"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -183,8 +186,11 @@ class SendMessage(SessionAction):
     )
     stream: StrictBool = True
     model: str | None = Field(None, max_length=MAX_MODEL)
-    images: list[dict[str, Any]] | None = None
-    files: list[dict[str, Any]] | None = None
+    # Entries that do not fit are dropped (PROTOCOL.md); how many may remain is the
+    # gateway's check (PARLEY_MAX_IMAGES, PARLEY_MAX_FILES).
+    images: Annotated[tuple[attachments.Image, ...], PlainValidator(attachments.parse_images)] = ()
+    files: Annotated[tuple[attachments.File, ...], PlainValidator(attachments.parse_files)] = ()
+    skill: str | None = Field(None, pattern=skills.NAME_PATTERN)
 
     @field_validator("message")
     @classmethod

@@ -233,6 +233,10 @@ class Settings(BaseSettings):
         10_000_000, validation_alias=_env("PARLEY_AGENT_DAILY_TOKENS")
     )
     agent_daily_usd: UsdLimit = Field(50.0, validation_alias=_env("PARLEY_AGENT_DAILY_USD"))
+    # What one send_message may carry (parley/attachments.py); over it: VALIDATION_ERROR.
+    max_images: Limit = Field(4, validation_alias=_env("PARLEY_MAX_IMAGES"))
+    max_image_bytes: Limit = Field(5 * 1024 * 1024, validation_alias=_env("PARLEY_MAX_IMAGE_BYTES"))
+    max_files: Limit = Field(10, validation_alias=_env("PARLEY_MAX_FILES"))
 
     log_level: str = Field("INFO", validation_alias=_env("PARLEY_LOG_LEVEL"))
     log_format: str = Field("console", validation_alias=_env("PARLEY_LOG_FORMAT"))
