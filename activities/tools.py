@@ -1,8 +1,8 @@
 """Tool execution: one activity runs one tool call and records its result for the model.
 
-A handler's exception, an unknown tool name and arguments that fail the tool's schema all
-become error results the model reads (and the client sees as `isError: true`), not
-activity failures: the turn goes on.
+A handler's exception, an unknown tool name (or one the turn's skill did not offer) and
+arguments that fail the tool's schema all become error results the model reads (and the
+client sees as `isError: true`), not activity failures: the turn goes on.
 
 An approved write runs inside one transaction with its `tool_executions` row, keyed by
 workflow id + tool call id: a retried activity finds the row and returns the recorded
@@ -19,7 +19,7 @@ from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from parley.logs import get_logger
-from parley.storage import context, tool_executions
+from parley.storage import attachments, context, tool_executions
 from parley.storage.db import Conn, Pool
 from parley.tools import CallContext, ToolArgumentsError, ToolRegistry
 from parley.turn.types import ToolCall, ToolInput, ToolOutput
@@ -53,9 +53,10 @@ class ToolActivities:
             if inp.verdict in NOT_RUN:
                 value, is_error = NOT_RUN[inp.verdict], True
             elif call.write:
-                value, is_error = await self._execute_once(conn, inp, _context(inp, conn))
+                ctx = await _context(inp, conn)
+                value, is_error = await self._execute_once(conn, inp, ctx)
             else:
-                value, is_error = await self._invoke(call, _context(inp, conn))
+                value, is_error = await self._invoke(call, await _context(inp, conn))
             text = _as_text(value)
             await context.save_tool_result(
                 conn, inp.turn_id, inp.iteration, call.id, text, is_error
@@ -93,7 +94,7 @@ class ToolActivities:
             return self._failure(call, ctx, err), True
 
     async def _call(self, call: ToolCall, ctx: CallContext) -> Any:
-        tool = self._tools.get(call.name)
+        tool = self._tools.get(call.name) if call.offered else None
         if tool is None:
             raise UnknownTool(call.name)
         return await tool.invoke(call.arguments, ctx)
@@ -109,7 +110,7 @@ class ToolActivities:
         return f"{call.name} failed: {type(err).__name__}: {err}"
 
 
-def _context(inp: ToolInput, conn: Conn) -> CallContext:
+async def _context(inp: ToolInput, conn: Conn) -> CallContext:
     return CallContext(
         call_key=f"{inp.turn_id}:{inp.call.id}",
         connection=conn,
@@ -117,6 +118,7 @@ def _context(inp: ToolInput, conn: Conn) -> CallContext:
         org_id=inp.org_id,
         user_id=inp.user_id,
         groups=inp.groups,
+        files=tuple(await attachments.turn_files(conn, inp.turn_id)),
     )
 
 

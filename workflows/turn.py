@@ -230,6 +230,7 @@ class TurnWorkflow:
                     user_message=self.user_message if iteration == 0 else None,
                     after=self.published,
                     groups=self.inp.groups,
+                    skill=self.inp.skill,
                 ),
                 MODEL_CALL,
             )

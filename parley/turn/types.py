@@ -50,6 +50,7 @@ class TurnInput:
     agent_id: str = ""  # whose daily usage the turn's model calls count against
     # Prompt + output tokens the turn's model calls may spend, all told (0: no budget).
     token_budget: int = 0
+    skill: str | None = None  # the organization's skill this turn runs (its name)
 
 
 @dataclass
@@ -59,6 +60,7 @@ class ToolCall:
     arguments: dict[str, Any]
     write: bool = False  # parks the turn for a person's approval
     description: str = ""  # the sentence that person decides on
+    offered: bool = True  # False: the request did not offer this tool (a skill's), it never runs
 
 
 @dataclass
@@ -112,6 +114,7 @@ class ModelInput:
     after: int = 0  # stream items the workflow published before this call (live lane order)
     groups: list[str] | None = None
     agent_id: str = ""  # with org_id: whose daily usage this call counts against
+    skill: str | None = None  # the turn's skill: its instructions and the tools it allows
 
 
 @dataclass
