@@ -1,5 +1,6 @@
-"""The knowledge admin API: `POST /admin/documents`, `GET /admin/documents`,
-`DELETE /admin/documents/{id}`, and `PUT /admin/users/{id}/groups` (group access lists).
+"""The admin API: knowledge (`POST /admin/documents`, `GET /admin/documents`,
+`DELETE /admin/documents/{id}`, `PUT /admin/users/{id}/groups` for group access lists) and
+skills (`PUT`, `GET` and `DELETE /admin/skills/{name}`, `GET /admin/skills`).
 
 Guarded by a bearer token (`PARLEY_ADMIN_TOKEN`, at least 32 characters: a shorter one stops
 the gateway at start-up); with no token configured the endpoints answer 404, as if they did
@@ -17,7 +18,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.applications import Starlette
@@ -28,11 +29,14 @@ from starlette.routing import Route
 from gateway.auth import InvalidToken, principal_of
 from gateway.parsing import DocumentRejected, Limits, ParseTimedOut
 from gateway.services import Services
+from parley import skills
 from parley.knowledge import access, documents
 from parley.knowledge.embeddings import load_embedder
 from parley.knowledge.types import Access, Document, file_name
 from parley.logs import get_logger
 from parley.settings import Settings
+from parley.skills import Skill
+from parley.storage import skills as skill_store
 
 log = get_logger(__name__)
 
@@ -75,6 +79,23 @@ class DocumentIn(BaseModel):
     def _someone_may_read(self) -> DocumentIn:
         if not (self.public or self.users or self.groups):
             raise ValueError("say who may read the document: public, users or groups")
+        return self
+
+
+ToolName = Annotated[str, Field(pattern=skills.NAME_PATTERN)]
+
+
+class SkillIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=skills.MAX_PROMPT_CHARS)
+    tools: list[ToolName] | None = Field(None, max_length=skills.MAX_TOOLS)  # None: all
+    org: ShortId | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> SkillIn:
+        if not self.prompt.strip():
+            raise ValueError("a skill's prompt must not be blank")
         return self
 
 
@@ -259,11 +280,65 @@ async def put_user_groups(request: Request, services: Services) -> Response:
     return JSONResponse({"org": org, "user": user, "groups": sorted(set(body.groups))})
 
 
+def _skill_name(request: Request) -> str:
+    name: str = request.path_params["name"]
+    if not skills.valid_name(name):
+        raise Refused(400, "a skill name is 1 to 128 letters, digits, '_' or '-'")
+    return name
+
+
+def _skill_json(org: str, skill: Skill) -> dict[str, Any]:
+    tools = list(skill.tools) if skill.tools is not None else None
+    return {"org": org, "name": skill.name, "prompt": skill.prompt, "tools": tools}
+
+
+async def put_skill(request: Request, services: Services) -> Response:
+    name = _skill_name(request)
+    limit = services.settings.admin_max_bytes
+    body = _parse(SkillIn, await read_body(request, limit, ADMIN_MAX_BYTES))
+    org = _org(request, services, body.org)
+    skill = Skill(name, body.prompt, tuple(body.tools) if body.tools is not None else None)
+    async with services.pool.connection() as conn:
+        created = await skill_store.save(conn, org, skill)
+    return JSONResponse(_skill_json(org, skill), 201 if created else 200)
+
+
+async def get_skill(request: Request, services: Services) -> Response:
+    name = _skill_name(request)
+    org = _org(request, services)
+    async with services.pool.connection() as conn:
+        skill = await skill_store.get(conn, org, name)
+    if skill is None:
+        raise Refused(404, f"no skill {name!r}")
+    return JSONResponse(_skill_json(org, skill))
+
+
+async def list_skills(request: Request, services: Services) -> Response:
+    org = _org(request, services)
+    async with services.pool.connection() as conn:
+        found = await skill_store.list_skills(conn, org)
+    return JSONResponse({"org": org, "skills": [_skill_json(org, s) for s in found]})
+
+
+async def delete_skill(request: Request, services: Services) -> Response:
+    name = _skill_name(request)
+    org = _org(request, services)
+    async with services.pool.connection() as conn:
+        deleted = await skill_store.delete(conn, org, name)
+    if not deleted:
+        raise Refused(404, f"no skill {name!r}")
+    return Response(status_code=204)
+
+
 routes = [
     Route("/admin/documents", _admin(put_document), methods=["POST"]),
     Route("/admin/documents", _admin(list_documents), methods=["GET"]),
     Route("/admin/documents/{doc_id:path}", _admin(delete_document), methods=["DELETE"]),
     Route("/admin/users/{user_id}/groups", _admin(put_user_groups), methods=["PUT"]),
+    Route("/admin/skills", _admin(list_skills), methods=["GET"]),
+    Route("/admin/skills/{name}", _admin(put_skill), methods=["PUT"]),
+    Route("/admin/skills/{name}", _admin(get_skill), methods=["GET"]),
+    Route("/admin/skills/{name}", _admin(delete_skill), methods=["DELETE"]),
 ]
 
 

@@ -1,4 +1,5 @@
-"""The `parley` command: `dev` (everything), `gateway`, `worker`, `ingest`, `agent`, `org`."""
+"""The `parley` command: `dev` (everything), `gateway`, `worker`, `ingest`, `agent`, `org`,
+`skill`."""
 
 from __future__ import annotations
 
@@ -153,6 +154,92 @@ def org(org_id: str, persona: str | None, clear_persona: bool) -> None:
         lambda conn: organizations.set_persona(conn, org_id, None if clear_persona else persona),
     )
     click.echo(f"organization {org_id} saved")
+
+
+@main.group()
+def skill() -> None:
+    """Manage an organization's skills (send_message's `skill`)."""
+
+
+@skill.command("set")
+@click.argument("name")
+@click.option("--org", default=None, help="Organization (default: PARLEY_ORG).")
+@click.option("--prompt", default=None, help="Instructions added to the system prompt.")
+@click.option(
+    "--prompt-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the instructions from this file instead.",
+)
+@click.option(
+    "--tools",
+    default=None,
+    help="Comma-separated tools the skill may use (default: all; '' for the built-in ones only).",
+)
+def skill_set(
+    name: str, org: str | None, prompt: str | None, prompt_file: Path | None, tools: str | None
+) -> None:
+    """Create or replace the skill NAME."""
+    from parley import skills
+    from parley.storage import skills as store
+
+    if prompt_file is not None and prompt is None:
+        text = prompt_file.read_text()
+    elif prompt is not None and prompt_file is None:
+        text = prompt
+    else:
+        raise click.UsageError("give --prompt TEXT or --prompt-file PATH")
+    allowed = None if tools is None else _csv(tools)
+    problem = _skill_problem(name, text, allowed)
+    if problem is not None:
+        raise click.UsageError(problem)
+    settings = _settings()
+    org_id = org or settings.org
+    created = _with_database(
+        settings, lambda conn: store.save(conn, org_id, skills.Skill(name, text, allowed))
+    )
+    click.echo(f"skill {name} {'created' if created else 'replaced'} in organization {org_id}")
+
+
+def _skill_problem(name: str, prompt: str, tools: tuple[str, ...] | None) -> str | None:
+    from parley import skills
+
+    if not skills.valid_name(name):
+        return "a skill name is 1 to 128 letters, digits, '_' or '-'"
+    if not prompt.strip() or len(prompt) > skills.MAX_PROMPT_CHARS:
+        return f"the prompt must be 1 to {skills.MAX_PROMPT_CHARS} characters"
+    if tools is not None and (
+        len(tools) > skills.MAX_TOOLS or not all(skills.valid_name(t) for t in tools)
+    ):
+        return f"--tools takes at most {skills.MAX_TOOLS} tool names"
+    return None
+
+
+@skill.command("list")
+@click.option("--org", default=None, help="Organization (default: PARLEY_ORG).")
+def skill_list(org: str | None) -> None:
+    """List the organization's skills and the tools each may use."""
+    from parley.storage import skills as store
+
+    settings = _settings()
+    found = _with_database(settings, lambda conn: store.list_skills(conn, org or settings.org))
+    for s in found:
+        tools = "all tools" if s.tools is None else ", ".join(s.tools) or "built-in tools only"
+        click.echo(f"{s.name}\t{tools}")
+
+
+@skill.command("delete")
+@click.argument("name")
+@click.option("--org", default=None, help="Organization (default: PARLEY_ORG).")
+def skill_delete(name: str, org: str | None) -> None:
+    """Delete the skill NAME (turns that name it then get SKILL_NOT_FOUND)."""
+    from parley.storage import skills as store
+
+    settings = _settings()
+    org_id = org or settings.org
+    if not _with_database(settings, lambda conn: store.delete(conn, org_id, name)):
+        raise click.ClickException(f"no skill {name!r} in organization {org_id}")
+    click.echo(f"skill {name} deleted")
 
 
 def _csv(value: str | None) -> tuple[str, ...]:
