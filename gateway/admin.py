@@ -1,5 +1,7 @@
-"""The knowledge admin API: `POST /admin/documents`, `GET /admin/documents`,
-`DELETE /admin/documents/{id}`, and `PUT /admin/users/{id}/groups` (group access lists).
+"""The admin API: knowledge (`POST /admin/documents`, `GET /admin/documents`,
+`DELETE /admin/documents/{id}`, and `PUT /admin/users/{id}/groups` for group access lists),
+and the human team's queue of escalated conversations (`GET /admin/escalations`,
+`POST /admin/escalations/{id}/resolve`).
 
 Guarded by a bearer token (`PARLEY_ADMIN_TOKEN`, at least 32 characters: a shorter one stops
 the gateway at start-up); with no token configured the endpoints answer 404, as if they did
@@ -17,7 +19,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.applications import Starlette
@@ -33,6 +35,7 @@ from parley.knowledge.embeddings import load_embedder
 from parley.knowledge.types import Access, Document
 from parley.logs import get_logger
 from parley.settings import Settings
+from parley.storage import escalations
 
 log = get_logger(__name__)
 
@@ -116,6 +119,7 @@ async def authorized(request: Request) -> Response | None:
     if not secret and services.verifier is None:
         return _error(404, "not found")
     request.state.admin_org = None
+    request.state.admin_subject = None
     presented = request.headers.get("authorization", "")
     if secret and hmac.compare_digest(presented.encode(), f"Bearer {secret}".encode()):
         return None
@@ -125,6 +129,7 @@ async def authorized(request: Request) -> Response | None:
         principal = None
     if principal is not None and principal.has_role(services.settings.jwt_admin_role):
         request.state.admin_org = principal.org
+        request.state.admin_subject = principal.subject
         return None
     return _error(401, "a valid admin bearer token is required")
 
@@ -259,11 +264,66 @@ async def put_user_groups(request: Request, services: Services) -> Response:
     return JSONResponse({"org": org, "user": user, "groups": sorted(set(body.groups))})
 
 
+MAX_ESCALATIONS = 500
+
+
+def _escalation(e: escalations.Escalation) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "conversation_id": e.conversation_id,
+        "org": e.org_id,
+        "agent_id": e.agent_id,
+        "reason": e.reason,
+        "status": e.status,
+        "escalated_at": e.created_at.isoformat(),
+        "updated_at": e.updated_at.isoformat(),
+        "resolved_at": e.resolved_at.isoformat() if e.resolved_at else None,
+        "resolved_by": e.resolved_by,
+    }
+
+
+async def list_escalations(request: Request, services: Services) -> Response:
+    """Conversations handed to a person, the longest waiting first: `?status=open` (the
+    default), `resolved` or `all`; `?limit=` up to 500 (default 100)."""
+    org = _org(request, services)
+    wanted = request.query_params.get("status", "open")
+    statuses: dict[str, escalations.EscalationStatus | None] = {
+        "open": "open",
+        "resolved": "resolved",
+        "all": None,
+    }
+    if wanted not in statuses:
+        raise Refused(400, "status must be open, resolved or all")
+    limit = request.query_params.get("limit", "100")
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_ESCALATIONS):
+        raise Refused(400, f"limit must be a number from 1 to {MAX_ESCALATIONS}")
+    async with services.pool.connection() as conn:
+        found = await escalations.list_escalations(conn, org, statuses[wanted], int(limit))
+    return JSONResponse({"org": org, "escalations": [_escalation(e) for e in found]})
+
+
+async def resolve_escalation(request: Request, services: Services) -> Response:
+    """A person picked the conversation up: its escalation leaves the open queue."""
+    org = _org(request, services)
+    by = request.state.admin_subject or "admin token"
+    async with services.pool.connection() as conn:
+        resolved = await escalations.resolve(conn, org, request.path_params["escalation_id"], by)
+    if resolved is None:
+        raise Refused(404, "no such escalation")
+    return JSONResponse(_escalation(resolved))
+
+
 routes = [
     Route("/admin/documents", _admin(put_document), methods=["POST"]),
     Route("/admin/documents", _admin(list_documents), methods=["GET"]),
     Route("/admin/documents/{doc_id:path}", _admin(delete_document), methods=["DELETE"]),
     Route("/admin/users/{user_id}/groups", _admin(put_user_groups), methods=["PUT"]),
+    Route("/admin/escalations", _admin(list_escalations), methods=["GET"]),
+    Route(
+        "/admin/escalations/{escalation_id}/resolve",
+        _admin(resolve_escalation),
+        methods=["POST"],
+    ),
 ]
 
 
