@@ -24,6 +24,7 @@ from activities.model import ModelActivities
 from activities.storage import StorageActivities
 from activities.tools import ToolActivities
 from parley import temporal_client, tools
+from parley.escalation import register_escalation
 from parley.knowledge.embeddings import load_embedder
 from parley.knowledge.tool import register_knowledge_search
 from parley.logs import configure_logging, get_logger
@@ -78,6 +79,8 @@ async def run_worker(
         rerank=settings.rerank == "lexical",
         embedder=load_embedder(settings.embeddings),
     )
+    if settings.escalation:
+        register_escalation(tools.registry)
     tools.load_modules(settings.tool_modules)
     if settings.demo:
         tools.load_modules(["parley.demo"])

@@ -1,6 +1,8 @@
 """The admin API: knowledge (`POST /admin/documents`, `GET /admin/documents`,
-`DELETE /admin/documents/{id}`, `PUT /admin/users/{id}/groups` for group access lists) and
-skills (`PUT`, `GET` and `DELETE /admin/skills/{name}`, `GET /admin/skills`).
+`DELETE /admin/documents/{id}`, and `PUT /admin/users/{id}/groups` for group access lists),
+skills (`PUT`, `GET` and `DELETE /admin/skills/{name}`, `GET /admin/skills`), and the human
+team's queue of escalated conversations (`GET /admin/escalations`,
+`POST /admin/escalations/{id}/resolve`).
 
 Guarded by a bearer token (`PARLEY_ADMIN_TOKEN`, at least 32 characters: a shorter one stops
 the gateway at start-up); with no token configured the endpoints answer 404, as if they did
@@ -36,6 +38,7 @@ from parley.knowledge.types import Access, Document, file_name
 from parley.logs import get_logger
 from parley.settings import Settings
 from parley.skills import Skill
+from parley.storage import escalations
 from parley.storage import skills as skill_store
 
 log = get_logger(__name__)
@@ -137,6 +140,7 @@ async def authorized(request: Request) -> Response | None:
     if not secret and services.verifier is None:
         return _error(404, "not found")
     request.state.admin_org = None
+    request.state.admin_subject = None
     presented = request.headers.get("authorization", "")
     if secret and hmac.compare_digest(presented.encode(), f"Bearer {secret}".encode()):
         return None
@@ -146,6 +150,7 @@ async def authorized(request: Request) -> Response | None:
         principal = None
     if principal is not None and principal.has_role(services.settings.jwt_admin_role):
         request.state.admin_org = principal.org
+        request.state.admin_subject = principal.subject
         return None
     return _error(401, "a valid admin bearer token is required")
 
@@ -330,6 +335,55 @@ async def delete_skill(request: Request, services: Services) -> Response:
     return Response(status_code=204)
 
 
+MAX_ESCALATIONS = 500
+
+
+def _escalation(e: escalations.Escalation) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "conversation_id": e.conversation_id,
+        "org": e.org_id,
+        "agent_id": e.agent_id,
+        "reason": e.reason,
+        "status": e.status,
+        "escalated_at": e.created_at.isoformat(),
+        "updated_at": e.updated_at.isoformat(),
+        "resolved_at": e.resolved_at.isoformat() if e.resolved_at else None,
+        "resolved_by": e.resolved_by,
+    }
+
+
+async def list_escalations(request: Request, services: Services) -> Response:
+    """Conversations handed to a person, the longest waiting first: `?status=open` (the
+    default), `resolved` or `all`; `?limit=` up to 500 (default 100)."""
+    org = _org(request, services)
+    wanted = request.query_params.get("status", "open")
+    statuses: dict[str, escalations.EscalationStatus | None] = {
+        "open": "open",
+        "resolved": "resolved",
+        "all": None,
+    }
+    if wanted not in statuses:
+        raise Refused(400, "status must be open, resolved or all")
+    limit = request.query_params.get("limit", "100")
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_ESCALATIONS):
+        raise Refused(400, f"limit must be a number from 1 to {MAX_ESCALATIONS}")
+    async with services.pool.connection() as conn:
+        found = await escalations.list_escalations(conn, org, statuses[wanted], int(limit))
+    return JSONResponse({"org": org, "escalations": [_escalation(e) for e in found]})
+
+
+async def resolve_escalation(request: Request, services: Services) -> Response:
+    """A person picked the conversation up: its escalation leaves the open queue."""
+    org = _org(request, services)
+    by = request.state.admin_subject or "admin token"
+    async with services.pool.connection() as conn:
+        resolved = await escalations.resolve(conn, org, request.path_params["escalation_id"], by)
+    if resolved is None:
+        raise Refused(404, "no such escalation")
+    return JSONResponse(_escalation(resolved))
+
+
 routes = [
     Route("/admin/documents", _admin(put_document), methods=["POST"]),
     Route("/admin/documents", _admin(list_documents), methods=["GET"]),
@@ -339,6 +393,12 @@ routes = [
     Route("/admin/skills/{name}", _admin(put_skill), methods=["PUT"]),
     Route("/admin/skills/{name}", _admin(get_skill), methods=["GET"]),
     Route("/admin/skills/{name}", _admin(delete_skill), methods=["DELETE"]),
+    Route("/admin/escalations", _admin(list_escalations), methods=["GET"]),
+    Route(
+        "/admin/escalations/{escalation_id}/resolve",
+        _admin(resolve_escalation),
+        methods=["POST"],
+    ),
 ]
 
 

@@ -180,6 +180,9 @@ class Settings(BaseSettings):
     model_key_resolver: str | None = Field(None, validation_alias=_env("PARLEY_MODEL_KEY_RESOLVER"))
 
     demo: bool = Field(False, validation_alias=_env("PARLEY_DEMO"))
+    # The built-in escalate_to_human tool (off: the model is not offered it; for deployments
+    # with no human team to follow up).
+    escalation: bool = Field(True, validation_alias=_env("PARLEY_ESCALATION"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("PARLEY_ADMIN_TOKEN"))
     # The admin API's own listener (unset: /admin is served on the public one), and the
     # limits an upload is held to: the body, parsing and chunking time, HTML nesting, chunks.

@@ -112,5 +112,8 @@ def test_speaks_the_protocol(page: tuple[httpx.Response, _Page]) -> None:
     # The fields the protocol requires on what it sends.
     for field in ("requestId", "sessionId", "approved", "conversationId", "agentId", "message"):
         assert field in script, field
+    # What it shows from a reply's record after a reload, and from an escalated turn.
+    for field in ("structuredResponse", "toolCalls", "decisions", "citations", "needsEscalation"):
+        assert field in script, field
     # A refresh resumes the same conversation.
     assert "localStorage" in script

@@ -194,6 +194,14 @@ async def token_budget_spent(t: Take) -> None:
     assert tokens(events) == BUDGET_NOTICE and events[-1]["type"] == "eventual_response"
 
 
+async def escalated(t: Take) -> None:
+    """The model hands the conversation to a person: the turn ends with the escalation."""
+    call = ToolCall("escalate_to_human", {"reason": "The customer asks for a person."})
+    t.model.enqueue(Reply(tool_calls=[call]), Reply(text="A person will follow up here."))
+    events = await run_turn(t.client, t.session_id, "A person, please.", t.request_id)
+    assert events[-1]["data"]["data"]["needsEscalation"] is True
+
+
 @dataclass(frozen=True)
 class Scenario:
     drive: Callable[[Take], Awaitable[None]]
@@ -219,6 +227,7 @@ SCENARIOS: dict[str, Scenario] = {
     "token_budget_spent": Scenario(
         token_budget_spent, Shape(ANSWER, timers_fired=1), settings={"turn_token_budget": 500}
     ),
+    "escalated": Scenario(escalated, Shape(READ, timers_fired=1)),
 }
 
 

@@ -18,7 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from parley import prompts
 from parley.attachments import File, Limits, image_format, parse_files, parse_images
 from parley.settings import Settings
-from parley.skills import Skill
+from parley.skills import BUILT_IN_TOOLS, Skill
 from parley.stack.cli import main as cli
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall, cache_breakpoints
 from parley.storage import skills
@@ -339,7 +339,9 @@ async def test_a_skill_adds_its_instructions_and_restricts_the_tools(
     assert events[-1]["type"] == "eventual_response"
     for request in fake_model.requests[:2]:  # both of the turn's calls
         body = request.body
-        assert {t["name"] for t in body["tools"]} == {"order_status", "knowledge_search"}
+        offered = {t["name"] for t in body["tools"]}  # its tools, and the built-in ones
+        assert offered - BUILT_IN_TOOLS == {"order_status"}
+        assert {"knowledge_search", "escalate_to_human"} <= offered
         persona, skill = body["system"]
         assert "cache_control" not in persona and "cache_control" in skill
         assert skill["text"].endswith("Only discuss orders.") and name in skill["text"]

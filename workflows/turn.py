@@ -25,7 +25,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -43,7 +43,6 @@ with workflow.unsafe.imports_passed_through():
         TURN_EVENT,
         ApprovalAsked,
         Cancelled,
-        Citation,
         Done,
         Failed,
         Token,
@@ -123,6 +122,7 @@ class TurnWorkflow:
         self.inp = inp
         self.decisions: dict[str, bool] = {}
         self.published = 0  # items this workflow published (model calls publish their own)
+        self.truncated: Literal["length", "budget"] | None = None  # what ended the reply early
 
     @workflow.run
     async def run(self, inp: TurnInput) -> TurnOutcome:
@@ -146,7 +146,7 @@ class TurnWorkflow:
             if finished.status != "completed":  # a cancel released the slot first
                 self._publish(Cancelled())
                 return TurnOutcome(finished.status)
-            self._publish(self._done(message_id, text, usage, finished.citations))
+            self._publish(self._done(message_id, text, usage, finished))
             return TurnOutcome("completed", message_id)
         except asyncio.CancelledError:
             await self._end_cancelled(turn)
@@ -241,6 +241,7 @@ class TurnWorkflow:
                 if self.inp.stream:
                     self._publish(Token(TRUNCATED_NOTICE))
                 parts.append(TRUNCATED_NOTICE)
+                self.truncated = "length"
                 break
             if not output.tool_calls or last:
                 break
@@ -251,6 +252,7 @@ class TurnWorkflow:
                 if self.inp.stream:
                     self._publish(Token(BUDGET_NOTICE))
                 parts.append(BUDGET_NOTICE)
+                self.truncated = "budget"
                 break
             for call in output.tool_calls:
                 await self._run_tool(turn, iteration, call)
@@ -336,6 +338,7 @@ class TurnWorkflow:
                 text=text,
                 status=status,
                 user_message=self.user_message if status != "completed" else None,
+                truncated=self.truncated,
             ),
             STORAGE,
         )
@@ -353,10 +356,11 @@ class TurnWorkflow:
         )
 
     @staticmethod
-    def _done(message_id: str, text: str, usage: Usage, citations: list[Citation]) -> Done:
+    def _done(message_id: str, text: str, usage: Usage, finished: FinishOutput) -> Done:
         return Done(
             message_id=message_id,
             text=text,
             usage=TurnUsage(usage.cost_usd, usage.prompt_tokens, usage.output_tokens),
-            citations=citations,
+            citations=finished.citations,
+            escalation_reason=finished.escalation_reason,
         )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import click
 
+from parley import temporal_client
 from parley.settings import Settings
 from parley.stack.embedded import start_postgres, start_temporal
 from parley.stack.processes import ChildExited, ChildProcess, http_ok, wait_until
@@ -44,8 +45,8 @@ async def run_dev(settings: Settings) -> None:
             pg = await asyncio.to_thread(start_postgres, data_dir)
             stack.callback(pg.stop)
             database_url, pg_where = pg.url, f"embedded, data in {pg.pgdata}"
-        if settings.temporal_address:
-            temporal_address, temporal_ui = settings.temporal_address, None
+        if configured := settings.temporal_address or temporal_client.configured_address():
+            temporal_address, temporal_ui = configured, None
         else:
             click.echo("Starting the Temporal dev server ...")
             temporal = await start_temporal(data_dir, namespace=settings.temporal_namespace)

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
+from parley.turn.record import RecordedDecision
 from parley.turn.types import Verdict
 
 
@@ -126,4 +127,23 @@ async def undelivered(conn: Conn, older_than_seconds: float) -> list[Claimed]:
     return [
         Claimed(str(r["id"]), r["turn_id"], r["request_id"], r["decision"] == "approved")
         for r in rows
+    ]
+
+
+async def turn_decisions(conn: Conn, turn_id: str) -> list[RecordedDecision]:
+    """The turn's decided approvals, in the order they were asked (for its reply's record)."""
+    cur = await conn.execute(
+        "select tool_call_id, tool_name, decision, description from approvals"
+        " where turn_id = %s and decision is not null order by created_at",
+        (turn_id,),
+    )
+    return [
+        RecordedDecision(
+            kind="approval",
+            tool_call_id=r["tool_call_id"],
+            tool=r["tool_name"],
+            outcome=r["decision"],
+            description=r["description"],
+        )
+        for r in await cur.fetchall()
     ]

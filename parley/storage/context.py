@@ -7,6 +7,7 @@ it passes through workflow history.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -34,12 +35,15 @@ async def conversation_messages(
     """The most recent messages that fit `budget_tokens`, oldest first, roles alternating.
 
     A user message that came with images is a list of blocks, its images before its words
-    (an image counts `IMAGE_TOKENS` against the budget); any other message is a string.
+    (an image counts `IMAGE_TOKENS` against the budget); any other message is a string. The
+    notice a stopped or failed turn left in place of its reply is not the model's: it is
+    left out.
     """
     cur = await conn.execute(
         "select direction, text, turn_id, (select count(*) from attachments a"
         "  where a.turn_id = m.turn_id and a.kind = 'image' and m.direction = 'inbound') as images"
-        " from messages m where conversation_id = %s order by seq desc limit %s",
+        " from messages m where conversation_id = %s and cut_short is null"
+        " order by seq desc limit %s",
         (conversation_id, HISTORY_SCAN_LIMIT),
     )
     picked: list[tuple[str, str, str | None]] = []
@@ -98,6 +102,50 @@ async def turn_steps(conn: Conn, turn_id: str, before_iteration: int) -> list[di
         if result_blocks:
             out.append({"role": "user", "content": result_blocks})
     return out
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """A tool call the turn's model made, and what the tool returned (None: no result)."""
+
+    iteration: int
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    result: str | None
+    is_error: bool | None
+
+
+async def turn_tool_calls(conn: Conn, turn_id: str) -> list[StepCall]:
+    """Every tool call of the turn's steps, in the order the model made them."""
+    cur = await conn.execute(
+        "select iteration, kind, call_id, content from turn_steps"
+        " where turn_id = %s order by iteration, kind, created_at",
+        (turn_id,),
+    )
+    rows = await cur.fetchall()
+    results = {
+        (r["iteration"], r["call_id"]): r["content"] for r in rows if r["kind"] == "tool_result"
+    }
+    calls: list[StepCall] = []
+    for row in rows:
+        if row["kind"] != "assistant":
+            continue
+        for block in row["content"]["blocks"]:
+            if block.get("type") != "tool_use":
+                continue
+            result = results.get((row["iteration"], block["id"]))
+            calls.append(
+                StepCall(
+                    iteration=row["iteration"],
+                    id=block["id"],
+                    name=block["name"],
+                    arguments=block.get("input") or {},
+                    result=result["content"] if result else None,
+                    is_error=result["is_error"] if result else None,
+                )
+            )
+    return calls
 
 
 async def save_assistant_step(

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from parley.storage import approvals
+from parley.storage import approvals, messages
 from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
+from parley.turn.record import ReplyRecord, cut_short
 from parley.turn.types import TurnStatus
 
 
@@ -108,7 +109,10 @@ async def finish(conn: Conn, turn_id: str, status: TurnStatus) -> bool:
     """Release the slot with a final status; False when it was no longer running.
 
     A question the turn was parked on is decided `cancelled` in the same transaction, so a
-    confirm can never win an approval of a turn that is over.
+    confirm can never win an approval of a turn that is over. A turn that ends without its
+    reply (stopped, failed, abandoned) leaves an agent message in its place, also in that
+    transaction: it stands before anything a later turn of the session adds (the turn's
+    last step then fills in its record).
     """
     async with conn.transaction():
         cur = await conn.execute(
@@ -117,4 +121,8 @@ async def finish(conn: Conn, turn_id: str, status: TurnStatus) -> bool:
             (status, turn_id),
         )
         await approvals.cancel_pending(conn, turn_id)
-    return cur.rowcount == 1
+        released = cur.rowcount == 1
+        cut = cut_short(status)
+        if released and cut is not None:
+            await messages.put_cut_short(conn, turn_id, cut, ReplyRecord(cut).to_json())
+    return released

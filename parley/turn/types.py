@@ -170,12 +170,15 @@ class FinishInput:
     status: EndStatus
     # A turn that ends before its first model call stored the user message stores it here.
     user_message: UserMessage | None = None
+    # The reply was ended early by the output limit ("length") or the turn's token budget.
+    truncated: Literal["length", "budget"] | None = None
 
 
 @dataclass
 class FinishOutput:
     status: TurnStatus  # the status that stands (a cancel may have released the slot first)
     citations: list[Citation] = field(default_factory=list)  # at most 8, short
+    escalation_reason: str | None = None  # the turn handed its conversation to a person
 
 
 @dataclass
