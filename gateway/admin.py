@@ -20,9 +20,10 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -38,8 +39,9 @@ from parley.knowledge.types import Access, Document, file_name
 from parley.logs import get_logger
 from parley.settings import Settings
 from parley.skills import Skill
-from parley.storage import escalations
+from parley.storage import agent_widget, escalations, sessions
 from parley.storage import skills as skill_store
+from parley.storage.agent_widget import WidgetProfile
 
 log = get_logger(__name__)
 
@@ -53,7 +55,7 @@ MAX_TITLE = 500
 MAX_SOURCE = 2000
 
 ShortId = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")
 
 
 class Refused(Exception):
@@ -194,7 +196,7 @@ async def read_body(request: Request, limit: int, setting: str | None = None) ->
 
 def _parse(model: type[M], body: bytes) -> M:
     try:
-        return model.model_validate_json(body)
+        return TypeAdapter(model).validate_json(body)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -384,7 +386,35 @@ async def resolve_escalation(request: Request, services: Services) -> Response:
     return JSONResponse(_escalation(resolved))
 
 
+async def _org_agent(request: Request, services: Services) -> tuple[str, str]:
+    """The path's agent, registered in the caller's organization (else 404)."""
+    agent_id = _capped(request.path_params["agent_id"], MAX_ID, "an agent id")
+    org = _org(request, services)
+    async with services.pool.connection() as conn:
+        agent = await sessions.get_agent(conn, agent_id, org)
+    if not agent.registered or agent.org_id != org:
+        raise Refused(404, f"no agent {agent_id!r} in organization {org!r}")
+    return agent_id, org
+
+
+async def put_agent_widget(request: Request, services: Services) -> Response:
+    agent_id, org = await _org_agent(request, services)
+    profile = _parse(WidgetProfile, await read_body(request, 64 * 1024))
+    async with services.pool.connection() as conn:
+        await agent_widget.set_profile(conn, agent_id, profile)
+    return JSONResponse({"agent": agent_id, "org": org, **asdict(profile)})
+
+
+async def get_agent_widget(request: Request, services: Services) -> Response:
+    agent_id, org = await _org_agent(request, services)
+    async with services.pool.connection() as conn:
+        profile = await agent_widget.profile(conn, agent_id)
+    return JSONResponse({"agent": agent_id, "org": org, **asdict(profile)})
+
+
 routes = [
+    Route("/admin/agents/{agent_id}/widget", _admin(put_agent_widget), methods=["PUT"]),
+    Route("/admin/agents/{agent_id}/widget", _admin(get_agent_widget), methods=["GET"]),
     Route("/admin/documents", _admin(put_document), methods=["POST"]),
     Route("/admin/documents", _admin(list_documents), methods=["GET"]),
     Route("/admin/documents/{doc_id:path}", _admin(delete_document), methods=["DELETE"]),

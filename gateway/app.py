@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway import admin, approvals, codec, sessions, turns
+from gateway import admin, approvals, codec, sessions, turns, widget
 from gateway.approvals import Reconciler
 from gateway.auth import InvalidToken, TokenVerifier, principal_of
 from gateway.connection import Connection
@@ -214,6 +214,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *codec.routes(settings),
+            *widget.routes,
             WebSocketRoute("/ws", websocket_endpoint),
             # With a listener of its own (PARLEY_ADMIN_PORT), /admin is not served here.
             *(admin.routes if settings.admin_port is None else []),

@@ -111,6 +111,14 @@ def worker() -> None:
     default=None,
     help="Comma-separated models a client may name in send_message (default: PARLEY_MODEL only).",
 )
+@click.option("--greeting", default=None, help="The widget's first words to a new visitor.")
+@click.option(
+    "--starter",
+    "starters",
+    multiple=True,
+    help="A starter question the widget offers (repeat, up to 4).",
+)
+@click.option("--accent", default=None, help="The widget's accent colour, #rrggbb.")
 def agent(
     agent_id: str,
     name: str,
@@ -118,23 +126,39 @@ def agent(
     origins: tuple[str, ...],
     auth_key: str | None,
     models: str | None,
+    greeting: str | None,
+    starters: tuple[str, ...],
+    accent: str | None,
 ) -> None:
-    """Register (or update) an agent, its embed policy and the models clients may pick."""
-    from parley.storage import sessions
+    """Register (or update) an agent: its embed policy, the models clients may pick, and
+    what its widget shows (running it again replaces all of these)."""
+    from pydantic import ValidationError
+
+    from parley.storage import agent_widget, sessions
+
+    try:
+        profile = agent_widget.WidgetProfile(
+            greeting=greeting, starters=list(starters), accent=accent
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise click.UsageError(f"--{first['loc'][0]}: {first['msg']}") from None
+
+    async def save(conn: Conn) -> None:
+        async with conn.transaction():
+            await sessions.upsert_agent(
+                conn,
+                agent_id,
+                name=name,
+                org_id=org or settings.org,
+                allowed_origins=list(origins) if origins or auth_key else None,
+                auth_key=auth_key,
+                models=list(_csv(models)) or None,
+            )
+            await agent_widget.set_profile(conn, agent_id, profile)
 
     settings = _settings()
-    _with_database(
-        settings,
-        lambda conn: sessions.upsert_agent(
-            conn,
-            agent_id,
-            name=name,
-            org_id=org or settings.org,
-            allowed_origins=list(origins) if origins or auth_key else None,
-            auth_key=auth_key,
-            models=list(_csv(models)) or None,
-        ),
-    )
+    _with_database(settings, save)
     click.echo(f"agent {agent_id} saved")
 
 
