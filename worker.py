@@ -151,7 +151,7 @@ def main() -> None:
 
     try:
         asyncio.run(serve())
-    except StoresNotConfigured as err:
+    except (StoresNotConfigured, tracing.TracingConfigError) as err:
         sys.exit(f"parley worker: {err}")
 
 

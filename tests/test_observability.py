@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from temporalio.worker import Replayer
 
 from parley import temporal_client, tracing
+from parley.logs import configure_logging, get_logger
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from parley.stack.processes import free_port
@@ -44,6 +45,7 @@ from tests.helpers import (
     tokens,
 )
 from tests.test_approvals import confirm, park
+from tests.test_log_redaction import restore_logging  # noqa: F401 (a fixture)
 from workflows.turn import TurnWorkflow
 
 MESSAGE = "Where is my order ORD-7? My card ends 4242."
@@ -447,6 +449,21 @@ def test_spans_reach_the_otlp_endpoint_the_variables_name(
     resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
     assert resource["service.name"] == expected
     assert [s.name for scope in resource_spans.scope_spans for s in scope.spans] == ["probe"]
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_log_lines_inside_a_span_name_its_trace(
+    spans: InMemorySpanExporter, capfd: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("INFO", "json")
+    get_logger("parley.test").info("outside")
+    with tracing.tracer().start_as_current_span("probe") as span:
+        get_logger("parley.test").info("inside")
+    outside, inside = (json.loads(line) for line in capfd.readouterr().err.splitlines())
+    assert "trace_id" not in outside
+    context = span.get_span_context()
+    assert inside["trace_id"] == f"{context.trace_id:032x}"
+    assert inside["span_id"] == f"{context.span_id:016x}"
 
 
 # -- the live lane carries the worker's clock ---------------------------------------------
