@@ -40,6 +40,7 @@ class InteractionActivities:
                 conversation_id=inp.conversation_id,
                 request_id=inp.request_id,
                 tool_call_id=inp.call.id,
+                tool_name=inp.call.name,
                 kind=kind.name,
                 spec=question.spec,
                 reason=question.reason,

@@ -20,14 +20,16 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from activities.live import LiveNotifier
 from activities.publishing import CallPosition, TurnPublisher
+from activities.telemetry import ModelCall, model_call
 from parley import prompts
 from parley.knowledge import access, search, sources, types
 from parley.knowledge.embeddings import load_embedder
 from parley.logs import get_logger
 from parley.model_keys import ModelClients
 from parley.settings import Settings
-from parley.storage import context, messages, organizations, usage
-from parley.storage.db import Pool
+from parley.skills import Skill
+from parley.storage import context, messages, organizations, skills, usage
+from parley.storage.db import Conn, Pool
 from parley.tools import ToolRegistry
 from parley.turn.pricing import cost_usd
 from parley.turn.types import ModelInput, ModelOutput, ToolCall, Usage
@@ -39,6 +41,7 @@ CONTEXT_BUDGET_TOKENS = 32_000
 # Errors the model API returns for a request that will never succeed as sent.
 MODEL_REJECTED = "ModelRejected"
 LLM_UNAVAILABLE = "LlmUnavailable"
+SKILL_GONE = "SkillGone"
 
 
 class ModelActivities:
@@ -75,7 +78,9 @@ class ModelActivities:
         async with heartbeating(), publisher:
             if attempt > 1 and inp.stream:
                 publisher.reset()
-            output = await self._stream(client, request, inp, publisher)
+            with model_call(request) as call:
+                output = await self._stream(client, request, inp, publisher, call)
+                call.usage(output.usage)
         # Recorded once the reply is in, off the path to the first token. What the call
         # spent counts against today's budgets at once (a retried call asked the model
         # again, and counts again); citations and the turn's later calls read the rest (a
@@ -104,16 +109,16 @@ class ModelActivities:
         conversation and the knowledge are read on two connections at once: both sit on
         the path to the first token.
         """
-        (conversation, steps), (persona, grounding) = await asyncio.gather(
+        (conversation, steps), (persona, skill, grounding) = await asyncio.gather(
             self._messages(inp), self._knowledge(inp)
         )
         request: dict[str, Any] = {
             "model": inp.model,
             "max_tokens": self._settings.max_tokens,
-            "system": prompts.system_blocks(persona),
+            "system": prompts.system_blocks(persona, skill),
             "messages": prompts.messages(conversation, grounding, steps),
         }
-        tools = [t.spec() for t in self._tools.all()]
+        tools = [t.spec() for t in self._tools.all() if skill is None or skill.allows(t.name)]
         if tools:
             request["tools"] = prompts.tool_specs(tools)
             if not inp.allow_tools:
@@ -135,13 +140,15 @@ class ModelActivities:
                 return history, []
             return history, await context.turn_steps(conn, inp.turn_id, inp.iteration)
 
-    async def _knowledge(self, inp: ModelInput) -> tuple[str | None, list[types.Hit]]:
-        """The org's persona, and knowledge for the user's message: retrieved on the first
-        call, filtered to what the requester may read; later calls reuse what it recorded."""
+    async def _knowledge(self, inp: ModelInput) -> tuple[str | None, Skill | None, list[types.Hit]]:
+        """The org's persona, the turn's skill, and knowledge for the user's message:
+        retrieved on the first call, filtered to what the requester may read; later calls
+        reuse what it recorded."""
         async with self._pool.connection() as conn:
             persona = await organizations.persona(conn, inp.org_id)
+            skill = await self._skill(conn, inp)
             if inp.user_message is None:
-                return persona, await sources.turn_grounding(conn, inp.turn_id)
+                return persona, skill, await sources.turn_grounding(conn, inp.turn_id)
             hits = await search.search(
                 conn,
                 await access.requester(conn, inp.org_id, inp.user_id, inp.groups),
@@ -150,10 +157,29 @@ class ModelActivities:
                 rerank=self._settings.rerank == "lexical",
                 embedder=load_embedder(self._settings.embeddings),
             )
-            return persona, hits
+            return persona, skill, hits
 
-    def _call(self, call_id: str, name: str, arguments: dict[str, Any]) -> ToolCall:
-        """A tool call, marked as a write (parks for approval) with its approval sentence."""
+    @staticmethod
+    async def _skill(conn: Conn, inp: ModelInput) -> Skill | None:
+        """The turn's skill. One deleted while its turn runs fails the turn rather than let
+        it go on without the instructions, or with tools, the skill would not allow."""
+        if inp.skill is None:
+            return None
+        skill = await skills.get(conn, inp.org_id, inp.skill)
+        if skill is None:
+            raise ApplicationError(
+                "the turn's skill no longer exists", type=SKILL_GONE, non_retryable=True
+            )
+        return skill
+
+    def _call(
+        self, call_id: str, name: str, arguments: dict[str, Any], offered: set[str]
+    ) -> ToolCall:
+        """A tool call, marked as a write (parks for approval) with its approval sentence.
+        A call to a tool the request did not offer (a skill narrows them) never runs, so it
+        does not park either."""
+        if name not in offered:
+            return ToolCall(call_id, name, arguments, offered=False)
         write = self._tools.is_write(name, self._settings.confirm_tools)
         description = self._tools.describe(name, arguments) if write else ""
         return ToolCall(call_id, name, arguments, write=write, description=description)
@@ -164,23 +190,51 @@ class ModelActivities:
         request: dict[str, Any],
         inp: ModelInput,
         publisher: TurnPublisher,
+        call: ModelCall,
     ) -> ModelOutput:
         try:
-            async with client.messages.stream(**request) as stream:
-                async for event in stream:
-                    if event.type == "text" and event.text and inp.stream:
-                        publisher.token(event.text)
-                final = await stream.get_final_message()
+            final = await self._reply(client, request, inp, publisher, call)
+        except anthropic.BadRequestError as err:
+            # Refused before a token was written. A linked image the API could not fetch
+            # would fail this turn and every later one (they send it again): try once more
+            # with a note in its place.
+            fallback = prompts.without_linked_images(request)
+            if fallback is None:
+                raise _classify(err) from None
+            log.warning("the model API refused a request with linked images; without them")
+            try:
+                final = await self._reply(client, fallback, inp, publisher, call)
+            except anthropic.APIStatusError as again:
+                raise _classify(again) from None
         except anthropic.APIStatusError as err:
             raise _classify(err) from None
+        call.response(final)
         text = "".join(b.text for b in final.content if b.type == "text")
+        offered = {tool["name"] for tool in request.get("tools", ())}
         calls = [
-            self._call(b.id, b.name, dict(b.input)) for b in final.content if b.type == "tool_use"
+            self._call(b.id, b.name, dict(b.input), offered)
+            for b in final.content
+            if b.type == "tool_use"
         ]
         usage = _usage(inp.model, final.usage)
         return ModelOutput(
             text=text, tool_calls=calls, usage=usage, stop_reason=final.stop_reason or ""
         )
+
+    @staticmethod
+    async def _reply(
+        client: anthropic.AsyncAnthropic,
+        request: dict[str, Any],
+        inp: ModelInput,
+        publisher: TurnPublisher,
+        call: ModelCall,
+    ) -> anthropic.types.Message:
+        async with client.messages.stream(**request) as stream:
+            async for event in stream:
+                call.chunk()
+                if event.type == "text" and event.text and inp.stream:
+                    publisher.token(event.text)
+            return await stream.get_final_message()
 
 
 RETRYABLE_ERROR_TYPES = frozenset({"overloaded_error", "api_error", "rate_limit_error"})

@@ -1,8 +1,8 @@
 """Tool execution: one activity runs one tool call and records its result for the model.
 
-A handler's exception, an unknown tool name and arguments that fail the tool's schema all
-become error results the model reads (and the client sees as `isError: true`), not
-activity failures: the turn goes on.
+A handler's exception, an unknown tool name (or one the turn's skill did not offer) and
+arguments that fail the tool's schema all become error results the model reads (and the
+client sees as `isError: true`), not activity failures: the turn goes on.
 
 An approved write runs inside one transaction with its `tool_executions` row, keyed by
 workflow id + tool call id: a retried activity finds the row and returns the recorded
@@ -19,9 +19,10 @@ from typing import Any
 from temporalio import activity
 
 from activities.heartbeat import heartbeating
+from activities.telemetry import tool_call
 from parley.interactions.tools import result as interaction_result
 from parley.logs import get_logger
-from parley.storage import context, interactions, tool_executions, visitors
+from parley.storage import attachments, context, interactions, tool_executions, visitors
 from parley.storage.db import Conn, Pool
 from parley.tools import CallContext, ToolArgumentsError, ToolRegistry
 from parley.turn.types import ToolCall, ToolInput, ToolOutput
@@ -49,6 +50,7 @@ class ToolActivities:
         self._tools = tools
 
     @activity.defn(name="run_tool")
+    @tool_call(lambda self: self._tools)
     async def run_tool(self, inp: ToolInput) -> ToolOutput:
         call = inp.call
         value: Any
@@ -59,7 +61,8 @@ class ToolActivities:
             elif inp.verdict in NOT_RUN:
                 value, is_error = NOT_RUN[inp.verdict], True
             elif call.write:
-                value, is_error = await self._execute_once(conn, inp, await _context(inp, conn))
+                ctx = await _context(inp, conn)
+                value, is_error = await self._execute_once(conn, inp, ctx)
             else:
                 value, is_error = await self._invoke(call, await _context(inp, conn))
             text = _as_text(value)
@@ -99,7 +102,7 @@ class ToolActivities:
             return self._failure(call, ctx, err), True
 
     async def _call(self, call: ToolCall, ctx: CallContext) -> Any:
-        tool = self._tools.get(call.name)
+        tool = self._tools.get(call.name) if call.offered else None
         if tool is None:
             raise UnknownTool(call.name)
         return await tool.invoke(call.arguments, ctx)
@@ -123,6 +126,7 @@ async def _context(inp: ToolInput, conn: Conn) -> CallContext:
         org_id=inp.org_id,
         user_id=inp.user_id,
         groups=inp.groups,
+        files=tuple(await attachments.turn_files(conn, inp.turn_id)),
         identity=await visitors.identity_of_turn(conn, inp.turn_id),
     )
 

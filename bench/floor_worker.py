@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
@@ -81,11 +82,14 @@ def bench_data_converter() -> DataConverter:
     return DataConverter.default if keys is None else temporal_client.data_converter(keys)
 
 
-async def serve() -> None:
+async def serve_until_signalled(
+    workflows: list[type], activities: list[Any], data_converter: DataConverter
+) -> None:
+    """A worker on PARLEY_BENCH_FLOOR_QUEUE of TEMPORAL_ADDRESS until SIGTERM or SIGINT."""
     client = await Client.connect(
         os.environ["TEMPORAL_ADDRESS"],
         namespace=os.environ.get("TEMPORAL_NAMESPACE", "default"),
-        data_converter=bench_data_converter(),  # the bench client's: it starts our workflows
+        data_converter=data_converter,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -94,8 +98,8 @@ async def serve() -> None:
     worker = Worker(
         client,
         task_queue=os.environ["PARLEY_BENCH_FLOOR_QUEUE"],
-        workflows=[RelayFloor],
-        activities=[publish_deltas],
+        workflows=workflows,
+        activities=activities,
         graceful_shutdown_timeout=timedelta(seconds=5),
     )
     async with worker:
@@ -103,4 +107,5 @@ async def serve() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve())
+    # The bench client's converter: it starts these workflows.
+    asyncio.run(serve_until_signalled([RelayFloor], [publish_deltas], bench_data_converter()))

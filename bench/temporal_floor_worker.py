@@ -12,14 +12,13 @@ Turn workflow, so the worker spends no more than it must.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import activity, workflow
-from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.converter import DataConverter
+
+from bench.floor_worker import serve_until_signalled
 
 WORKFLOW = "Floor"
 SIGNAL = "floor_signal"
@@ -64,24 +63,5 @@ class Floor:
         return self.updates
 
 
-async def serve() -> None:
-    client = await Client.connect(
-        os.environ["TEMPORAL_ADDRESS"], namespace=os.environ.get("TEMPORAL_NAMESPACE", "default")
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    worker = Worker(
-        client,
-        task_queue=os.environ["PARLEY_BENCH_FLOOR_QUEUE"],
-        workflows=[Floor],
-        activities=[noop],
-        graceful_shutdown_timeout=timedelta(seconds=5),
-    )
-    async with worker:
-        await stop.wait()
-
-
 if __name__ == "__main__":
-    asyncio.run(serve())
+    asyncio.run(serve_until_signalled([Floor], [noop], DataConverter.default))

@@ -1,5 +1,8 @@
-"""The knowledge admin API: `POST /admin/documents`, `GET /admin/documents`,
-`DELETE /admin/documents/{id}`, and `PUT /admin/users/{id}/groups` (group access lists).
+"""The admin API: knowledge (`POST /admin/documents`, `GET /admin/documents`,
+`DELETE /admin/documents/{id}`, and `PUT /admin/users/{id}/groups` for group access lists),
+skills (`PUT`, `GET` and `DELETE /admin/skills/{name}`, `GET /admin/skills`), and the human
+team's queue of escalated conversations (`GET /admin/escalations`,
+`POST /admin/escalations/{id}/resolve`).
 
 Guarded by a bearer token (`PARLEY_ADMIN_TOKEN`, at least 32 characters: a shorter one stops
 the gateway at start-up); with no token configured the endpoints answer 404, as if they did
@@ -17,22 +20,29 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
-from typing import Annotated, Literal, TypeVar
+from dataclasses import asdict
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway import metrics
 from gateway.auth import InvalidToken, principal_of
 from gateway.parsing import DocumentRejected, Limits, ParseTimedOut
 from gateway.services import Services
+from parley import skills
 from parley.knowledge import access, documents
 from parley.knowledge.embeddings import load_embedder
-from parley.knowledge.types import Access, Document
+from parley.knowledge.types import Access, Document, file_name
 from parley.logs import get_logger
 from parley.settings import Settings
+from parley.skills import Skill
+from parley.storage import agent_widget, escalations, sessions
+from parley.storage import skills as skill_store
+from parley.storage.agent_widget import WidgetProfile
 
 log = get_logger(__name__)
 
@@ -46,7 +56,7 @@ MAX_TITLE = 500
 MAX_SOURCE = 2000
 
 ShortId = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M")
 
 
 class Refused(Exception):
@@ -75,6 +85,23 @@ class DocumentIn(BaseModel):
     def _someone_may_read(self) -> DocumentIn:
         if not (self.public or self.users or self.groups):
             raise ValueError("say who may read the document: public, users or groups")
+        return self
+
+
+ToolName = Annotated[str, Field(pattern=skills.NAME_PATTERN)]
+
+
+class SkillIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=skills.MAX_PROMPT_CHARS)
+    tools: list[ToolName] | None = Field(None, max_length=skills.MAX_TOOLS)  # None: all
+    org: ShortId | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> SkillIn:
+        if not self.prompt.strip():
+            raise ValueError("a skill's prompt must not be blank")
         return self
 
 
@@ -116,6 +143,7 @@ async def authorized(request: Request) -> Response | None:
     if not secret and services.verifier is None:
         return _error(404, "not found")
     request.state.admin_org = None
+    request.state.admin_subject = None
     presented = request.headers.get("authorization", "")
     if secret and hmac.compare_digest(presented.encode(), f"Bearer {secret}".encode()):
         return None
@@ -125,6 +153,7 @@ async def authorized(request: Request) -> Response | None:
         principal = None
     if principal is not None and principal.has_role(services.settings.jwt_admin_role):
         request.state.admin_org = principal.org
+        request.state.admin_subject = principal.subject
         return None
     return _error(401, "a valid admin bearer token is required")
 
@@ -168,7 +197,7 @@ async def read_body(request: Request, limit: int, setting: str | None = None) ->
 
 def _parse(model: type[M], body: bytes) -> M:
     try:
-        return model.model_validate_json(body)
+        return TypeAdapter(model).validate_json(body)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -204,7 +233,7 @@ async def put_document(request: Request, services: Services) -> Response:
     org = _org(request, services, doc.org)
     try:
         prepared = await services.parser.prepare(
-            doc.content, doc.format, doc.title or doc.id, _limits(settings)
+            doc.content, doc.format, doc.title or file_name(doc.source or doc.id), _limits(settings)
         )
     except DocumentRejected as err:
         raise Refused(413, f"{err}; the document was not stored") from None
@@ -259,17 +288,155 @@ async def put_user_groups(request: Request, services: Services) -> Response:
     return JSONResponse({"org": org, "user": user, "groups": sorted(set(body.groups))})
 
 
+def _skill_name(request: Request) -> str:
+    name: str = request.path_params["name"]
+    if not skills.valid_name(name):
+        raise Refused(400, "a skill name is 1 to 128 letters, digits, '_' or '-'")
+    return name
+
+
+def _skill_json(org: str, skill: Skill) -> dict[str, Any]:
+    tools = list(skill.tools) if skill.tools is not None else None
+    return {"org": org, "name": skill.name, "prompt": skill.prompt, "tools": tools}
+
+
+async def put_skill(request: Request, services: Services) -> Response:
+    name = _skill_name(request)
+    limit = services.settings.admin_max_bytes
+    body = _parse(SkillIn, await read_body(request, limit, ADMIN_MAX_BYTES))
+    org = _org(request, services, body.org)
+    skill = Skill(name, body.prompt, tuple(body.tools) if body.tools is not None else None)
+    async with services.pool.connection() as conn:
+        created = await skill_store.save(conn, org, skill)
+    return JSONResponse(_skill_json(org, skill), 201 if created else 200)
+
+
+async def get_skill(request: Request, services: Services) -> Response:
+    name = _skill_name(request)
+    org = _org(request, services)
+    async with services.pool.connection() as conn:
+        skill = await skill_store.get(conn, org, name)
+    if skill is None:
+        raise Refused(404, f"no skill {name!r}")
+    return JSONResponse(_skill_json(org, skill))
+
+
+async def list_skills(request: Request, services: Services) -> Response:
+    org = _org(request, services)
+    async with services.pool.connection() as conn:
+        found = await skill_store.list_skills(conn, org)
+    return JSONResponse({"org": org, "skills": [_skill_json(org, s) for s in found]})
+
+
+async def delete_skill(request: Request, services: Services) -> Response:
+    name = _skill_name(request)
+    org = _org(request, services)
+    async with services.pool.connection() as conn:
+        deleted = await skill_store.delete(conn, org, name)
+    if not deleted:
+        raise Refused(404, f"no skill {name!r}")
+    return Response(status_code=204)
+
+
+MAX_ESCALATIONS = 500
+
+
+def _escalation(e: escalations.Escalation) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "conversation_id": e.conversation_id,
+        "org": e.org_id,
+        "agent_id": e.agent_id,
+        "reason": e.reason,
+        "status": e.status,
+        "escalated_at": e.created_at.isoformat(),
+        "updated_at": e.updated_at.isoformat(),
+        "resolved_at": e.resolved_at.isoformat() if e.resolved_at else None,
+        "resolved_by": e.resolved_by,
+    }
+
+
+async def list_escalations(request: Request, services: Services) -> Response:
+    """Conversations handed to a person, the longest waiting first: `?status=open` (the
+    default), `resolved` or `all`; `?limit=` up to 500 (default 100)."""
+    org = _org(request, services)
+    wanted = request.query_params.get("status", "open")
+    statuses: dict[str, escalations.EscalationStatus | None] = {
+        "open": "open",
+        "resolved": "resolved",
+        "all": None,
+    }
+    if wanted not in statuses:
+        raise Refused(400, "status must be open, resolved or all")
+    limit = request.query_params.get("limit", "100")
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_ESCALATIONS):
+        raise Refused(400, f"limit must be a number from 1 to {MAX_ESCALATIONS}")
+    async with services.pool.connection() as conn:
+        found = await escalations.list_escalations(conn, org, statuses[wanted], int(limit))
+    return JSONResponse({"org": org, "escalations": [_escalation(e) for e in found]})
+
+
+async def resolve_escalation(request: Request, services: Services) -> Response:
+    """A person picked the conversation up: its escalation leaves the open queue."""
+    org = _org(request, services)
+    by = request.state.admin_subject or "admin token"
+    async with services.pool.connection() as conn:
+        resolved = await escalations.resolve(conn, org, request.path_params["escalation_id"], by)
+    if resolved is None:
+        raise Refused(404, "no such escalation")
+    return JSONResponse(_escalation(resolved))
+
+
+async def _org_agent(request: Request, services: Services) -> tuple[str, str]:
+    """The path's agent, registered in the caller's organization (else 404)."""
+    agent_id = _capped(request.path_params["agent_id"], MAX_ID, "an agent id")
+    org = _org(request, services)
+    async with services.pool.connection() as conn:
+        agent = await sessions.get_agent(conn, agent_id, org)
+    if not agent.registered or agent.org_id != org:
+        raise Refused(404, f"no agent {agent_id!r} in organization {org!r}")
+    return agent_id, org
+
+
+async def put_agent_widget(request: Request, services: Services) -> Response:
+    agent_id, org = await _org_agent(request, services)
+    profile = _parse(WidgetProfile, await read_body(request, 64 * 1024))
+    async with services.pool.connection() as conn:
+        await agent_widget.set_profile(conn, agent_id, profile)
+    return JSONResponse({"agent": agent_id, "org": org, **asdict(profile)})
+
+
+async def get_agent_widget(request: Request, services: Services) -> Response:
+    agent_id, org = await _org_agent(request, services)
+    async with services.pool.connection() as conn:
+        profile = await agent_widget.profile(conn, agent_id)
+    return JSONResponse({"agent": agent_id, "org": org, **asdict(profile)})
+
+
 routes = [
+    Route("/admin/agents/{agent_id}/widget", _admin(put_agent_widget), methods=["PUT"]),
+    Route("/admin/agents/{agent_id}/widget", _admin(get_agent_widget), methods=["GET"]),
     Route("/admin/documents", _admin(put_document), methods=["POST"]),
     Route("/admin/documents", _admin(list_documents), methods=["GET"]),
     Route("/admin/documents/{doc_id:path}", _admin(delete_document), methods=["DELETE"]),
     Route("/admin/users/{user_id}/groups", _admin(put_user_groups), methods=["PUT"]),
+    Route("/admin/skills", _admin(list_skills), methods=["GET"]),
+    Route("/admin/skills/{name}", _admin(put_skill), methods=["PUT"]),
+    Route("/admin/skills/{name}", _admin(get_skill), methods=["GET"]),
+    Route("/admin/skills/{name}", _admin(delete_skill), methods=["DELETE"]),
+    Route("/admin/escalations", _admin(list_escalations), methods=["GET"]),
+    Route(
+        "/admin/escalations/{escalation_id}/resolve",
+        _admin(resolve_escalation),
+        methods=["POST"],
+    ),
 ]
 
 
 def admin_app(gateway: Starlette) -> Starlette:
-    """`/admin` alone, for a listener of its own. It shares the gateway app's state, so it
-    uses the services the gateway's lifespan opens (serve it once that has run)."""
-    app = Starlette(routes=routes)
+    """`/admin` (and the gateway's `/metrics`) alone, for a listener of its own. It shares
+    the gateway app's state, so it uses the services the gateway's lifespan opens (serve it
+    once that has run)."""
+    app = Starlette(routes=[*routes, *metrics.routes])
     app.state = gateway.state
     return app

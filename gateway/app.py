@@ -1,4 +1,4 @@
-"""The gateway's ASGI app: WebSocket `/ws`, `/healthz`, `/readyz`.
+"""The gateway's ASGI app: WebSocket `/ws`, `/healthz`, `/readyz`, `/metrics`.
 
 Serve it with `parley gateway`, or `uvicorn gateway.app:app --ws-max-size 262144` (the size
 cap is what closes an oversized frame with 1009 before it is buffered whole).
@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway import admin, approvals, codec, interactions, sessions, turns
+from gateway import admin, approvals, codec, interactions, metrics, sessions, turns, widget
 from gateway.auth import InvalidToken, TokenVerifier, principal_of
 from gateway.connection import Connection
 from gateway.dispatch import Dispatcher
@@ -30,9 +30,10 @@ from gateway.outbox import Outbox
 from gateway.reconciler import Reconciler
 from gateway.services import Services
 from gateway.socket_limits import IpConnections, SocketGuard, client_key, refuse_upgrade
-from parley import protocol, temporal_client
+from parley import protocol, temporal_client, tracing
 from parley.identity import Principal
 from parley.logs import get_logger
+from parley.metrics import CONNECTIONS
 from parley.protocol import ErrorCode
 from parley.settings import Settings, get_settings
 from parley.storage import db
@@ -87,6 +88,7 @@ async def _serve(websocket: WebSocket, services: Services, client_ip: str) -> No
     )
     guard = SocketGuard(services.settings, busy=lambda: bool(conn.relays))
     log.debug("connection opened", conn=conn.id, origin=conn.origin)
+    CONNECTIONS.inc()
     try:
         while not outbox.closed:
             message = await guard.receive(websocket)
@@ -115,6 +117,7 @@ async def _serve(websocket: WebSocket, services: Services, client_ip: str) -> No
     except WebSocketDisconnect:
         pass
     finally:
+        CONNECTIONS.dec()
         await conn.close()
         await guard.close(websocket)
         log.debug("connection closed", conn=conn.id, why=guard.closing)
@@ -166,6 +169,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if (problem := admin.configuration_problem(settings)) is not None:
             log.error("refusing to start", problem=problem)
             raise RuntimeError(problem)
+        tracing.configure("parley-gateway")
         stores = resolve_stores(settings)
         await db.migrate(stores.database_url)
         pool = db.create_pool(stores.database_url, max_size=settings.db_pool_max, name="gateway")
@@ -214,9 +218,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *codec.routes(settings),
+            *widget.routes,
             WebSocketRoute("/ws", websocket_endpoint),
-            # With a listener of its own (PARLEY_ADMIN_PORT), /admin is not served here.
-            *(admin.routes if settings.admin_port is None else []),
+            # With a listener of its own (PARLEY_ADMIN_PORT), /admin and /metrics are not
+            # served here.
+            *(admin.routes + metrics.routes if settings.admin_port is None else []),
         ],
         lifespan=lifespan,
     )

@@ -14,6 +14,7 @@ from parley.identity import Principal
 from parley.logs import get_logger, session_ref
 from parley.protocol import ErrorCode, ProtocolError
 from parley.storage import messages, sessions
+from parley.turn.record import ReplyRecord
 from parley.widget_auth import origin_allowed, verify_auth_context
 
 log = get_logger(__name__)
@@ -143,7 +144,14 @@ async def get_conversation_messages(conn: Connection, req: protocol.GetMessages)
             protocol.ConversationMessage(
                 id=m.id,
                 direction=m.direction,
-                content=protocol.MessageContent(text=m.text),
+                content=protocol.MessageContent(
+                    text=m.text,
+                    structured_response=protocol.structured_response(
+                        ReplyRecord.from_json(m.structured)
+                    )
+                    if m.structured is not None
+                    else None,
+                ),
                 created_at=m.created_at,
             )
             for m in page

@@ -7,6 +7,7 @@ the start: the stream lives in the workflow, addressed by offset.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from temporalio.client import WorkflowExecutionStatus
@@ -21,9 +22,10 @@ from gateway.relay import attach
 from gateway.services import Services
 from gateway.sessions import find_session, require_session
 from parley import protocol
+from parley.attachments import Limits
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
-from parley.storage import turns
+from parley.storage import attachments, skills, turns
 from parley.storage.sessions import SessionRecord
 from parley.turn.types import TurnInput, turn_id
 from workflows.turn import TurnWorkflow
@@ -35,13 +37,20 @@ START_GRACE = timedelta(seconds=30)
 
 
 async def send_message(conn: Connection, req: protocol.SendMessage) -> None:
+    accepted_at = time.monotonic()  # its first token is timed from here (gateway.relay)
     services = conn.services
+    settings = services.settings
+    carried = Limits(settings.max_images, settings.max_image_bytes, settings.max_files)
+    if (problem := carried.problem(req.images, req.files)) is not None:
+        raise ProtocolError(ErrorCode.VALIDATION_ERROR, problem)
     session = await require_session(conn, req.session_id)
     if await services.model_keys.for_org(session.org_id) is None:
         raise ProtocolError(
             ErrorCode.LLM_UNAVAILABLE,
             "no model API key is configured for this organization; this server cannot run turns",
         )
+    if req.skill is not None:
+        await _require_skill(services, session, req.skill)
     await limits.admit_turn(conn, session, req.model)
     tid = turn_id(session.id, req.request_id)
     turn, created = await _claim_slot(services, session, tid, req)
@@ -50,7 +59,9 @@ async def send_message(conn: Connection, req: protocol.SendMessage) -> None:
     conn.outbox.send(
         protocol.immediate_response(req.request_id, 202, "Processing your request...", {})
     )
-    attach(conn, tid, req.request_id, stream=turn.stream, just_started=created)
+    attach(
+        conn, tid, req.request_id, stream=turn.stream, just_started=created, accepted_at=accepted_at
+    )
 
 
 async def resume_turn(conn: Connection, req: protocol.ResumeTurn) -> None:
@@ -102,6 +113,13 @@ async def cancel(conn: Connection, req: protocol.Cancel) -> None:
         log.warning("could not cancel turn workflow", turn=tid, error=err.message)
 
 
+async def _require_skill(services: Services, session: SessionRecord, name: str) -> None:
+    """Fail closed: a turn that names a skill its organization does not have never runs."""
+    async with services.pool.connection() as db:
+        if await skills.get(db, session.org_id, name) is None:
+            raise ProtocolError(ErrorCode.SKILL_NOT_FOUND, f"skill '{name}' not found")
+
+
 async def _claim_slot(
     services: Services, session: SessionRecord, tid: str, req: protocol.SendMessage
 ) -> tuple[turns.Turn, bool]:
@@ -145,6 +163,9 @@ async def _start_turn(
 ) -> None:
     services, settings, principal = conn.services, conn.services.settings, conn.principal
     try:
+        if req.images or req.files:  # stored with the message the turn will store
+            async with services.pool.connection() as db:
+                await attachments.store(db, session.conversation_id, tid, req.images, req.files)
         await services.temporal.start_workflow(
             TurnWorkflow.run,
             TurnInput(
@@ -169,6 +190,7 @@ async def _start_turn(
                 groups=list(principal.groups)
                 if principal is not None and principal.groups is not None
                 else None,
+                skill=req.skill,
             ),
             id=tid,
             task_queue=settings.task_queue,
@@ -179,6 +201,7 @@ async def _start_turn(
     except Exception:
         async with services.pool.connection() as db:
             await turns.finish(db, tid, "failed")
+            await attachments.delete_turn(db, tid)
         raise
     log.info("turn started", turn=tid)
 

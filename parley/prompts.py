@@ -6,18 +6,22 @@ prefix is identical up to such a point reads it at 0.1x the input price instead 
 for it again (writing it costs 1.25x, once). So what is the same from call to call goes
 first, and what changes goes last:
 
-- tools: the worker's tool definitions.
-- system: the organization's persona (or the default instructions) alone.
-- messages: the conversation so far as stored, then the current user message led by a text
-  block with its grounding (the knowledge retrieved for this message; it changes every turn,
-  so it must not sit in front of the history, and the stored message stays the user's
-  words), then the turn's own tool steps (later iterations).
+- tools: the worker's tool definitions (those the turn's skill allows, with one).
+- system: the organization's persona (or the default instructions), then the turn's skill,
+  if it names one, as a block of its own.
+- messages: the conversation so far as stored (each user message's images before its
+  words), then the current user message led by a text block with its grounding (the
+  knowledge retrieved for this message; it changes every turn, so it must not sit in front
+  of the history, and the stored message stays the user's words), then the turn's own tool
+  steps (later iterations).
 
 Breakpoints (5-minute TTL, the default), at most 4:
 
 1. the last tool definition: the tools alone, shared by every Parley organization and
    conversation on workers with the same tools, whatever the persona (none without tools);
-2. the system block: tools and persona, shared by all of an organization's conversations;
+2. the last system block: tools and persona (and skill), shared by all of an organization's
+   conversations (that use the same skill; a skill's request also finds the persona's
+   entry one block earlier);
 3. the last block before the current user message (the previous reply): the conversation
    up to there is sent again, unchanged, by every later turn, so each turn reads it up to the
    previous turn's mark and writes only the one exchange since. Not after the current
@@ -38,9 +42,13 @@ changes every turn) and a turn's last allowed iteration (its `tool_choice` diffe
 
 from __future__ import annotations
 
+import base64
+import copy
 from typing import Any
 
+from parley.attachments import Image
 from parley.knowledge.types import Hit
+from parley.skills import Skill
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant in a company's chat widget. Answer briefly and plainly. "
@@ -67,10 +75,46 @@ def breakpoint_mark() -> dict[str, str]:
     return {"type": "ephemeral"}
 
 
-def system_blocks(persona: str | None) -> list[Block]:
-    """The system prompt: the organization's persona (or the default), breakpoint 2."""
-    text = persona or DEFAULT_SYSTEM_PROMPT
-    return [{"type": "text", "text": text, "cache_control": breakpoint_mark()}]
+# What the model reads instead of a linked image the Messages API could not fetch.
+UNAVAILABLE_IMAGE = (
+    "[An image the person shared here, by link, could not be loaded (a note from the system).]"
+)
+
+
+def system_blocks(persona: str | None, skill: Skill | None = None) -> list[Block]:
+    """The system prompt: the organization's persona (or the default), then the turn's
+    skill; breakpoint 2 on the last block."""
+    blocks: list[Block] = [{"type": "text", "text": persona or DEFAULT_SYSTEM_PROMPT}]
+    if skill is not None:
+        blocks.append({"type": "text", "text": skill.instructions()})
+    blocks[-1]["cache_control"] = breakpoint_mark()
+    return blocks
+
+
+def image_block(image: Image) -> Block:
+    """An image as the Messages API takes it: inline (base64) or by https URL."""
+    if image.data is not None:
+        data = base64.b64encode(image.data).decode("ascii")
+        source = {"type": "base64", "media_type": image.media_type, "data": data}
+        return {"type": "image", "source": source}
+    return {"type": "image", "source": {"type": "url", "url": image.url}}
+
+
+def without_linked_images(request: dict[str, Any]) -> dict[str, Any] | None:
+    """The request with each linked (URL) image replaced by a note saying it could not be
+    loaded; None when it has none. For a request the API refused: a link that broke must
+    not fail this turn, nor every later turn of the conversation, which sends it again."""
+    found = False
+    out = copy.deepcopy(request)
+    for message in out["messages"]:
+        content = message["content"]
+        for i, block in enumerate(content if isinstance(content, list) else []):
+            if block.get("type") == "image" and block["source"].get("type") == "url":
+                found = True
+                content[i] = {"type": "text", "text": UNAVAILABLE_IMAGE}
+                if "cache_control" in block:
+                    content[i]["cache_control"] = block["cache_control"]
+    return out if found else None
 
 
 def tool_specs(specs: list[Block]) -> list[Block]:

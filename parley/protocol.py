@@ -18,13 +18,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     StrictBool,
     ValidationError,
     field_validator,
 )
 from pydantic.alias_generators import to_camel
 
+from parley import attachments, skills
 from parley.turn import events as turn
+from parley.turn.record import ReplyRecord
 
 MAX_FRAME_BYTES = 256 * 1024
 MAX_MESSAGE_CHARS = 10_000
@@ -53,6 +56,7 @@ class ErrorCode:
     STORAGE_ERROR = "STORAGE_ERROR"
     RATE_LIMITED = "RATE_LIMITED"
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+    SKILL_NOT_FOUND = "SKILL_NOT_FOUND"
     NO_PENDING_INTERACTION = "NO_PENDING_INTERACTION"
     INTERACTION_MISMATCH = "INTERACTION_MISMATCH"
     INTERNAL_ERROR = "INTERNAL_ERROR"
@@ -185,8 +189,11 @@ class SendMessage(SessionAction):
     )
     stream: StrictBool = True
     model: str | None = Field(None, max_length=MAX_MODEL)
-    images: list[dict[str, Any]] | None = None
-    files: list[dict[str, Any]] | None = None
+    # Entries that do not fit are dropped (PROTOCOL.md); how many may remain is the
+    # gateway's check (PARLEY_MAX_IMAGES, PARLEY_MAX_FILES).
+    images: Annotated[tuple[attachments.Image, ...], PlainValidator(attachments.parse_images)] = ()
+    files: Annotated[tuple[attachments.File, ...], PlainValidator(attachments.parse_files)] = ()
+    skill: str | None = Field(None, pattern=skills.NAME_PATTERN)
 
     @field_validator("message")
     @classmethod
@@ -276,6 +283,7 @@ class SessionDescriptor(_Payload):
 
 class MessageContent(_Payload):
     text: str
+    structured_response: dict[str, Any] | None = None  # an agent reply's record
 
 
 class ConversationMessage(_Payload):
@@ -293,8 +301,13 @@ class MessagesPage(BaseModel):
     has_more: bool
 
     def wire(self) -> dict[str, Any]:
-        # nextCursor is always present (null on the last page), so no exclude_none here.
-        return self.model_dump(by_alias=True, mode="json")
+        # nextCursor is always present (null on the last page), so no exclude_none here;
+        # a message's structuredResponse is there only when it has one.
+        page = self.model_dump(by_alias=True, mode="json")
+        for message in page["messages"]:
+            if message["content"]["structuredResponse"] is None:
+                del message["content"]["structuredResponse"]
+        return page
 
 
 # ----------------------------------------------------------------------------------------
@@ -405,14 +418,17 @@ class Citation(_Payload):
     url: str | None = None
 
 
+ResolutionStatus = Literal[
+    "resolved", "in_progress", "requires_escalation", "needs_more_info", "blocked"
+]
+
+
 class AgentResponse(_Payload):
     response_parts: list[str]
     customer_happiness_score: float = 0.5
     needs_satisfaction_score: float = 0.5
     request_summary: str = ""
-    resolution_status: Literal[
-        "resolved", "in_progress", "requires_escalation", "needs_more_info", "blocked"
-    ] = "in_progress"
+    resolution_status: ResolutionStatus = "in_progress"
     suggested_next_actions: list[str] = Field(default_factory=list)
 
 
@@ -420,16 +436,50 @@ class EventualData(_Payload):
     message_id: str
     response: AgentResponse
     needs_escalation: bool = False
+    escalation_reason: str | None = None
     usage: Usage
     citations: list[Citation] | None = None
 
     def wire(self) -> dict[str, Any]:
-        # Only `citations` and `url` are omitted when empty; the agent response keeps its
-        # empty strings and lists.
-        data = self.model_dump(by_alias=True, mode="json", exclude={"citations"})
+        # Only `escalationReason`, `citations` and `url` are omitted when empty; the agent
+        # response keeps its empty strings and lists.
+        data = self.model_dump(
+            by_alias=True, mode="json", exclude={"citations", "escalation_reason"}
+        )
+        if self.escalation_reason is not None:
+            data["escalationReason"] = self.escalation_reason
         if self.citations:
             data["citations"] = [c.wire() for c in self.citations]
         return data
+
+
+class RecordedToolCall(_Payload):
+    id: str
+    name: str
+    arguments: dict[str, Any] | str
+    is_error: bool | None = None  # with `result`: absent when the tool did not return
+    result: Any = None
+
+
+class RecordedDecision(_Payload):
+    kind: str
+    tool_call_id: str
+    tool: str
+    outcome: str
+    description: str | None = None
+
+
+class StructuredResponse(_Payload):
+    """`content.structuredResponse` of an agent reply in `get_conversation_messages`."""
+
+    status: Literal["completed", "cancelled", "failed"]
+    resolution_status: ResolutionStatus
+    needs_escalation: bool
+    escalation_reason: str | None = None
+    truncated: Literal["length", "budget"] | None = None
+    citations: list[Citation]
+    tool_calls: list[RecordedToolCall]
+    decisions: list[RecordedDecision]
 
 
 def eventual_response(request_id: str, payload: EventualData) -> dict[str, Any]:
@@ -476,18 +526,55 @@ def turn_event(request_id: str, event: turn.TurnEvent, stream: bool) -> dict[str
             return cancelled(request_id)
 
 
+def _citation(c: turn.Citation) -> Citation:
+    return Citation(id=c.id, title=c.title, snippet=c.snippet, score=c.score, url=c.url)
+
+
 def _eventual_data(done: turn.Done) -> EventualData:
+    escalated = done.escalation_reason is not None
     return EventualData(
         message_id=done.message_id,
-        response=AgentResponse(response_parts=[done.text]),
+        response=AgentResponse(
+            response_parts=[done.text],
+            resolution_status="requires_escalation" if escalated else "in_progress",
+        ),
+        needs_escalation=escalated,
+        escalation_reason=done.escalation_reason,
         usage=Usage(
             cost_usd=done.usage.cost_usd,
             prompt_tokens=done.usage.prompt_tokens,
             completion_tokens=done.usage.completion_tokens,
         ),
-        citations=[
-            Citation(id=c.id, title=c.title, snippet=c.snippet, score=c.score, url=c.url)
-            for c in done.citations
-        ]
-        or None,
+        citations=[_citation(c) for c in done.citations] or None,
     )
+
+
+def structured_response(record: ReplyRecord) -> dict[str, Any]:
+    """An agent reply's record as `content.structuredResponse`: the lists always present,
+    `escalationReason` and `truncated` only when they apply; a tool call carries `isError`
+    and `result` only once it returned."""
+    escalated = record.escalation_reason is not None
+    return StructuredResponse(
+        status=record.status,
+        resolution_status="requires_escalation" if escalated else "in_progress",
+        needs_escalation=escalated,
+        escalation_reason=record.escalation_reason,
+        truncated=record.truncated,
+        citations=[_citation(c) for c in record.citations],
+        tool_calls=[
+            RecordedToolCall(
+                id=c.id, name=c.name, arguments=c.arguments, is_error=c.is_error, result=c.result
+            )
+            for c in record.tool_calls
+        ],
+        decisions=[
+            RecordedDecision(
+                kind=d.kind,
+                tool_call_id=d.tool_call_id,
+                tool=d.tool,
+                outcome=d.outcome,
+                description=d.description,
+            )
+            for d in record.decisions
+        ],
+    ).wire()

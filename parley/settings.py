@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     model_key_resolver: str | None = Field(None, validation_alias=_env("PARLEY_MODEL_KEY_RESOLVER"))
 
     demo: bool = Field(False, validation_alias=_env("PARLEY_DEMO"))
+    # The built-in escalate_to_human tool (off: the model is not offered it; for deployments
+    # with no human team to follow up).
+    escalation: bool = Field(True, validation_alias=_env("PARLEY_ESCALATION"))
     admin_token: SecretStr | None = Field(None, validation_alias=_env("PARLEY_ADMIN_TOKEN"))
     # The admin API's own listener (unset: /admin is served on the public one), and the
     # limits an upload is held to: the body, parsing and chunking time, HTML nesting, chunks.
@@ -241,6 +244,19 @@ class Settings(BaseSettings):
         10_000_000, validation_alias=_env("PARLEY_AGENT_DAILY_TOKENS")
     )
     agent_daily_usd: UsdLimit = Field(50.0, validation_alias=_env("PARLEY_AGENT_DAILY_USD"))
+    # What one send_message may carry (parley/attachments.py); over it: VALIDATION_ERROR.
+    max_images: Limit = Field(4, validation_alias=_env("PARLEY_MAX_IMAGES"))
+    max_image_bytes: Limit = Field(5 * 1024 * 1024, validation_alias=_env("PARLEY_MAX_IMAGE_BYTES"))
+    max_files: Limit = Field(10, validation_alias=_env("PARLEY_MAX_FILES"))
+
+    # The worker's /metrics listener (Prometheus); unset: none. Traces are configured by the
+    # standard OTEL_* variables (parley/tracing.py), not here.
+    worker_metrics_port: int | None = Field(
+        None, ge=0, le=65535, validation_alias=_env("PARLEY_WORKER_METRICS_PORT")
+    )
+    worker_metrics_host: str = Field(
+        "127.0.0.1", validation_alias=_env("PARLEY_WORKER_METRICS_HOST")
+    )
 
     log_level: str = Field("INFO", validation_alias=_env("PARLEY_LOG_LEVEL"))
     log_format: str = Field("console", validation_alias=_env("PARLEY_LOG_FORMAT"))

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from parley.settings import Settings
+from parley.temporal_client import configured_address
 
 
 class StoresNotConfigured(RuntimeError):
@@ -44,7 +45,8 @@ def clear_state(data_dir: Path) -> None:
 
 def resolve_stores(settings: Settings) -> Stores:
     """The environment's stores, completed from a running `parley dev` where unset."""
-    database_url, temporal_address = settings.database_url, settings.temporal_address
+    database_url = settings.database_url
+    temporal_address = settings.temporal_address or configured_address()
     if not (database_url and temporal_address):
         path = state_file(settings.data_dir)
         recorded = json.loads(path.read_text()) if path.exists() else {}

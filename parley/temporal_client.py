@@ -9,7 +9,14 @@ A class's hints do not change after import, so one lookup per class is enough: t
 converter module's `get_type_hints` is replaced by a memoized one, once per process.
 
 Every Temporal client Parley makes for turns goes through `connect` (or `data_converter`),
-so gateways and workers encrypt and decrypt with the same keys (`parley/payload_codec.py`).
+so gateways and workers encrypt and decrypt with the same keys (`parley/payload_codec.py`),
+and, while tracing is on, carry the tracing interceptor (`parley/tracing.py`).
+
+How to reach the server is Temporal's standard environment configuration
+(`temporalio.envconfig`): `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`,
+`TEMPORAL_TLS_*`, `TEMPORAL_GRPC_META_*`, and a profile (`TEMPORAL_PROFILE`) of a TOML file
+(`TEMPORAL_CONFIG_FILE`, default `~/.config/temporalio/temporal.toml`), as the `temporal`
+CLI reads them; so a Temporal Cloud namespace needs no Parley-specific settings.
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from temporalio.converter import (
     DefaultFailureConverterWithEncodedAttributes,
     _payload_converter,
 )
+from temporalio.envconfig import ClientConfig, ClientConnectConfig
 
+from parley import tracing
 from parley.logs import get_logger
 from parley.payload_codec import EncryptionCodec, codec_for
 
@@ -57,6 +66,21 @@ def _encrypting(codec: EncryptionCodec | None) -> DataConverter:
     )
 
 
+def configured_address() -> str | None:
+    """The frontend the environment configuration names (the variables or a profile)."""
+    return ClientConfig.load_client_connect_config().get("target_host")
+
+
+def connect_config(address: str, namespace: str) -> ClientConnectConfig:
+    """The environment configuration's options (API key, TLS, gRPC metadata, profile), with
+    `address` (resolved by `parley.stores`, perhaps the embedded server's) and, when the
+    configuration names none, `namespace`."""
+    config = ClientConfig.load_client_connect_config()
+    config["target_host"] = address
+    config.setdefault("namespace", namespace)
+    return config
+
+
 async def connect(
     address: str, namespace: str, *, payload_keys: SecretStr | None, lazy: bool = False
 ) -> Client:
@@ -65,6 +89,17 @@ async def connect(
     codec = codec_for(payload_keys)
     if codec is not None:
         log.info("temporal payloads encrypted", key_id=codec.key_id, decrypts=list(codec.key_ids))
+    config = connect_config(address, namespace)
+    log.info(
+        "temporal client",
+        address=config["target_host"],
+        namespace=config["namespace"],
+        tls=bool(config.get("tls")),
+        api_key="api_key" in config,
+    )
     return await Client.connect(
-        address, namespace=namespace, lazy=lazy, data_converter=_encrypting(codec)
+        **config,
+        lazy=lazy,
+        data_converter=_encrypting(codec),
+        interceptors=tracing.temporal_interceptors(),
     )

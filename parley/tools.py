@@ -41,6 +41,8 @@ from typing import Any
 import jsonschema
 from pydantic import BaseModel, create_model
 
+from parley.attachments import File
+from parley.storage import attachments
 from parley.storage.db import Conn
 from parley.storage.visitors import Identity as Identity  # re-exported: the tool API
 
@@ -59,8 +61,10 @@ class CallContext:
     `call_key` is unique per tool call (workflow id + tool call id). `connection` is a
     database connection; for an approved write it is the transaction that also records the
     execution. `org_id` and `user_id` name the requester (`user_id` None: anonymous).
-    `identity` is what the visitor told us about themselves (the identity form, or the
-    session's `userName` / `userEmail`).
+    `files` are the files the person sent with the message this turn answers (never shown
+    to the model); `conversation_files()` lists those of earlier messages too. `identity`
+    is what the visitor told us about themselves (the identity form, or the session's
+    `userName` / `userEmail`).
     """
 
     call_key: str
@@ -69,7 +73,15 @@ class CallContext:
     org_id: str = ""
     user_id: str | None = None
     groups: list[str] | None = None  # from the principal's token; None: the admin-set ones
+    files: tuple[File, ...] = ()
     identity: Identity = field(default_factory=Identity)
+
+    async def conversation_files(self) -> list[File]:
+        """The files sent with this conversation's messages, oldest first, up to and
+        including this turn's (the newest 50)."""
+        if self.connection is None:
+            return list(self.files)
+        return await attachments.conversation_files(self.connection, self.turn_id)
 
 
 _current: ContextVar[CallContext | None] = ContextVar("parley_tool_call", default=None)

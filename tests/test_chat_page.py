@@ -116,6 +116,9 @@ def test_speaks_the_protocol(page: tuple[httpx.Response, _Page]) -> None:
     # The fields the protocol requires on what it sends.
     for field in ("requestId", "sessionId", "approved", "conversationId", "agentId", "message"):
         assert field in script, field
+    # What it shows from a reply's record after a reload, and from an escalated turn.
+    for field in ("structuredResponse", "toolCalls", "decisions", "citations", "needsEscalation"):
+        assert field in script, field
     # It renders forms and choice chips, and says so when it opens a session.
     for field in ("supports", '"identity_form"', '"choice_chips"', "interactionId", "declined"):
         assert field in script, field

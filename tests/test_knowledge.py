@@ -381,6 +381,78 @@ async def test_citations_match_what_was_retrieved(
 
 
 @pytest.mark.usefixtures("worker")
+async def test_an_untitled_document_is_cited_by_its_file_name(
+    gateway: GatewayServer, fake_model: FakeAnthropic, pool, tmp_path: Path
+) -> None:
+    """A document with no title of its own (no heading, no HTML or PDF title) is titled by
+    its source's file name, `returns.md`, as the reference server does, not by its stem."""
+    root = tmp_path / "kb"
+    (root / "policies").mkdir(parents=True)
+    (root / "policies" / "returns.md").write_text(
+        "Returns are accepted within 17 days of delivery, unused."
+    )
+    (root / "hours.html").write_text("<html><body><p>Open 9 to 17 on weekdays.</p></body></html>")
+    (root / "titled.md").write_text("# Warranty\n\nTwo years on every bike.")
+    org_id = org()
+    async with pool.connection() as conn:
+        await ingest_files(conn, discover([root]), org_id=org_id, access=Access(public=True))
+        titles = {d["id"]: d["title"] for d in await documents.list_documents(conn, org_id)}
+    assert titles == {
+        "hours.html": "hours.html",
+        "policies/returns.md": "returns.md",
+        "titled.md": "Warranty",
+    }
+
+    fake_model.enqueue(Reply(text="Within 17 days."))
+    client, session = await _verified_session(gateway, pool, org_id, None)
+    async with client:
+        events = await run_turn(client, session["sessionId"], "How long to return unused?", "t")
+    [citation] = events[-1]["data"]["data"]["citations"]
+    assert (citation["id"], citation["title"]) == ("policies/returns.md", "returns.md")
+
+    # One stored before (titled by its stem) gets its title on the next ingest, chunks kept.
+    async with pool.connection() as conn:
+        await conn.execute(
+            "update documents set title = 'returns' where org_id = %s and id = %s",
+            (org_id, "policies/returns.md"),
+        )
+        again = await ingest_files(
+            conn, discover([root]), org_id=org_id, access=Access(public=True)
+        )
+        titles = {d["id"]: d["title"] for d in await documents.list_documents(conn, org_id)}
+    assert (again.changed, again.skipped, again.chunks) == (1, 2, 0)
+    assert titles["policies/returns.md"] == "returns.md"
+
+
+async def test_an_uploaded_untitled_document_is_titled_by_its_file_name(settings) -> None:
+    server = GatewayServer(settings.model_copy(update={"admin_token": SecretStr(ADMIN_TOKEN)}))
+    await server.start()
+    org_id = org()
+    untitled = "Gift cards never expire."
+    try:
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            for doc in (
+                {"id": "kb/gift-cards.md", "content": untitled},
+                {"id": "faq-7", "content": untitled, "source": "https://x.test/help/faq.html"},
+                {"id": "plain", "content": untitled},
+                {"id": "named", "content": untitled, "title": "Gift cards"},
+            ):
+                body = {**doc, "public": True, "org": org_id}
+                assert (
+                    await http.post("/admin/documents", json=body, headers=ADMIN_AUTH)
+                ).is_success
+            listed = await http.get("/admin/documents", params={"org": org_id}, headers=ADMIN_AUTH)
+    finally:
+        await server.stop()
+    assert {d["id"]: d["title"] for d in listed.json()["documents"]} == {
+        "kb/gift-cards.md": "gift-cards.md",
+        "faq-7": "faq.html",
+        "plain": "plain",
+        "named": "Gift cards",
+    }
+
+
+@pytest.mark.usefixtures("worker")
 async def test_organization_persona(
     gateway: GatewayServer, fake_model: FakeAnthropic, pool
 ) -> None:

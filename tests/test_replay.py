@@ -244,6 +244,14 @@ async def interaction_not_shown(t: Take) -> None:
     assert tool_result(events)["result"]["status"] == "no_response"
 
 
+async def escalated(t: Take) -> None:
+    """The model hands the conversation to a person: the turn ends with the escalation."""
+    call = ToolCall("escalate_to_human", {"reason": "The customer asks for a person."})
+    t.model.enqueue(Reply(tool_calls=[call]), Reply(text="A person will follow up here."))
+    events = await run_turn(t.client, t.session_id, "A person, please.", t.request_id)
+    assert events[-1]["data"]["data"]["needsEscalation"] is True
+
+
 @dataclass(frozen=True)
 class Scenario:
     drive: Callable[[Take], Awaitable[None]]
@@ -278,6 +286,7 @@ SCENARIOS: dict[str, Scenario] = {
         settings={"interaction_timeout": timedelta(seconds=1)},
     ),
     "interaction_not_shown": Scenario(interaction_not_shown, Shape(ASKED, timers_fired=1)),
+    "escalated": Scenario(escalated, Shape(READ, timers_fired=1)),
 }
 
 

@@ -1,11 +1,13 @@
 """The turn stream's typed events: each kind survives the payload converter as itself, and
-renders as the protocol event the published client accepts."""
+renders as the protocol event the published client accepts; and so does a reply's record."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
+from smooth_operator.types import GetMessagesResponse
 from temporalio.converter import DataConverter
 
 from parley import protocol
@@ -23,6 +25,7 @@ from parley.turn.events import (
     TurnUsage,
     is_terminal,
 )
+from parley.turn.record import RecordedCall, RecordedDecision, ReplyRecord
 from tests.helpers import check_event
 
 EVENTS: list[TurnEvent] = [
@@ -88,3 +91,59 @@ def test_rendered_fields() -> None:
 
 def test_terminal_kinds() -> None:
     assert [type(e) for e in EVENTS if is_terminal(e)] == [Done, Done, Failed, Cancelled]
+
+
+def test_an_escalated_turn_renders_its_fields() -> None:
+    done = Done("m-3", "A person will follow up.", TurnUsage(0.0, 1, 1), [], "needs a refund desk")
+    converter = DataConverter.default.payload_converter
+    [decoded] = converter.from_payloads(converter.to_payloads([done]), [TurnEvent])  # type: ignore[list-item]
+    assert decoded == done
+    rendered = protocol.turn_event("r", done, stream=True)
+    assert rendered is not None
+    check_event(json.dumps(rendered))
+    data = rendered["data"]["data"]
+    assert data["needsEscalation"] is True and data["escalationReason"] == "needs a refund desk"
+    assert data["response"]["resolutionStatus"] == "requires_escalation"
+    # A Done published before escalation existed decodes with none.
+    [old] = converter.from_payloads(converter.to_payloads([EVENTS[7]]), [TurnEvent])  # type: ignore[list-item]
+    assert isinstance(old, Done) and old.escalation_reason is None
+
+
+def test_a_reply_record_reads_as_the_published_client_expects() -> None:
+    record = ReplyRecord(
+        status="completed",
+        citations=[Citation("returns.md", "Returns", "Within 17 days", 0.5)],
+        tool_calls=[
+            RecordedCall(
+                "tu_1", "issue_refund", {"order_id": "A1", "note": None}, False, {"ok": 1}
+            ),
+            RecordedCall("tu_2", "issue_refund", {"order_id": "A2"}),  # never ran
+        ],
+        decisions=[RecordedDecision("approval", "tu_1", "issue_refund", "approved", "Refund A1")],
+        escalation_reason="wants a person",
+    )
+    stored = json.loads(json.dumps(record.to_json()))  # through jsonb and back
+    assert ReplyRecord.from_json(stored) == record
+    shown = protocol.structured_response(ReplyRecord.from_json(stored))
+    page = protocol.MessagesPage(
+        messages=[
+            protocol.ConversationMessage(
+                id="7f0b3c3e-5b8f-4c2e-9d1a-0e6f2a4b5c6d",
+                direction="outbound",
+                content=protocol.MessageContent(text="Done.", structured_response=shown),
+                created_at=datetime.now(UTC),
+            )
+        ],
+        next_cursor=None,
+        has_more=False,
+    ).wire()
+    parsed = GetMessagesResponse.model_validate(page)
+    assert parsed.messages[0].content.structured_response == shown
+    assert shown["toolCalls"][0]["arguments"] == {"order_id": "A1", "note": None}
+    assert "result" not in shown["toolCalls"][1] and "isError" not in shown["toolCalls"][1]
+    assert shown["citations"] == [
+        {"id": "returns.md", "title": "Returns", "snippet": "Within 17 days", "score": 0.5}
+    ]
+    assert (shown["needsEscalation"], shown["resolutionStatus"]) == (True, "requires_escalation")
+    # A record written by an older or newer version: missing keys default, unknown ones go.
+    assert ReplyRecord.from_json({"status": "failed", "later": 1}) == ReplyRecord("failed")

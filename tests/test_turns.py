@@ -10,6 +10,7 @@ import pytest
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from parley.storage import context, sessions
 from parley.turn.pricing import cost_usd
+from parley.turn.record import CUT_SHORT_TEXT
 from parley.turn.types import turn_id
 from tests.helpers import (
     GatewayServer,
@@ -217,12 +218,13 @@ async def test_model_400_fails_the_turn(
     logged = [r.getMessage() for r in caplog.records if f"ref {ref}" in r.getMessage()]
     assert any("max_tokens: too large" in line for line in logged), logged
     assert len(fake_model.requests) == 1  # not retried
-    # The slot is free again and no reply was stored.
+    # The slot is free again, and no reply was stored: a notice marked failed stands in its
+    # place (tests/test_history.py).
     fake_model.enqueue(Reply(text="fine"))
     again = await run_turn(client, session["sessionId"], "again", "r400b")
     assert again[-1]["type"] == "eventual_response"
     texts = [m["content"]["text"] for m in await history(client, session["sessionId"])]
-    assert texts == ["fine", "again", "hello"]
+    assert texts == ["fine", "again", CUT_SHORT_TEXT["failed"], "hello"]
 
 
 async def test_repeated_request_id_attaches(
@@ -294,7 +296,8 @@ async def test_cancel_mid_stream(client: WsClient, session: dict, fake_model: Fa
     after = await run_turn(client, session["sessionId"], "next one", "c2")
     assert all(e.get("requestId") == "c2" for e in after), after
     texts = [m["content"]["text"] for m in await history(client, session["sessionId"])]
-    assert texts == ["next", "next one", "go"]  # no partial reply stored
+    # No partial reply stored: a notice marked cancelled stands in its place.
+    assert texts == ["next", "next one", CUT_SHORT_TEXT["cancelled"], "go"]
     # A cancel with nothing to cancel gets no reply at all.
     await client.send({"action": "cancel", "requestId": "c2", "sessionId": session["sessionId"]})
     assert (await client.request({"action": "ping", "requestId": "after"}))["type"] == "pong"
@@ -470,12 +473,16 @@ async def test_worker_without_a_model_key(isolated_settings, fake_model: FakeAnt
     ):
         s = await c.create_session()
         events = await run_turn(c, s["sessionId"], "hello?", "nokey")
-        # The turn ended before any model call: finish_turn stored the user message.
+        # The turn ended before any model call: finish_turn stored the user message, and
+        # the failed turn's notice after it.
         stored = await history(c, s["sessionId"])
     assert kinds(events) == ["immediate:202", "error"]
     assert events[-1]["error"]["code"] == "LLM_UNAVAILABLE"
     assert fake_model.requests == []
-    assert [(m["direction"], m["content"]["text"]) for m in stored] == [("inbound", "hello?")]
+    assert [(m["direction"], m["content"]["text"]) for m in stored] == [
+        ("outbound", CUT_SHORT_TEXT["failed"]),
+        ("inbound", "hello?"),
+    ]
 
 
 async def test_workflow_ids_do_not_carry_the_session_id(

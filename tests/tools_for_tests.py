@@ -66,6 +66,19 @@ async def model_key_for(org_id: str) -> str | None:
     return None if org_id.startswith("keyless-") else f"key-for-{org_id}"
 
 
+# What `attached_files` saw: (turn id, this turn's files, the conversation's files).
+SEEN_FILES: list[tuple[str, tuple, list]] = []
+
+
+@tool
+async def attached_files() -> dict:
+    """Read the files the person attached (the test records what it saw; the model only
+    gets how many there are)."""
+    call = current_call()
+    SEEN_FILES.append((call.turn_id, call.files, await call.conversation_files()))
+    return {"files": len(call.files)}
+
+
 @tool
 def whoami() -> dict:
     """Tell who the visitor is, as far as they said (the identity-form test)."""

@@ -25,7 +25,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -45,7 +45,6 @@ with workflow.unsafe.imports_passed_through():
         TURN_EVENT,
         ApprovalAsked,
         Cancelled,
-        Citation,
         Done,
         Failed,
         InteractionAsked,
@@ -129,6 +128,7 @@ class TurnWorkflow:
         self.decisions: dict[str, bool] = {}
         self.answered: set[str] = set()  # interactions a visitor answered
         self.published = 0  # items this workflow published (model calls publish their own)
+        self.truncated: Literal["length", "budget"] | None = None  # what ended the reply early
 
     @workflow.run
     async def run(self, inp: TurnInput) -> TurnOutcome:
@@ -152,7 +152,7 @@ class TurnWorkflow:
             if finished.status != "completed":  # a cancel released the slot first
                 self._publish(Cancelled())
                 return TurnOutcome(finished.status)
-            self._publish(self._done(message_id, text, usage, finished.citations))
+            self._publish(self._done(message_id, text, usage, finished))
             return TurnOutcome("completed", message_id)
         except asyncio.CancelledError:
             await self._end_cancelled(turn)
@@ -236,6 +236,7 @@ class TurnWorkflow:
                     user_message=self.user_message if iteration == 0 else None,
                     after=self.published,
                     groups=self.inp.groups,
+                    skill=self.inp.skill,
                 ),
                 MODEL_CALL,
             )
@@ -246,6 +247,7 @@ class TurnWorkflow:
                 if self.inp.stream:
                     self._publish(Token(TRUNCATED_NOTICE))
                 parts.append(TRUNCATED_NOTICE)
+                self.truncated = "length"
                 break
             if not output.tool_calls or last:
                 break
@@ -256,6 +258,7 @@ class TurnWorkflow:
                 if self.inp.stream:
                     self._publish(Token(BUDGET_NOTICE))
                 parts.append(BUDGET_NOTICE)
+                self.truncated = "budget"
                 break
             for call in output.tool_calls:
                 await self._run_tool(turn, iteration, call)
@@ -269,7 +272,7 @@ class TurnWorkflow:
 
     async def _run_tool(self, turn: str, iteration: int, call: ToolCall) -> None:
         verdict = interaction = None
-        if call.name in RAISE_TOOLS:
+        if call.name in RAISE_TOOLS and call.offered:
             interaction = await self._ask(turn, call)
             if interaction is None:  # not parked: the tool answers by itself
                 self._publish_call(call)
@@ -389,6 +392,7 @@ class TurnWorkflow:
                 text=text,
                 status=status,
                 user_message=self.user_message if status != "completed" else None,
+                truncated=self.truncated,
             ),
             STORAGE,
         )
@@ -406,10 +410,11 @@ class TurnWorkflow:
         )
 
     @staticmethod
-    def _done(message_id: str, text: str, usage: Usage, citations: list[Citation]) -> Done:
+    def _done(message_id: str, text: str, usage: Usage, finished: FinishOutput) -> Done:
         return Done(
             message_id=message_id,
             text=text,
             usage=TurnUsage(usage.cost_usd, usage.prompt_tokens, usage.output_tokens),
-            citations=citations,
+            citations=finished.citations,
+            escalation_reason=finished.escalation_reason,
         )

@@ -36,14 +36,15 @@ class Extracted:
 
 
 def extract(path: Path) -> Extracted:
-    """The text of a Markdown, plain-text, HTML or PDF file."""
+    """The text of a Markdown, plain-text, HTML or PDF file. A file with no title of its
+    own (a heading, an HTML or PDF title) is titled by its name, `returns.md`."""
     suffix = path.suffix.lower()
     if suffix in HTML_SUFFIXES:
-        return _from_html(path.read_text(errors="replace"), path.stem)
+        return _from_html(path.read_text(errors="replace"), path.name)
     if suffix in PDF_SUFFIXES:
         return _from_pdf(path)
     text = path.read_text(errors="replace")
-    return Extracted(title=_first_heading(text) or path.stem, text=text)
+    return Extracted(title=_first_heading(text) or path.name, text=text)
 
 
 def extract_string(content: str, fmt: str, fallback_title: str) -> Extracted:
@@ -129,7 +130,7 @@ def _from_pdf(path: Path) -> Extracted:
 
     reader = PdfReader(path)
     pages = [page.extract_text() or "" for page in reader.pages]
-    title = (reader.metadata.title if reader.metadata else None) or path.stem
+    title = (reader.metadata.title if reader.metadata else None) or path.name
     return Extracted(title=str(title), text="\n\n".join(pages))
 
 

@@ -16,9 +16,10 @@ async def upsert_document(
     embedder: Embedder | None = None,
     chunks: list[Chunk] | None = None,
 ) -> tuple[Outcome, int]:
-    """Store `doc` and its chunks: unchanged content and access is skipped; changed is
-    replaced. Returns the outcome and the number of chunks written. With an embedder (and
-    pgvector), chunks without an embedding from it get one. `chunks` are `doc.text`'s, when
+    """Store `doc` and its chunks: unchanged content, access, title and source is skipped;
+    changed is replaced (only the title and source, when only they changed). Returns the
+    outcome and the number of chunks written. With an embedder (and pgvector), chunks
+    without an embedding from it get one. `chunks` are `doc.text`'s, when
     the caller has chunked it already (the admin API does, off the event loop)."""
     outcome, written = await _store(conn, org_id, doc, chunks)
     if embedder is not None and await vectors_ready(conn):
@@ -31,7 +32,7 @@ async def _store(
 ) -> tuple[Outcome, int]:
     async with conn.transaction():
         cur = await conn.execute(
-            "select content_hash, acl_public, acl_users, acl_groups from documents"
+            "select content_hash, acl_public, acl_users, acl_groups, title, source from documents"
             " where org_id = %s and id = %s for update",
             (org_id, doc.id),
         )
@@ -43,7 +44,16 @@ async def _store(
             sorted(existing["acl_users"]),
             sorted(existing["acl_groups"]),
         ) == (doc.content_hash, access.public, sorted(access.users), sorted(access.groups)):
-            return "skipped", 0
+            if (existing["title"], existing["source"]) == (doc.title, doc.source):
+                return "skipped", 0
+            # Same text, new title (say, one stored before untitled documents were titled
+            # by their file name): the chunks stay.
+            await conn.execute(
+                "update documents set title = %s, source = %s, updated_at = now()"
+                " where org_id = %s and id = %s",
+                (doc.title, doc.source, org_id, doc.id),
+            )
+            return "changed", 0
         await conn.execute(
             "insert into documents (org_id, id, title, source, content_hash, acl_public,"
             " acl_users, acl_groups) values (%s, %s, %s, %s, %s, %s, %s, %s)"

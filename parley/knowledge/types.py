@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 SNIPPET_CHARS = 280
 Outcome = Literal["new", "changed", "skipped"]
@@ -46,7 +46,7 @@ class Hit:
 
     @property
     def url(self) -> str | None:
-        return self.source if urlsplit(self.source).scheme in ("http", "https") else None
+        return self.source if is_web(self.source) else None
 
 
 @dataclass
@@ -69,3 +69,16 @@ def snippet(text: str, limit: int = SNIPPET_CHARS) -> str:
         return text
     cut = text.rfind(" ", 0, limit - 1)
     return text[: cut if cut > 0 else limit - 1] + "…"
+
+
+def is_web(source: str) -> bool:
+    """A source that is an http(s) URL (citations link to it)."""
+    return urlsplit(source).scheme in ("http", "https")
+
+
+def file_name(source: str) -> str:
+    """The file name a document's source ends with, the title of a document that has none
+    of its own: `policies/returns.md` and `https://example.com/help/returns.md` are both
+    `returns.md` (a source with no name in it stays whole)."""
+    path = unquote(urlsplit(source).path) if is_web(source) else source
+    return path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or source

@@ -1,4 +1,5 @@
-"""The `parley` command: `dev` (everything), `gateway`, `worker`, `ingest`, `agent`, `org`."""
+"""The `parley` command: `dev` (everything), `gateway`, `worker`, `ingest`, `agent`, `org`,
+`skill`."""
 
 from __future__ import annotations
 
@@ -110,6 +111,14 @@ def worker() -> None:
     default=None,
     help="Comma-separated models a client may name in send_message (default: PARLEY_MODEL only).",
 )
+@click.option("--greeting", default=None, help="The widget's first words to a new visitor.")
+@click.option(
+    "--starter",
+    "starters",
+    multiple=True,
+    help="A starter question the widget offers (repeat, up to 4).",
+)
+@click.option("--accent", default=None, help="The widget's accent colour, #rrggbb.")
 def agent(
     agent_id: str,
     name: str,
@@ -117,23 +126,39 @@ def agent(
     origins: tuple[str, ...],
     auth_key: str | None,
     models: str | None,
+    greeting: str | None,
+    starters: tuple[str, ...],
+    accent: str | None,
 ) -> None:
-    """Register (or update) an agent, its embed policy and the models clients may pick."""
-    from parley.storage import sessions
+    """Register (or update) an agent: its embed policy, the models clients may pick, and
+    what its widget shows (running it again replaces all of these)."""
+    from pydantic import ValidationError
+
+    from parley.storage import agent_widget, sessions
+
+    try:
+        profile = agent_widget.WidgetProfile(
+            greeting=greeting, starters=list(starters), accent=accent
+        )
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise click.UsageError(f"--{first['loc'][0]}: {first['msg']}") from None
+
+    async def save(conn: Conn) -> None:
+        async with conn.transaction():
+            await sessions.upsert_agent(
+                conn,
+                agent_id,
+                name=name,
+                org_id=org or settings.org,
+                allowed_origins=list(origins) if origins or auth_key else None,
+                auth_key=auth_key,
+                models=list(_csv(models)) or None,
+            )
+            await agent_widget.set_profile(conn, agent_id, profile)
 
     settings = _settings()
-    _with_database(
-        settings,
-        lambda conn: sessions.upsert_agent(
-            conn,
-            agent_id,
-            name=name,
-            org_id=org or settings.org,
-            allowed_origins=list(origins) if origins or auth_key else None,
-            auth_key=auth_key,
-            models=list(_csv(models)) or None,
-        ),
-    )
+    _with_database(settings, save)
     click.echo(f"agent {agent_id} saved")
 
 
@@ -153,6 +178,92 @@ def org(org_id: str, persona: str | None, clear_persona: bool) -> None:
         lambda conn: organizations.set_persona(conn, org_id, None if clear_persona else persona),
     )
     click.echo(f"organization {org_id} saved")
+
+
+@main.group()
+def skill() -> None:
+    """Manage an organization's skills (send_message's `skill`)."""
+
+
+@skill.command("set")
+@click.argument("name")
+@click.option("--org", default=None, help="Organization (default: PARLEY_ORG).")
+@click.option("--prompt", default=None, help="Instructions added to the system prompt.")
+@click.option(
+    "--prompt-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the instructions from this file instead.",
+)
+@click.option(
+    "--tools",
+    default=None,
+    help="Comma-separated tools the skill may use (default: all; '' for the built-in ones only).",
+)
+def skill_set(
+    name: str, org: str | None, prompt: str | None, prompt_file: Path | None, tools: str | None
+) -> None:
+    """Create or replace the skill NAME."""
+    from parley import skills
+    from parley.storage import skills as store
+
+    if prompt_file is not None and prompt is None:
+        text = prompt_file.read_text()
+    elif prompt is not None and prompt_file is None:
+        text = prompt
+    else:
+        raise click.UsageError("give --prompt TEXT or --prompt-file PATH")
+    allowed = None if tools is None else _csv(tools)
+    problem = _skill_problem(name, text, allowed)
+    if problem is not None:
+        raise click.UsageError(problem)
+    settings = _settings()
+    org_id = org or settings.org
+    created = _with_database(
+        settings, lambda conn: store.save(conn, org_id, skills.Skill(name, text, allowed))
+    )
+    click.echo(f"skill {name} {'created' if created else 'replaced'} in organization {org_id}")
+
+
+def _skill_problem(name: str, prompt: str, tools: tuple[str, ...] | None) -> str | None:
+    from parley import skills
+
+    if not skills.valid_name(name):
+        return "a skill name is 1 to 128 letters, digits, '_' or '-'"
+    if not prompt.strip() or len(prompt) > skills.MAX_PROMPT_CHARS:
+        return f"the prompt must be 1 to {skills.MAX_PROMPT_CHARS} characters"
+    if tools is not None and (
+        len(tools) > skills.MAX_TOOLS or not all(skills.valid_name(t) for t in tools)
+    ):
+        return f"--tools takes at most {skills.MAX_TOOLS} tool names"
+    return None
+
+
+@skill.command("list")
+@click.option("--org", default=None, help="Organization (default: PARLEY_ORG).")
+def skill_list(org: str | None) -> None:
+    """List the organization's skills and the tools each may use."""
+    from parley.storage import skills as store
+
+    settings = _settings()
+    found = _with_database(settings, lambda conn: store.list_skills(conn, org or settings.org))
+    for s in found:
+        tools = "all tools" if s.tools is None else ", ".join(s.tools) or "built-in tools only"
+        click.echo(f"{s.name}\t{tools}")
+
+
+@skill.command("delete")
+@click.argument("name")
+@click.option("--org", default=None, help="Organization (default: PARLEY_ORG).")
+def skill_delete(name: str, org: str | None) -> None:
+    """Delete the skill NAME (turns that name it then get SKILL_NOT_FOUND)."""
+    from parley.storage import skills as store
+
+    settings = _settings()
+    org_id = org or settings.org
+    if not _with_database(settings, lambda conn: store.delete(conn, org_id, name)):
+        raise click.ClickException(f"no skill {name!r} in organization {org_id}")
+    click.echo(f"skill {name} deleted")
 
 
 def _csv(value: str | None) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 
 from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
+from parley.turn.record import RecordedDecision
 
 # How a question ended. "expired": nobody answered by the deadline; "cancelled": the turn
 # was stopped first.
@@ -62,6 +63,7 @@ async def record(
     conversation_id: str,
     request_id: str,
     tool_call_id: str,
+    tool_name: str,
     kind: str,
     spec: dict[str, Any],
     reason: str,
@@ -70,8 +72,8 @@ async def record(
     """Record an open question (idempotent for a retried activity)."""
     await conn.execute(
         "insert into interactions (id, turn_id, session_id, conversation_id, request_id,"
-        " tool_call_id, kind, spec, reason, deadline)"
-        " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing",
+        " tool_call_id, tool_name, kind, spec, reason, deadline)"
+        " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing",
         (
             uuid.UUID(interaction_id),
             turn_id,
@@ -79,6 +81,7 @@ async def record(
             conversation_id,
             request_id,
             tool_call_id,
+            tool_name,
             kind,
             Jsonb(spec),
             reason,
@@ -220,5 +223,34 @@ async def undelivered(conn: Conn, older_than_seconds: float) -> list[Claimed]:
     )
     return [
         Claimed(str(r["id"]), r["turn_id"], r["request_id"], r["status"])
+        for r in await cur.fetchall()
+    ]
+
+
+# How each ending reads in a reply's record (the raise tool's result says the same).
+RECORDED_OUTCOME = {
+    "submitted": "submitted",
+    "declined": "declined",
+    "expired": "no_response",
+    "cancelled": "cancelled",
+}
+
+
+async def turn_decisions(conn: Conn, turn_id: str) -> list[RecordedDecision]:
+    """The turn's closed questions, in the order they were asked (for its reply's record);
+    what the visitor was asked is the agent's reason."""
+    cur = await conn.execute(
+        "select tool_call_id, tool_name, status, reason from interactions"
+        " where turn_id = %s and status is not null order by created_at",
+        (turn_id,),
+    )
+    return [
+        RecordedDecision(
+            kind="interaction",
+            tool_call_id=r["tool_call_id"],
+            tool=r["tool_name"],
+            outcome=RECORDED_OUTCOME[r["status"]],
+            description=r["reason"],
+        )
         for r in await cur.fetchall()
     ]

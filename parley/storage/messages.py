@@ -2,6 +2,9 @@
 
 Pages are keyed on `seq`, the per-database identity column, not on `created_at`: many
 messages can share a timestamp, but no two share a sequence number.
+
+An agent reply carries its record (`structured`, see `parley.turn.record`); a turn stopped or
+failed before its reply leaves a marked agent message in its place (`cut_short`).
 """
 
 from __future__ import annotations
@@ -9,10 +12,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
+
+from psycopg.types.json import Jsonb
 
 from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
+from parley.turn.record import CUT_SHORT_TEXT, CutShort
 from parley.turn.types import UserMessage
 
 Direction = Literal["inbound", "outbound"]
@@ -25,6 +31,12 @@ class Message:
     direction: Direction
     text: str
     created_at: datetime
+    structured: dict[str, Any] | None = None  # an agent reply's record
+
+
+_COLUMNS = "id, seq, direction, text, created_at, structured"
+# The agent message standing in for a turn's reply that never came: one per turn.
+_CUT_SHORT_ID = uuid.UUID("6c1f0a52-3d7e-4c55-9a61-0b8e2f4d7a13")
 
 
 class UnknownCursor(LookupError):
@@ -41,20 +53,20 @@ async def add_message(
     turn_id: str | None = None,
     message_id: str | None = None,
     created_at: datetime | None = None,
+    structured: dict[str, Any] | None = None,
 ) -> Message:
     """Append one message; a repeated `message_id` returns the stored row unchanged."""
     mid = uuid.UUID(message_id) if message_id else uuid.uuid4()
+    record = Jsonb(structured) if structured is not None else None
     cur = await conn.execute(
         "insert into messages (id, conversation_id, participant_id, direction, text, turn_id,"
-        " created_at) values (%s, %s, %s, %s, %s, %s, coalesce(%s, now()))"
-        " on conflict (id) do nothing returning id, seq, direction, text, created_at",
-        (mid, conversation_id, participant_id, direction, text, turn_id, created_at),
+        " created_at, structured) values (%s, %s, %s, %s, %s, %s, coalesce(%s, now()), %s)"
+        f" on conflict (id) do nothing returning {_COLUMNS}",
+        (mid, conversation_id, participant_id, direction, text, turn_id, created_at, record),
     )
     row = await cur.fetchone()
     if row is None:
-        cur = await conn.execute(
-            "select id, seq, direction, text, created_at from messages where id = %s", (mid,)
-        )
+        cur = await conn.execute(f"select {_COLUMNS} from messages where id = %s", (mid,))
         row = await cur.fetchone()
     assert row is not None
     return _message(row)
@@ -72,6 +84,36 @@ async def add_user_message(
         text=message.text,
         turn_id=turn_id,
         message_id=message.message_id,
+    )
+
+
+def cut_short_id(turn_id: str) -> str:
+    """The id of the agent message a stopped or failed turn leaves (the same on a retry)."""
+    return str(uuid.uuid5(_CUT_SHORT_ID, turn_id))
+
+
+async def put_cut_short(
+    conn: Conn, turn_id: str, cut: CutShort, structured: dict[str, Any]
+) -> None:
+    """Leave the agent message that stands for the turn's missing reply, or replace its
+    record. Only once the turn's user message is stored: the two stay in order, and a
+    turn that never stored its user message leaves nothing."""
+    await conn.execute(
+        "insert into messages (id, conversation_id, participant_id, direction, text, turn_id,"
+        " cut_short, structured)"
+        " select %s, s.conversation_id, s.agent_participant_id, 'outbound', %s, t.id, %s, %s"
+        " from turns t join sessions s on s.id = t.session_id"
+        " where t.id = %s and exists"
+        " (select 1 from messages m where m.conversation_id = s.conversation_id"
+        " and m.turn_id = t.id and m.direction = 'inbound')"
+        " on conflict (id) do update set structured = excluded.structured",
+        (
+            uuid.UUID(cut_short_id(turn_id)),
+            CUT_SHORT_TEXT[cut],
+            cut,
+            Jsonb(structured),
+            turn_id,
+        ),
     )
 
 
@@ -93,7 +135,7 @@ async def list_messages(
             raise UnknownCursor(cursor)
         before = row["seq"]
     cur = await conn.execute(
-        "select id, seq, direction, text, created_at from messages"
+        f"select {_COLUMNS} from messages"
         " where conversation_id = %s and (%s::bigint is null or seq < %s::bigint)"
         " order by seq desc limit %s",
         (conversation_id, before, before, limit + 1),
@@ -109,4 +151,5 @@ def _message(row: dict) -> Message:
         direction=row["direction"],
         text=row["text"],
         created_at=row["created_at"],
+        structured=row["structured"],
     )

@@ -4,6 +4,10 @@ A partial unique index (`turns_one_running_per_session`) is the lock, so the cla
 across every gateway. A running row whose workflow is gone (terminated by an operator, a
 gateway that died between claim and start) is taken over by the next claim after the
 caller has checked Temporal (see `gateway.turns`).
+
+Turns are counted here (`parley.metrics`), where a claim creates a slot and a release wins
+it: on whichever process does so, once per turn (a release rolled back by its caller and
+retried counts again).
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from parley.storage import approvals, interactions
+from parley import metrics
+from parley.storage import approvals, interactions, messages
 from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
+from parley.turn.record import ReplyRecord, cut_short
 from parley.turn.types import TurnStatus
 
 
@@ -62,6 +68,7 @@ async def claim(
         )
         row = await cur.fetchone()
         if row is not None:
+            metrics.TURNS_STARTED.inc()
             return _turn(row), True
         cur = await conn.execute(f"select {_COLUMNS} from turns where id = %s", (turn_id,))
         row = await cur.fetchone()
@@ -109,7 +116,9 @@ async def finish(conn: Conn, turn_id: str, status: TurnStatus) -> bool:
 
     A question the turn was parked on (an approval, an interaction) is closed as `cancelled`
     in the same transaction, so a confirm or a submit can never win one of a turn that is
-    over.
+    over. A turn that ends without its reply (stopped, failed, abandoned) leaves an agent
+    message in its place, also in that transaction: it stands before anything a later turn
+    of the session adds (the turn's last step then fills in its record).
     """
     async with conn.transaction():
         cur = await conn.execute(
@@ -119,4 +128,10 @@ async def finish(conn: Conn, turn_id: str, status: TurnStatus) -> bool:
         )
         await approvals.cancel_pending(conn, turn_id)
         await interactions.cancel_pending(conn, turn_id)
-    return cur.rowcount == 1
+        released = cur.rowcount == 1
+        cut = cut_short(status)
+        if released and cut is not None:
+            await messages.put_cut_short(conn, turn_id, cut, ReplyRecord(cut).to_json())
+    if released:
+        metrics.TURNS_FINISHED.labels(status).inc()
+    return released

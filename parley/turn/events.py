@@ -102,12 +102,14 @@ class TurnUsage:
 
 @dataclass(frozen=True)
 class Done:
-    """The turn completed: the stored reply, its usage and its citations."""
+    """The turn completed: the stored reply, its usage and its citations, and why it handed
+    the conversation to a person, if it did."""
 
     message_id: str
     text: str
     usage: TurnUsage
     citations: list[Citation] = field(default_factory=list)
+    escalation_reason: str | None = None
     kind: Literal["done"] = field(default="done", init=False)
 
 

@@ -52,6 +52,7 @@ class TurnInput:
     token_budget: int = 0
     # How long a rich interaction waits for the visitor (0: approval_timeout_seconds).
     interaction_timeout_seconds: float = 0.0
+    skill: str | None = None  # the organization's skill this turn runs (its name)
 
 
 @dataclass
@@ -61,6 +62,7 @@ class ToolCall:
     arguments: dict[str, Any]
     write: bool = False  # parks the turn for a person's approval
     description: str = ""  # the sentence that person decides on
+    offered: bool = True  # False: the request did not offer this tool (a skill's), it never runs
 
 
 @dataclass
@@ -114,6 +116,7 @@ class ModelInput:
     after: int = 0  # stream items the workflow published before this call (live lane order)
     groups: list[str] | None = None
     agent_id: str = ""  # with org_id: whose daily usage this call counts against
+    skill: str | None = None  # the turn's skill: its instructions and the tools it allows
 
 
 @dataclass
@@ -203,12 +206,15 @@ class FinishInput:
     status: EndStatus
     # A turn that ends before its first model call stored the user message stores it here.
     user_message: UserMessage | None = None
+    # The reply was ended early by the output limit ("length") or the turn's token budget.
+    truncated: Literal["length", "budget"] | None = None
 
 
 @dataclass
 class FinishOutput:
     status: TurnStatus  # the status that stands (a cancel may have released the slot first)
     citations: list[Citation] = field(default_factory=list)  # at most 8, short
+    escalation_reason: str | None = None  # the turn handed its conversation to a person
 
 
 @dataclass

@@ -21,6 +21,7 @@ create table interactions (
     conversation_id  uuid not null references conversations (id) on delete cascade,
     request_id       text not null,
     tool_call_id     text not null,
+    tool_name        text not null,                 -- the raise tool the model called
     kind             text not null,                 -- identity_intake | choices
     spec             jsonb not null,                -- what the client renders
     reason           text not null,

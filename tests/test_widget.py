@@ -1,0 +1,106 @@
+"""The widget's server side: an agent's profile (greeting, starters, accent), set by the CLI
+and the admin API, read by the sites the agent's embed policy allows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+
+import httpx
+from pydantic import SecretStr
+
+from parley.settings import Settings
+from tests.helpers import ADMIN_AUTH, ADMIN_TOKEN, running_gateway
+
+
+async def parley_cli(settings: Settings, *args: str) -> tuple[int, str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": settings.database_url or "",
+        "TEMPORAL_ADDRESS": "unused:7233",
+        "PARLEY_LOG_LEVEL": "WARNING",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "parley",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()
+
+
+async def test_the_cli_sets_a_profile_the_allowed_site_reads(settings: Settings) -> None:
+    agent = f"shop-{uuid.uuid4().hex[:6]}"
+    code, out = await parley_cli(
+        settings,
+        "agent",
+        agent,
+        "--name",
+        "Shop helper",
+        "--origin",
+        "https://shop.example",
+        "--greeting",
+        "Hi! Ask me about orders.",
+        "--starter",
+        "Where is my order?",
+        "--starter",
+        "How do returns work?",
+        "--accent",
+        "#0a7d52",
+    )
+    assert code == 0, out
+    strict = settings.model_copy(update={"widget_auth_strict": True})
+    async with (
+        running_gateway(strict) as gateway,
+        httpx.AsyncClient(base_url=gateway.http_url) as http,
+    ):
+        allowed = await http.get(
+            f"/widget/agents/{agent}", headers={"origin": "https://shop.example"}
+        )
+        refused = await http.get(
+            f"/widget/agents/{agent}", headers={"origin": "https://evil.example"}
+        )
+        unknown = await http.get("/widget/agents/never-registered")
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+    assert allowed.json() == {
+        "agentId": agent,
+        "name": "Shop helper",
+        "greeting": "Hi! Ask me about orders.",
+        "starters": ["Where is my order?", "How do returns work?"],
+        "accent": "#0a7d52",
+    }
+    assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+    assert unknown.status_code == 404  # strict: an unregistered agent has no widget
+
+
+async def test_the_cli_refuses_a_bad_profile(settings: Settings) -> None:
+    code, out = await parley_cli(settings, "agent", "x", "--name", "X", "--accent", "red")
+    assert code != 0 and "--accent" in out
+
+
+async def test_the_admin_api_sets_a_profile_in_its_organization(settings: Settings) -> None:
+    agent = f"desk-{uuid.uuid4().hex[:6]}"
+    code, out = await parley_cli(settings, "agent", agent, "--name", "Desk", "--org", "acme")
+    assert code == 0, out
+    admin = settings.model_copy(update={"admin_token": SecretStr(ADMIN_TOKEN)})
+    async with (
+        running_gateway(admin) as gateway,
+        httpx.AsyncClient(base_url=gateway.http_url, headers=ADMIN_AUTH) as http,
+    ):
+        url = f"/admin/agents/{agent}/widget?org=acme"
+        body = {"greeting": "Hello from Acme.", "starters": ["Track a parcel"], "accent": "#123abc"}
+        saved = await http.put(url, json=body)
+        invalid = await http.put(url, json={"starters": ["a"] * 5})
+        elsewhere = await http.put(f"/admin/agents/{agent}/widget?org=other", json=body)
+        read = await http.get(f"/widget/agents/{agent}")
+    assert saved.status_code == 200 and saved.json()["greeting"] == "Hello from Acme."
+    assert invalid.status_code == 400 and "starters" in invalid.json()["error"]
+    assert elsewhere.status_code == 404  # not that organization's agent
+    assert read.json()["starters"] == ["Track a parcel"] and read.json()["accent"] == "#123abc"
