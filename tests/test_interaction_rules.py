@@ -11,6 +11,7 @@ from parley.interactions.catalog import BY_NAME, BY_TOOL, RAISE_TOOLS
 from parley.interactions.choices import CHOICES
 from parley.interactions.identity import IDENTITY_INTAKE
 from parley.interactions.kinds import FieldError, InvalidQuestion
+from parley.skills import BUILT_IN_TOOLS
 
 REQUIRED = "this field is required"
 BAD_EMAIL = "must be a valid email address"
@@ -23,6 +24,7 @@ def test_the_catalog() -> None:
     assert BY_TOOL["request_identity_intake"] is BY_NAME["identity_intake"] is IDENTITY_INTAKE
     assert BY_TOOL["request_choices"] is BY_NAME["choices"] is CHOICES
     assert (IDENTITY_INTAKE.capability, CHOICES.capability) == ("identity_form", "choice_chips")
+    assert RAISE_TOOLS <= BUILT_IN_TOOLS  # no skill takes them away
 
 
 # -- identity_intake ----------------------------------------------------------------------

@@ -287,6 +287,24 @@ async def test_declined_and_not_asked_again(client: WsClient, fake_model: FakeAn
     assert tool_result(again)["isError"] is False
     assert [r["status"] for r in await rows(pool, session_id)] == ["declined"]
 
+    # The reply's record keeps the decision, tied to its call (history after a reload).
+    page = await client.request(
+        {"action": "get_conversation_messages", "requestId": "h", "sessionId": session_id}
+    )
+    first_reply = [m for m in page["data"]["messages"] if m["direction"] == "outbound"][-1]
+    record = first_reply["content"]["structuredResponse"]
+    [call] = record["toolCalls"]
+    assert call["name"] == "request_identity_intake" and call["result"]["status"] == "declined"
+    assert record["decisions"] == [
+        {
+            "kind": "interaction",
+            "toolCallId": call["id"],
+            "tool": "request_identity_intake",
+            "outcome": "declined",
+            "description": "to send you the quote",
+        }
+    ]
+
 
 async def test_stale_or_foreign_interaction_id_and_other_kind(
     client: WsClient, fake_model: FakeAnthropic, pool
