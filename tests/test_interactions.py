@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from parley.interactions.tools import CANNOT_SHOW, DECLINED, DECLINED_BEFORE, NO_RESPONSE
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
@@ -90,6 +91,13 @@ def told(fake_model: FakeAnthropic, request: int = 1) -> dict[str, Any]:
     block = fake_model.requests[request].body["messages"][-1]["content"][0]
     assert block["type"] == "tool_result"
     return {"is_error": block.get("is_error", False), **json.loads(block["content"])}
+
+
+def decided(kind: str, outcome: str) -> float:
+    """parley_interactions_decided_total so far (the gateway and worker of the suite run in
+    this process, so they share its registry)."""
+    labels = {"kind": kind, "outcome": outcome}
+    return REGISTRY.get_sample_value("parley_interactions_decided_total", labels) or 0.0
 
 
 async def rows(pool, session_id: str) -> list[dict[str, Any]]:
@@ -463,6 +471,7 @@ async def test_expiry_is_no_response(settings, fake_model: FakeAnthropic, pool) 
     """Its own timeout (PARLEY_INTERACTION_TIMEOUT) closes the question as `no_response`;
     the approval timeout stays as it is."""
     quick = settings.model_copy(update={"interaction_timeout": timedelta(seconds=1.5)})
+    expired_before = decided("identity_intake", "expired")
     async with running_gateway(quick) as gateway, await WsClient.open(gateway.ws_url) as c:
         fake_model.enqueue(Reply(tool_calls=[ASK_CONTACT]), Reply(text="Never mind."))
         session_id = await new_session(c)
@@ -479,6 +488,7 @@ async def test_expiry_is_no_response(settings, fake_model: FakeAnthropic, pool) 
     assert late["error"]["code"] == "NO_PENDING_INTERACTION"
     [row] = await rows(pool, session_id)
     assert row["status"] == "expired" and row["decided_by"] == "timeout"
+    assert decided("identity_intake", "expired") == expired_before + 1
     assert quick.approval_timeout == timedelta(minutes=30)
 
 
@@ -528,6 +538,7 @@ async def test_twenty_concurrent_submits(
     fake_model.enqueue(Reply(tool_calls=[ASK_CONTACT]), Reply(text="Once."))
     session_id = await new_session(client)
     asked = await ask(client, session_id, "race")
+    before = decided("identity_intake", "submitted")
     sockets = [await WsClient.open(gateway.ws_url) for _ in range(20)]
     try:
         await asyncio.gather(
@@ -549,6 +560,7 @@ async def test_twenty_concurrent_submits(
     [row] = await rows(pool, session_id)
     winner = tool_result(events)["result"]["values"]
     assert row["answer"] == winner and winner["email"].endswith("@example.com")
+    assert decided("identity_intake", "submitted") == before + 1  # counted where the claim won
 
 
 async def test_cancel_while_parked(client: WsClient, fake_model: FakeAnthropic, pool) -> None:

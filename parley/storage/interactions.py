@@ -2,7 +2,8 @@
 
 Like approvals, every decision is a single guarded UPDATE (`status is null`), so of several
 concurrent submits, an expiry and a cancel, exactly one wins; the row keeps the question,
-the accepted values and who answered, when.
+the accepted values and who answered, when. Questions and decisions are counted here
+(`parley.metrics`), by kind, where the statement that makes them wins.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 from psycopg.types.json import Jsonb
 
+from parley import metrics
 from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
 from parley.turn.record import RecordedDecision
@@ -70,7 +72,7 @@ async def record(
     deadline: datetime,
 ) -> None:
     """Record an open question (idempotent for a retried activity)."""
-    await conn.execute(
+    cur = await conn.execute(
         "insert into interactions (id, turn_id, session_id, conversation_id, request_id,"
         " tool_call_id, tool_name, kind, spec, reason, deadline)"
         " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) on conflict do nothing",
@@ -88,6 +90,8 @@ async def record(
             deadline,
         ),
     )
+    if cur.rowcount == 1:
+        metrics.interaction_asked(kind)
 
 
 async def capabilities(conn: Conn, conversation_id: str) -> list[str]:
@@ -161,12 +165,13 @@ async def claim(
         "update interactions i set status = %s, answer = %s, decided_by = %s,"
         " decided_at = now() from turns t where t.id = i.turn_id"
         " and i.id = %s and i.session_id = %s and i.status is null and i.deadline > now()"
-        " returning i.id, i.turn_id, i.request_id, t.stream",
+        " returning i.id, i.turn_id, i.request_id, i.kind, t.stream",
         (status, Jsonb(answer) if answer is not None else None, decided_by, iid, sid),
     )
     row = await cur.fetchone()
     if row is None:
         return None
+    metrics.interaction_decided(row["kind"], status)
     return Claimed(str(row["id"]), row["turn_id"], row["request_id"], status, row["stream"])
 
 
@@ -175,11 +180,13 @@ async def expire(conn: Conn, interaction_id: str) -> Status:
     iid = uuid.UUID(interaction_id)
     cur = await conn.execute(
         "update interactions set status = 'expired', decided_by = 'timeout', decided_at = now()"
-        " where id = %s and status is null returning status",
+        " where id = %s and status is null returning status, kind",
         (iid,),
     )
     row = await cur.fetchone()
-    if row is None:
+    if row is not None:
+        metrics.interaction_decided(row["kind"], "expired")
+    else:
         cur = await conn.execute("select status from interactions where id = %s", (iid,))
         row = await cur.fetchone()
     assert row is not None, f"interaction {interaction_id} vanished"
@@ -198,11 +205,20 @@ async def outcome(conn: Conn, interaction_id: str) -> Outcome:
 
 async def cancel_pending(conn: Conn, turn_id: str) -> None:
     """A turn that ends while parked leaves its question closed as `cancelled`."""
-    await conn.execute(
+    cur = await conn.execute(
         "update interactions set status = 'cancelled', decided_by = 'turn ended',"
-        " decided_at = now() where turn_id = %s and status is null",
+        " decided_at = now() where turn_id = %s and status is null returning kind",
         (turn_id,),
     )
+    for row in await cur.fetchall():
+        metrics.interaction_decided(row["kind"], "cancelled")
+
+
+async def pending_count(conn: Conn) -> int:
+    """Interactions waiting for a visitor, across the deployment (a partial index's size)."""
+    cur = await conn.execute("select count(*) as n from interactions where status is null")
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
 
 
 async def mark_delivered(conn: Conn, interaction_id: str) -> None:
