@@ -64,7 +64,7 @@ def turn_activities(
     )
     tool_runner = ToolActivities(pool, tools.registry)
     storage = StorageActivities(pool)
-    approval = ApprovalActivities(pool)
+    approval = ApprovalActivities(pool, tools.registry)
     interaction = InteractionActivities(pool)
     return [
         model.call_model,

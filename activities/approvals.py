@@ -6,15 +6,22 @@ from temporalio import activity
 
 from parley.storage import approvals
 from parley.storage.db import Pool
+from parley.tools import ToolRegistry
 from parley.turn.types import ApprovalInput, Verdict
 
 
 class ApprovalActivities:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, tools: ToolRegistry | None = None) -> None:
         self._pool = pool
+        self._tools = tools
 
     @activity.defn(name="record_approval")
     async def record_approval(self, inp: ApprovalInput) -> None:
+        """Record the question, with who may decide it and the tool's schema (the desk
+        validates an approver's edits against it); the stored sentence is the tool's own,
+        without the visitor's "waiting for a team member"."""
+        call = inp.call
+        tool = self._tools.get(call.name) if self._tools is not None else None
         async with self._pool.connection() as conn:
             await approvals.record(
                 conn,
@@ -25,8 +32,12 @@ class ApprovalActivities:
                 tool_call_id=inp.call.id,
                 tool_name=inp.call.name,
                 arguments=inp.call.arguments,
-                description=inp.call.description,
+                description=tool.action_description(call.arguments)
+                if tool is not None
+                else call.description,
                 deadline=inp.deadline,
+                approvers=tool.approvers if tool is not None else ("visitor",),
+                parameters=tool.parameters if tool is not None else None,
             )
 
     @activity.defn(name="expire_approval")

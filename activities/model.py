@@ -30,7 +30,7 @@ from parley.settings import Settings
 from parley.skills import Skill
 from parley.storage import context, messages, organizations, skills, usage
 from parley.storage.db import Conn, Pool
-from parley.tools import ToolRegistry
+from parley.tools import TEAM_SENTENCE, VISITOR, ToolRegistry
 from parley.turn.pricing import cost_usd
 from parley.turn.types import ModelInput, ModelOutput, ToolCall, Usage
 
@@ -182,6 +182,8 @@ class ModelActivities:
             return ToolCall(call_id, name, arguments, offered=False)
         write = self._tools.is_write(name, self._settings.confirm_tools)
         description = self._tools.describe(name, arguments) if write else ""
+        if write and VISITOR not in self._tools.approvers(name):
+            description = TEAM_SENTENCE.format(sentence=description)
         return ToolCall(call_id, name, arguments, write=write, description=description)
 
     async def _stream(

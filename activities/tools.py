@@ -13,6 +13,7 @@ parked on: its result is the visitor's answer (`parley.interactions.tools`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -22,7 +23,14 @@ from activities.heartbeat import heartbeating
 from activities.telemetry import tool_call
 from parley.interactions.tools import result as interaction_result
 from parley.logs import get_logger
-from parley.storage import attachments, context, interactions, tool_executions, visitors
+from parley.storage import (
+    approvals,
+    attachments,
+    context,
+    interactions,
+    tool_executions,
+    visitors,
+)
 from parley.storage.db import Conn, Pool
 from parley.tools import CallContext, ToolArgumentsError, ToolRegistry
 from parley.turn.types import ToolCall, ToolInput, ToolOutput
@@ -38,6 +46,9 @@ NOT_RUN = {
     " performed.",
     "cancelled": "The conversation was stopped before anyone decided, so it was not performed.",
 }
+
+
+TAMPERED = "The approval's record no longer matches its decision, so it was not performed."
 
 
 class UnknownTool(LookupError):
@@ -62,7 +73,15 @@ class ToolActivities:
                 value, is_error = NOT_RUN[inp.verdict], True
             elif call.write:
                 ctx = await _context(inp, conn)
-                value, is_error = await self._execute_once(conn, inp, ctx)
+                try:
+                    approved = await approvals.approved_call(conn, inp.turn_id, call.id)
+                except ValueError as err:  # the audit row was changed after the decision
+                    log.error("approval does not match its decision", call=call.id, error=str(err))
+                    value, is_error = TAMPERED, True
+                else:
+                    value, is_error = await self._execute_once(conn, inp, ctx, approved)
+                    if approved is not None and approved.edited:
+                        value = _edited(call.name, approved, value)
             else:
                 value, is_error = await self._invoke(call, await _context(inp, conn))
             text = _as_text(value)
@@ -72,8 +91,23 @@ class ToolActivities:
         shown = value if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
         return ToolOutput(is_error=is_error, result=shown)
 
-    async def _execute_once(self, conn: Conn, inp: ToolInput, ctx: CallContext) -> tuple[Any, bool]:
+    async def _execute_once(
+        self,
+        conn: Conn,
+        inp: ToolInput,
+        ctx: CallContext,
+        approved: approvals.Approved | None = None,
+    ) -> tuple[Any, bool]:
+        """Run the write once, with exactly the arguments its approver approved (an
+        approver may have edited them), recorded with the decision's hash."""
         workflow_id, call = inp.turn_id, inp.call
+        if approved is not None and approved.edited:
+            call = dataclasses.replace(call, arguments=approved.arguments)
+            tool = self._tools.get(call.name)
+            if tool is not None:  # the sentence, rebuilt for what was approved
+                await approvals.set_description(
+                    conn, approved.approval_id, tool.action_description(call.arguments)
+                )
         async with conn.transaction():
             done = await tool_executions.recorded(conn, workflow_id, call.id)
             if done is not None:
@@ -92,6 +126,7 @@ class ToolActivities:
                 arguments=call.arguments,
                 result=value,
                 is_error=is_error,
+                decision_hash=approved.decision_hash if approved is not None else None,
             )
         return value, is_error
 
@@ -128,6 +163,23 @@ async def _context(inp: ToolInput, conn: Conn) -> CallContext:
         groups=inp.groups,
         files=tuple(await attachments.turn_files(conn, inp.turn_id)),
         identity=await visitors.identity_of_turn(conn, inp.turn_id),
+    )
+
+
+def _edited(name: str, approved: approvals.Approved, value: Any) -> str:
+    """The result the model reads when the approver changed the arguments: what changed,
+    the approver's note, then the tool's own result."""
+    changes = [
+        f"{key}: {json.dumps(approved.requested.get(key), default=str)} ->"
+        f" {json.dumps(approved.arguments.get(key), default=str)}"
+        for key in sorted(set(approved.requested) | set(approved.arguments))
+        if approved.requested.get(key) != approved.arguments.get(key)
+    ]
+    note = f" Their note: {approved.note}" if approved.note else ""
+    return (
+        f"[The person who approved {name} changed its arguments ({'; '.join(changes)}); it ran"
+        f" with the approved arguments {json.dumps(approved.arguments, default=str)}.{note}]\n"
+        f"{_as_text(value)}"
     )
 
 

@@ -19,7 +19,17 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway import admin, approvals, codec, interactions, metrics, sessions, turns, widget
+from gateway import (
+    admin,
+    approvals,
+    codec,
+    desk,
+    interactions,
+    metrics,
+    sessions,
+    turns,
+    widget,
+)
 from gateway.auth import InvalidToken, TokenVerifier, principal_of
 from gateway.connection import Connection
 from gateway.dispatch import Dispatcher
@@ -219,6 +229,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/readyz", readyz),
             *codec.routes(settings),
             *widget.routes,
+            *desk.routes,
             WebSocketRoute("/ws", websocket_endpoint),
             # With a listener of its own (PARLEY_ADMIN_PORT), /admin and /metrics are not
             # served here.

@@ -1,5 +1,9 @@
 """`confirm_tool_action`: claim the session's pending approval, ack, then signal the turn.
 
+Only an approval whose tool lists `"visitor"` among its approvers is the visitor's to decide:
+one that waits for a team member (the approvals desk, `gateway.desk`) answers
+NOT_AUTHORIZED_TO_APPROVE and the turn stays parked.
+
 The claim is one guarded UPDATE in PostgreSQL, so exactly one of any number of concurrent
 confirms (on any gateways) wins; the rest get NO_PENDING_CONFIRMATION. The ack is queued
 before the signal is sent, so it precedes every resumed event on the confirming socket.
@@ -32,6 +36,14 @@ async def confirm_tool_action(conn: Connection, req: protocol.ConfirmToolAction)
             claimed = await approvals.claim(
                 db, req.session_id, approved=req.approved, decided_by=conn.describe()
             )
+        if claimed is None:
+            async with services.pool.connection() as db:
+                team = await approvals.awaits_team(db, req.session_id)
+            if team:
+                raise ProtocolError(
+                    ErrorCode.NOT_AUTHORIZED_TO_APPROVE,
+                    "this action waits for a team member's approval; it cannot be confirmed here",
+                )
     if claimed is None:
         raise ProtocolError(
             ErrorCode.NO_PENDING_CONFIRMATION,

@@ -48,6 +48,9 @@ class ErrorCode:
     TURN_IN_PROGRESS = "TURN_IN_PROGRESS"
     LLM_UNAVAILABLE = "LLM_UNAVAILABLE"
     NO_PENDING_CONFIRMATION = "NO_PENDING_CONFIRMATION"
+    # The pending approval is one only a team member (a role, at the approvals desk) may
+    # decide: the visitor's confirm is refused and the turn stays parked.
+    NOT_AUTHORIZED_TO_APPROVE = "NOT_AUTHORIZED_TO_APPROVE"
     NO_ACTIVE_TURN = "NO_ACTIVE_TURN"
     AGENT_NOT_AUTHORIZED = "AGENT_NOT_AUTHORIZED"
     ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"

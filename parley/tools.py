@@ -12,13 +12,18 @@ Two ways in, one registry:
     @tool(write=True, describe=lambda a: f"Issue a refund for order {a['order_id']}")
     async def issue_refund(order_id: str, reason: str | None = None) -> str: ...
 
+    @tool(write=True, approvers=["support", "manager"])   # a team member decides
+    async def refund_large(order_id: str, amount: float) -> str: ...
+
     register("weather", "Current weather for a city.",
              {"type": "object", "properties": {"city": {"type": "string"}},
               "required": ["city"]},
              handler=lambda args: {"city": args["city"], "sky": "clear"})
 
 Arguments are validated against the JSON schema before a handler runs. `write=True` marks a
-tool whose calls wait for a person's approval. `PARLEY_TOOL_MODULES` lists modules the
+tool whose calls wait for a person's approval; `approvers` says whose: `"visitor"` (the
+person in the chat, the default) and/or roles a principal's token carries (they decide at
+the approvals desk, `GET /api/approvals`). `PARLEY_TOOL_MODULES` lists modules the
 worker imports at start-up so their decorators run.
 
 An approved write runs at most once per tool call. While it runs, `current_call()` gives
@@ -48,6 +53,12 @@ from parley.storage.visitors import Identity as Identity  # re-exported: the too
 
 Handler = Callable[[dict[str, Any]], Any]
 Describer = Callable[[dict[str, Any]], str]
+
+VISITOR = "visitor"  # the approver who is the person in the chat
+MAX_APPROVERS = 20
+MAX_APPROVER = 128
+# The sentence a visitor sees when a team member must decide on their request.
+TEAM_SENTENCE = "Waiting for a team member to approve: {sentence}"
 
 
 class ToolArgumentsError(ValueError):
@@ -103,6 +114,11 @@ class Tool:
     handler: Handler
     write: bool = False
     describe: Describer | None = None
+    approvers: tuple[str, ...] = (VISITOR,)
+
+    @property
+    def visitor_approves(self) -> bool:
+        return VISITOR in self.approvers
 
     def spec(self) -> dict[str, Any]:
         """The tool as the Anthropic Messages API declares it."""
@@ -134,6 +150,21 @@ class Tool:
         if self.describe is not None:
             return self.describe(arguments)
         return default_description(self.name, arguments)
+
+
+def approvers_of(name: str, approvers: list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """A tool's approvers, checked: 1 to 20 distinct non-blank names (default the visitor)."""
+    if approvers is None:
+        return (VISITOR,)
+    if isinstance(approvers, str):
+        raise TypeError(f"tool {name}: approvers is a list of names, not a string")
+    names = tuple(dict.fromkeys(approvers))
+    if not names or len(names) > MAX_APPROVERS:
+        raise ValueError(f"tool {name}: approvers must name 1 to {MAX_APPROVERS} approvers")
+    for approver in names:
+        if not isinstance(approver, str) or not approver.strip() or len(approver) > MAX_APPROVER:
+            raise ValueError(f"tool {name}: an approver is a role name of 1 to {MAX_APPROVER}")
+    return names
 
 
 def default_description(name: str, arguments: dict[str, Any]) -> str:
@@ -171,12 +202,16 @@ class ToolRegistry:
         *,
         write: bool = False,
         describe: Describer | None = None,
+        approvers: list[str] | tuple[str, ...] | None = None,
     ) -> Tool:
-        """Add a tool defined from data; `handler` takes the arguments dict."""
+        """Add a tool defined from data; `handler` takes the arguments dict. `approvers`:
+        who may approve its calls (`"visitor"` and/or role names; default the visitor)."""
         jsonschema.Draft202012Validator.check_schema(parameters)
         if parameters.get("type") != "object":
             raise ValueError(f"tool {name}: parameters must be a JSON schema of type 'object'")
-        tool = Tool(name, description, parameters, handler, write, describe)
+        tool = Tool(
+            name, description, parameters, handler, write, describe, approvers_of(name, approvers)
+        )
         self._tools[name] = tool
         return tool
 
@@ -187,6 +222,7 @@ class ToolRegistry:
         name: str | None = None,
         write: bool = False,
         describe: Describer | None = None,
+        approvers: list[str] | tuple[str, ...] | None = None,
     ) -> Any:
         """Decorator: the function's name, docstring and hints become the tool."""
 
@@ -206,6 +242,7 @@ class ToolRegistry:
                 handler,
                 write=write,
                 describe=describe,
+                approvers=approvers,
             )
             return func
 
@@ -224,6 +261,11 @@ class ToolRegistry:
         """The approval sentence for a call (of a registered tool or not)."""
         tool = self._tools.get(name)
         return tool.action_description(arguments) if tool else default_description(name, arguments)
+
+    def approvers(self, name: str) -> tuple[str, ...]:
+        """Who may approve a call of `name` (a write by pattern only: the visitor)."""
+        tool = self._tools.get(name)
+        return tool.approvers if tool is not None else (VISITOR,)
 
     def is_write(self, name: str, confirm_patterns: list[str]) -> bool:
         """Declared a write, or named like one of `PARLEY_CONFIRM_TOOLS`' patterns."""

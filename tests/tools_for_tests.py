@@ -84,3 +84,39 @@ def whoami() -> dict:
     """Tell who the visitor is, as far as they said (the identity-form test)."""
     identity = current_call().identity
     return {"name": identity.name, "email": identity.email, "phone": identity.phone}
+
+
+async def _team_refund(args: dict) -> dict:
+    call = current_call()
+    assert call.connection is not None
+    await call.connection.execute(
+        "insert into demo_refunds (order_id, reason, call_key) values (%s, %s, %s)",
+        (args["order_id"], f"team:{args['amount']}", call.call_key),
+    )
+    return {"order_id": args["order_id"], "refunded": args["amount"]}
+
+
+# A refund a support team member approves at the desk (the desk tests).
+register(
+    "team_refund",
+    "Refund part of an order.",
+    {
+        "type": "object",
+        "properties": {
+            "order_id": {"type": "string", "pattern": "^ORD-[0-9]+$"},
+            "amount": {"type": "integer", "exclusiveMinimum": 0, "maximum": 500},
+        },
+        "required": ["order_id", "amount"],
+        "additionalProperties": False,
+    },
+    handler=_team_refund,
+    write=True,
+    approvers=["support", "manager"],
+    describe=lambda a: f"Refund {a['amount']} EUR on order {a['order_id']}",
+)
+
+
+@tool(write=True, approvers=["visitor", "manager"])
+def shared_cancel(order_id: str) -> str:
+    """Cancel an order: the visitor or a manager may approve it."""
+    return f"cancelled {order_id}"

@@ -8,8 +8,10 @@ the statement that made them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -45,11 +47,17 @@ async def record(
     arguments: dict[str, Any],
     description: str,
     deadline: datetime,
+    approvers: tuple[str, ...] = ("visitor",),
+    parameters: dict[str, Any] | None = None,
 ) -> None:
-    """Record a pending approval (idempotent for a retried activity)."""
+    """Record a pending approval (idempotent for a retried activity), in the organization of
+    the session's visitor, with who may decide it and the tool's schema."""
     cur = await conn.execute(
         "insert into approvals (id, turn_id, session_id, request_id, tool_call_id, tool_name,"
-        " arguments, description, deadline) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " arguments, description, deadline, approvers, parameters, org_id)"
+        " select %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " (select p.org_id from sessions s join participants p on p.id = s.user_participant_id"
+        "  where s.id = %s)"
         " on conflict (id) do nothing",
         (
             uuid.UUID(approval_id),
@@ -61,6 +69,9 @@ async def record(
             Jsonb(arguments),
             description,
             deadline,
+            list(approvers),
+            Jsonb(parameters) if parameters is not None else None,
+            as_uuid(session_id),
         ),
     )
     if cur.rowcount == 1:
@@ -68,7 +79,8 @@ async def record(
 
 
 async def claim(conn: Conn, session_id: str, *, approved: bool, decided_by: str) -> Claimed | None:
-    """Decide the session's pending, unexpired approval; None when there is none to decide."""
+    """Decide the session's pending, unexpired approval that its visitor may decide; None
+    when there is none to decide (`awaits_team` tells a team member's apart)."""
     sid = as_uuid(session_id)
     if sid is None:
         return None
@@ -76,6 +88,7 @@ async def claim(conn: Conn, session_id: str, *, approved: bool, decided_by: str)
         "update approvals a set decision = %s, decided_by = %s, decided_at = now()"
         " from turns t where t.id = a.turn_id"
         " and a.session_id = %s and a.decision is null and a.deadline > now()"
+        " and 'visitor' = any(a.approvers)"
         " returning a.id, a.turn_id, a.request_id, t.stream",
         ("approved" if approved else "denied", decided_by, sid),
     )
@@ -163,3 +176,245 @@ async def turn_decisions(conn: Conn, turn_id: str) -> list[RecordedDecision]:
         )
         for r in await cur.fetchall()
     ]
+
+
+async def awaits_team(conn: Conn, session_id: str) -> bool:
+    """The session's pending approval is one only a team member (a role) may decide."""
+    sid = as_uuid(session_id)
+    if sid is None:
+        return False
+    cur = await conn.execute(
+        "select 1 from approvals where session_id = %s and decision is null"
+        " and deadline > now() and not ('visitor' = any(approvers))",
+        (sid,),
+    )
+    return await cur.fetchone() is not None
+
+
+def decision_hash(
+    *,
+    approval_id: str,
+    tool_name: str,
+    requested: dict[str, Any],
+    approved_arguments: dict[str, Any] | None,
+    decision: str,
+    decided_by: str,
+    note: str | None,
+) -> str:
+    """SHA-256 over the decision and the arguments it was made on (canonical JSON): the
+    audit row's binding, which the write's execution record repeats."""
+    body = json.dumps(
+        {
+            "approval": approval_id,
+            "tool": tool_name,
+            "requested": requested,
+            "approved": approved_arguments,
+            "decision": decision,
+            "by": decided_by,
+            "note": note,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An approval waiting at the desk, with what an approver needs to decide it."""
+
+    id: str
+    tool_name: str
+    description: str
+    arguments: dict[str, Any]
+    parameters: dict[str, Any] | None
+    approvers: list[str]
+    created_at: datetime
+    deadline: datetime
+    conversation_id: str
+    requester: dict[str, Any]
+    excerpt: list[dict[str, Any]] = field(default_factory=list)
+
+
+PENDING_COLUMNS = (
+    "select a.id, a.tool_name, a.description, a.arguments, a.parameters, a.approvers,"
+    " a.created_at, a.deadline, s.conversation_id, p.external_id, p.name"
+    " from approvals a join sessions s on s.id = a.session_id"
+    " join participants p on p.id = s.user_participant_id"
+)
+
+
+def _pending(row: dict[str, Any], excerpt: list[dict[str, Any]]) -> Pending:
+    return Pending(
+        id=str(row["id"]),
+        tool_name=row["tool_name"],
+        description=row["description"],
+        arguments=row["arguments"],
+        parameters=row["parameters"],
+        approvers=list(row["approvers"]),
+        created_at=row["created_at"],
+        deadline=row["deadline"],
+        conversation_id=str(row["conversation_id"]),
+        requester={"userId": row["external_id"], "name": row["name"]},
+        excerpt=excerpt,
+    )
+
+
+async def _excerpt(conn: Conn, conversation_id: Any, limit: int) -> list[dict[str, Any]]:
+    cur = await conn.execute(
+        "select direction, text, created_at from messages where conversation_id = %s"
+        " order by seq desc limit %s",
+        (conversation_id, limit),
+    )
+    rows = await cur.fetchall()
+    return [
+        {
+            "role": "user" if r["direction"] == "inbound" else "assistant",
+            "text": r["text"],
+            "at": r["created_at"].isoformat(),
+        }
+        for r in reversed(rows)
+    ]
+
+
+async def pending_for(
+    conn: Conn, org_id: str, roles: list[str], *, limit: int = 100, excerpt: int = 6
+) -> list[Pending]:
+    """The organization's pending, unexpired approvals that one of `roles` may decide,
+    the nearest deadline first, each with the conversation's last `excerpt` messages."""
+    cur = await conn.execute(
+        PENDING_COLUMNS + " where a.org_id = %s and a.decision is null and a.deadline > now()"
+        " and a.approvers && %s::text[] order by a.deadline limit %s",
+        (org_id, roles, limit),
+    )
+    rows = await cur.fetchall()
+    return [_pending(r, await _excerpt(conn, r["conversation_id"], excerpt)) for r in rows]
+
+
+async def pending_one(
+    conn: Conn, approval_id: str, org_id: str, roles: list[str]
+) -> Pending | None:
+    """One approval the desk may decide (pending, unexpired, in the org, for one of
+    `roles`), or None."""
+    aid = as_uuid(approval_id)
+    if aid is None:
+        return None
+    cur = await conn.execute(
+        PENDING_COLUMNS + " where a.id = %s and a.org_id = %s and a.decision is null"
+        " and a.deadline > now() and a.approvers && %s::text[]",
+        (aid, org_id, roles),
+    )
+    row = await cur.fetchone()
+    return None if row is None else _pending(row, [])
+
+
+async def decided_in_org(conn: Conn, approval_id: str, org_id: str) -> bool:
+    """The approval exists in the organization and is no longer pending (decided, expired,
+    cancelled, or past its deadline)."""
+    aid = as_uuid(approval_id)
+    if aid is None:
+        return False
+    cur = await conn.execute(
+        "select 1 from approvals where id = %s and org_id = %s"
+        " and (decision is not null or deadline <= now())",
+        (aid, org_id),
+    )
+    return await cur.fetchone() is not None
+
+
+async def claim_at_desk(
+    conn: Conn,
+    approval_id: str,
+    org_id: str,
+    roles: list[str],
+    *,
+    approved: bool,
+    decided_by: str,
+    arguments: dict[str, Any] | None,
+    note: str | None,
+    binding: str,
+) -> Claimed | None:
+    """Decide one approval from the desk (one guarded UPDATE: of concurrent deciders,
+    confirms and the expiry exactly one wins); None when another decision came first."""
+    decision = "approved" if approved else "denied"
+    cur = await conn.execute(
+        "update approvals a set decision = %s, decided_by = %s, decided_at = now(),"
+        " approved_arguments = %s, note = %s, decision_hash = %s"
+        " from turns t where t.id = a.turn_id and a.id = %s and a.org_id = %s"
+        " and a.decision is null and a.deadline > now() and a.approvers && %s::text[]"
+        " returning a.id, a.turn_id, a.request_id, t.stream",
+        (
+            decision,
+            decided_by,
+            Jsonb(arguments) if arguments is not None else None,
+            note,
+            binding,
+            uuid.UUID(approval_id),
+            org_id,
+            roles,
+        ),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    metrics.APPROVALS_DECIDED.labels(decision).inc()
+    return Claimed(str(row["id"]), row["turn_id"], row["request_id"], approved, row["stream"])
+
+
+@dataclass(frozen=True)
+class Approved:
+    """What an approved write runs with: the approved arguments and the decision's hash."""
+
+    approval_id: str
+    requested: dict[str, Any]
+    arguments: dict[str, Any]
+    decision_hash: str | None
+    note: str | None
+    edited: bool
+
+
+async def approved_call(conn: Conn, turn_id: str, tool_call_id: str) -> Approved | None:
+    """The approved decision on a turn's tool call, or None (not approved, or no row).
+
+    A decision with a hash is checked against it: a row whose arguments no longer match
+    the hash it was decided with raises `ValueError` (the write must not run)."""
+    cur = await conn.execute(
+        "select id, tool_name, arguments, approved_arguments, decided_by, note,"
+        " decision_hash from approvals where turn_id = %s and tool_call_id = %s"
+        " and decision = 'approved'",
+        (turn_id, tool_call_id),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    approved = row["approved_arguments"]
+    if row["decision_hash"] is not None:
+        expected = decision_hash(
+            approval_id=str(row["id"]),
+            tool_name=row["tool_name"],
+            requested=row["arguments"],
+            approved_arguments=approved,
+            decision="approved",
+            decided_by=row["decided_by"],
+            note=row["note"],
+        )
+        if expected != row["decision_hash"]:
+            raise ValueError(f"approval {row['id']}: the decision does not match its hash")
+    arguments = approved if approved is not None else row["arguments"]
+    return Approved(
+        approval_id=str(row["id"]),
+        requested=row["arguments"],
+        arguments=arguments,
+        decision_hash=row["decision_hash"],
+        note=row["note"],
+        edited=arguments != row["arguments"],
+    )
+
+
+async def set_description(conn: Conn, approval_id: str, description: str) -> None:
+    """The sentence rebuilt for the arguments an approver approved."""
+    await conn.execute(
+        "update approvals set description = %s where id = %s",
+        (description, uuid.UUID(approval_id)),
+    )

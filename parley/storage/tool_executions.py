@@ -40,11 +40,13 @@ async def record(
     arguments: dict[str, Any],
     result: Any,
     is_error: bool,
+    decision_hash: str | None = None,
 ) -> None:
-    """Record the call's execution (the result as JSON; what JSON cannot hold, as text)."""
+    """Record the call's execution (the result as JSON; what JSON cannot hold, as text),
+    with the hash of the decision that approved exactly these arguments."""
     await conn.execute(
         "insert into tool_executions (workflow_id, tool_call_id, tool_name, arguments,"
-        " result, is_error) values (%s, %s, %s, %s, %s, %s)",
+        " result, is_error, decision_hash) values (%s, %s, %s, %s, %s, %s, %s)",
         (
             workflow_id,
             tool_call_id,
@@ -52,5 +54,6 @@ async def record(
             Jsonb(arguments),
             json.dumps(result, default=str),
             is_error,
+            decision_hash,
         ),
     )

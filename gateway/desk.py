@@ -1,0 +1,205 @@
+"""The approvals desk: team members decide parked writes that are theirs to decide.
+
+`GET /api/approvals?status=pending` lists the caller's organization's pending approvals
+whose tool names one of the caller's roles among its approvers (the nearest deadline first,
+each with the tool, its sentence, arguments and schema, the requester, the deadline and the
+conversation's last messages). `POST /api/approvals/{id}/decision {approved, arguments?,
+note?}` decides one: edited `arguments` are validated against the tool's schema (422 with
+the errors, nothing decided), the decision is one guarded UPDATE (of concurrent deciders,
+the visitor's confirm and the expiry, exactly one wins; the others get 409), bound by a hash
+to the requested and approved arguments, then signalled to the same durable turn, which
+goes on where it parked (the visitor's open socket sees the rest of it).
+
+Both need a JWT (PARLEY_AUTH=jwt, `Authorization: Bearer`); with identity off they answer
+404, as if they did not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.approvals import VERDICTS
+from gateway.auth import InvalidToken, principal_of
+from gateway.services import Services
+from parley.identity import Principal
+from parley.logs import get_logger
+from parley.storage import approvals
+from parley.tools import VISITOR
+
+log = get_logger(__name__)
+
+MAX_BODY = 64 * 1024
+MAX_NOTE = 2000
+MAX_LIST = 200
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    approved: StrictBool
+    arguments: dict[str, Any] | None = None
+    note: str | None = Field(None, max_length=MAX_NOTE)
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": message, **extra}, status_code=status)
+
+
+async def _approver(request: Request) -> Principal | Response:
+    """The caller, a principal with at least one role; else the response to send."""
+    services: Services = request.app.state.services
+    if services.verifier is None:
+        return _error(404, "not found")
+    try:
+        principal = await principal_of(services.verifier, request)
+    except InvalidToken as err:
+        log.info("desk: invalid token", reason=str(err))
+        principal = None
+    if principal is None:
+        return _error(401, "a valid bearer token is required")
+    if not _roles(principal):
+        return _error(403, "your token carries no role that may approve")
+    return principal
+
+
+def _roles(principal: Principal) -> list[str]:
+    """The principal's roles that can name approvers (never the visitor's own name)."""
+    return [role for role in principal.roles if role != VISITOR]
+
+
+def _pending_json(p: approvals.Pending) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "tool": p.tool_name,
+        "sentence": p.description,
+        "arguments": p.arguments,
+        "schema": p.parameters,
+        "approvers": p.approvers,
+        "requester": p.requester,
+        "conversationId": p.conversation_id,
+        "requestedAt": p.created_at.isoformat(),
+        "deadline": p.deadline.isoformat(),
+        "excerpt": p.excerpt,
+    }
+
+
+async def list_approvals(request: Request) -> Response:
+    principal = await _approver(request)
+    if isinstance(principal, Response):
+        return principal
+    status = request.query_params.get("status", "pending")
+    if status != "pending":
+        return _error(400, "status must be pending")
+    limit = request.query_params.get("limit", "100")
+    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_LIST):
+        return _error(400, f"limit must be a number from 1 to {MAX_LIST}")
+    services: Services = request.app.state.services
+    async with services.pool.connection() as conn:
+        roles = _roles(principal)
+        found = await approvals.pending_for(conn, principal.org, roles, limit=int(limit))
+    return JSONResponse({"org": principal.org, "approvals": [_pending_json(p) for p in found]})
+
+
+async def _body(request: Request) -> DecisionIn | Response:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+        return _error(413, f"the body is larger than {MAX_BODY} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            return _error(413, f"the body is larger than {MAX_BODY} bytes")
+    try:
+        return TypeAdapter(DecisionIn).validate_json(bytes(body))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return _error(400, f"{where + ': ' if where else ''}{first['msg']}")
+
+
+def schema_errors(schema: dict[str, Any], arguments: dict[str, Any]) -> list[dict[str, str]]:
+    """Every way `arguments` fails the tool's schema (empty: valid), each with its field."""
+    validator = jsonschema.Draft202012Validator(schema)
+    return [
+        {"field": "/".join(str(p) for p in err.absolute_path), "message": err.message}
+        for err in sorted(validator.iter_errors(arguments), key=lambda e: list(e.absolute_path))
+    ]
+
+
+async def decide(request: Request) -> Response:
+    principal = await _approver(request)
+    if isinstance(principal, Response):
+        return principal
+    approval_id = request.path_params["approval_id"]
+    if len(approval_id) > 64:
+        return _error(404, "no such pending approval")
+    decision = await _body(request)
+    if isinstance(decision, Response):
+        return decision
+    if decision.arguments is not None and not decision.approved:
+        return _error(400, "arguments: edited arguments go with an approval only")
+    services: Services = request.app.state.services
+    roles = _roles(principal)
+    async with services.pool.connection() as conn:
+        pending = await approvals.pending_one(conn, approval_id, principal.org, roles)
+        if pending is None:
+            if await approvals.decided_in_org(conn, approval_id, principal.org):
+                return _error(409, "this approval was decided (or expired) first")
+            return _error(404, "no such pending approval")
+        edited = decision.arguments
+        if edited is not None:
+            if pending.parameters is None:
+                return _error(422, "this tool's arguments cannot be edited here")
+            errors = schema_errors(pending.parameters, edited)
+            if errors:
+                return _error(422, "the arguments do not match the tool's schema", errors=errors)
+            if edited == pending.arguments:
+                edited = None  # approved as asked
+        decided_by = f"{principal.subject} ({', '.join(roles)})"
+        binding = approvals.decision_hash(
+            approval_id=pending.id,
+            tool_name=pending.tool_name,
+            requested=pending.arguments,
+            approved_arguments=edited,
+            decision="approved" if decision.approved else "denied",
+            decided_by=decided_by,
+            note=decision.note,
+        )
+        claimed = await approvals.claim_at_desk(
+            conn,
+            pending.id,
+            principal.org,
+            roles,
+            approved=decision.approved,
+            decided_by=decided_by,
+            arguments=edited,
+            note=decision.note,
+            binding=binding,
+        )
+    if claimed is None:
+        return _error(409, "this approval was decided (or expired) first")
+    log.info("desk decision", approval=claimed.approval_id, approved=decision.approved)
+    await VERDICTS.deliver(services.temporal, services.pool, claimed)
+    return JSONResponse(
+        {
+            "id": claimed.approval_id,
+            "decision": "approved" if claimed.approved else "denied",
+            "arguments": edited if edited is not None else pending.arguments,
+            "edited": edited is not None,
+            "decidedBy": decided_by,
+            "note": decision.note,
+            "decisionHash": binding,
+        }
+    )
+
+
+routes = [
+    Route("/api/approvals", list_approvals, methods=["GET"]),
+    Route("/api/approvals/{approval_id}/decision", decide, methods=["POST"]),
+]

@@ -1,0 +1,15 @@
+-- The approvals desk: who may decide a parked write (the visitor and/or roles), the
+-- organization whose desk lists it, the tool's schema (an approver's edited arguments are
+-- validated against it), and the decision's audit: the approved arguments, a hash binding
+-- the decision to the requested and approved arguments, and the approver's note.
+
+alter table approvals add column approvers text[] not null default '{visitor}';
+alter table approvals add column org_id text;
+alter table approvals add column parameters jsonb;
+alter table approvals add column approved_arguments jsonb;
+alter table approvals add column decision_hash text;
+alter table approvals add column note text;
+create index approvals_pending_by_org on approvals (org_id, deadline) where decision is null;
+
+-- The decision a write ran under: executed = approved, provable from the two rows.
+alter table tool_executions add column decision_hash text;

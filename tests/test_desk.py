@@ -1,0 +1,304 @@
+"""The approvals desk: a team member (a JWT role the tool names among its approvers) decides
+a parked write, from another gateway process, with edits; the same durable turn goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from parley.settings import Settings
+from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
+from parley.storage import approvals
+from parley.tools import TEAM_SENTENCE
+from tests.conftest import Processes
+from tests.helpers import GatewayServer, WsClient, collapse, is_terminal, kinds, running_gateway
+from tests.test_identity import SECRET, hs256, jwt_settings
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+REFUND = ToolCall("team_refund", {"order_id": "ORD-77", "amount": 120})
+RESUMED = ["chunk:toolResult", "stream_token", "eventual_response"]
+
+
+@pytest.fixture
+async def desk_gateway(settings: Settings) -> AsyncIterator[GatewayServer]:
+    """The visitor's gateway, with identity on (tokens optional: not strict)."""
+    async with running_gateway(jwt_settings(settings)) as server:
+        yield server
+
+
+@pytest.fixture
+def org() -> str:
+    return f"org-{uuid.uuid4().hex[:8]}"
+
+
+def desk_token(org: str, sub: str = "sam", role: Any = "support") -> str:
+    return hs256(sub=sub, org=org, role=role)
+
+
+@asynccontextmanager
+async def desk(base_url: str, token: str) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as http:
+        yield http
+
+
+async def park(gateway: GatewayServer, org: str, fake_model: FakeAnthropic, after: str) -> Any:
+    """A visitor of `org` whose turn parks on team_refund; returns (client, session id)."""
+    fake_model.enqueue(Reply(tool_calls=[REFUND]), Reply(text=after))
+    client = await WsClient.open(gateway.ws_url + f"?token={hs256(sub='vera', org=org)}")
+    session = await client.create_session(str(uuid.uuid4()))
+    await client.send(
+        {
+            "action": "send_message",
+            "requestId": "t1",
+            "sessionId": session["sessionId"],
+            "message": "Please refund 120 EUR on ORD-77, it arrived broken.",
+        }
+    )
+    parked = await client.recv_until(lambda e: e["type"] == "stream_chunk")
+    assert kinds(parked) == ["immediate:202", "write_confirmation_required", "chunk:toolCall"]
+    return client, session["sessionId"], parked[1]
+
+
+async def row(pool, session_id: str) -> dict:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "select * from approvals where session_id = %s order by created_at", (session_id,)
+        )
+        return (await cur.fetchall())[-1]
+
+
+async def execution(pool, turn_id: str) -> dict | None:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "select tool_name, arguments, decision_hash from tool_executions"
+            " where workflow_id = %s",
+            (turn_id,),
+        )
+        return await cur.fetchone()
+
+
+async def refunds(pool, order_id: str) -> list[str]:
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "select reason from demo_refunds where order_id = %s order by id", (order_id,)
+        )
+        return [r["reason"] for r in await cur.fetchall()]
+
+
+async def test_a_team_members_decision_from_another_process_resumes_the_visitors_turn(
+    desk_gateway: GatewayServer,
+    settings: Settings,
+    processes: Processes,
+    fake_model: FakeAnthropic,
+    org: str,
+    pool,
+) -> None:
+    before = await refunds(pool, "ORD-77")
+    client, session_id, ask = await park(desk_gateway, org, fake_model, "Refund issued.")
+    sentence = "Refund 120 EUR on order ORD-77"
+    assert ask["data"]["data"] == {
+        "toolId": "team_refund",
+        "actionDescription": TEAM_SENTENCE.format(sentence=sentence),
+    }
+    # The visitor cannot approve their own refund; the turn stays parked.
+    refused = await client.request(
+        {
+            "action": "confirm_tool_action",
+            "requestId": "c1",
+            "sessionId": session_id,
+            "approved": True,
+        }
+    )
+    assert refused["type"] == "error"
+    assert refused["error"]["code"] == "NOT_AUTHORIZED_TO_APPROVE"
+    pending = await row(pool, session_id)
+    assert pending["decision"] is None and pending["approvers"] == ["support", "manager"]
+    assert pending["org_id"] == org and pending["description"] == sentence
+
+    _, port = await processes.gateway(
+        settings, PARLEY_AUTH="jwt", PARLEY_JWT_SECRET=SECRET, **_jwt_env()
+    )
+    other = f"http://127.0.0.1:{port}"
+    # Who may see it: a role the tool names, in the visitor's organization.
+    async with desk(other, desk_token(org, role=None)) as nobody:
+        assert (await nobody.get("/api/approvals?status=pending")).status_code == 403
+    async with desk(other, desk_token(f"{org}-other")) as stranger:
+        listed = (await stranger.get("/api/approvals?status=pending")).json()
+        assert listed["approvals"] == []
+        outside = await stranger.post(
+            f"/api/approvals/{pending['id']}/decision", json={"approved": True}
+        )
+        assert outside.status_code == 404
+    async with desk(other, desk_token(org, role="billing")) as wrong_role:
+        assert (await wrong_role.get("/api/approvals")).json()["approvals"] == []
+    async with httpx.AsyncClient(base_url=other) as anonymous:
+        assert (await anonymous.get("/api/approvals")).status_code == 401
+
+    async with desk(other, desk_token(org)) as http:
+        listed = (await http.get("/api/approvals?status=pending")).json()
+        [item] = listed["approvals"]
+        assert item["id"] == str(pending["id"]) and item["tool"] == "team_refund"
+        assert item["sentence"] == sentence and item["arguments"] == REFUND.input
+        assert item["requester"]["userId"] == "vera"
+        assert item["excerpt"][-1]["role"] == "user"
+        assert "arrived broken" in item["excerpt"][-1]["text"]
+        assert item["deadline"] > item["requestedAt"]
+        assert (await refunds(pool, "ORD-77")) == before  # nothing ran yet
+
+        decided = await http.post(
+            f"/api/approvals/{item['id']}/decision",
+            json={"approved": True, "note": "checked the photos"},
+        )
+        assert decided.status_code == 200, decided.text
+        assert decided.json()["decision"] == "approved" and decided.json()["edited"] is False
+
+        # The visitor's open socket sees the rest of the same turn.
+        events = await client.recv_until(is_terminal("t1"))
+        assert collapse(kinds(events)) == RESUMED
+        result = events[0]["data"]["state"]["rawResponse"]["toolResult"]
+        assert result["isError"] is False and result["result"]["refunded"] == 120
+        assert (await refunds(pool, "ORD-77")) == [*before, "team:120"]
+
+        done = await row(pool, session_id)
+        assert done["decision"] == "approved" and done["decided_by"].startswith("sam ")
+        assert done["note"] == "checked the photos" and done["delivered_at"] is not None
+        # Decided once: a second decision and the visitor's confirm both find nothing.
+        again = await http.post(f"/api/approvals/{item['id']}/decision", json={"approved": False})
+        assert again.status_code == 409
+        assert (await http.get("/api/approvals")).json()["approvals"] == []
+    await client.close()
+
+
+def _jwt_env() -> dict[str, str]:
+    from tests.test_identity import AUDIENCE, ISSUER
+
+    return {"PARLEY_JWT_ISSUER": ISSUER, "PARLEY_JWT_AUDIENCE": AUDIENCE}
+
+
+async def test_edited_arguments_are_validated_then_run_exactly_as_approved(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    client, session_id, _ = await park(desk_gateway, org, fake_model, "Done, 80 EUR refunded.")
+    pending = await row(pool, session_id)
+    url = f"/api/approvals/{pending['id']}/decision"
+    async with desk(desk_gateway.http_url, desk_token(org, sub="max", role="manager")) as http:
+        for bad, field in [
+            ({"order_id": "ORD-77", "amount": 9000}, "amount"),
+            ({"order_id": "ORD-77", "amount": "80"}, "amount"),
+            ({"order_id": "nope", "amount": 80}, "order_id"),
+            ({"amount": 80}, ""),
+        ]:
+            refused = await http.post(url, json={"approved": True, "arguments": bad})
+            assert refused.status_code == 422, bad
+            assert field in [e["field"] for e in refused.json()["errors"]]
+        shape = await http.post(url, json={"approved": "yes"})
+        assert shape.status_code == 400
+        assert (await row(pool, session_id))["decision"] is None  # nothing decided
+
+        edited = {"order_id": "ORD-77", "amount": 80}
+        decided = await http.post(
+            url, json={"approved": True, "arguments": edited, "note": "partial: one item"}
+        )
+        assert decided.status_code == 200, decided.text
+        body = decided.json()
+        assert body["edited"] is True and body["arguments"] == edited
+
+    events = await client.recv_until(is_terminal("t1"))
+    assert collapse(kinds(events)) == RESUMED
+    await client.close()
+    # The tool ran with exactly the approved arguments, once.
+    assert (await refunds(pool, "ORD-77"))[-1] == "team:80"
+    audit = await row(pool, session_id)
+    assert audit["arguments"] == REFUND.input  # what was asked
+    assert audit["approved_arguments"] == edited  # what was approved
+    assert audit["note"] == "partial: one item" and audit["decided_by"].startswith("max ")
+    assert audit["description"] == "Refund 80 EUR on order ORD-77"  # the sentence, rebuilt
+    executed = await execution(pool, audit["turn_id"])
+    assert executed is not None and executed["arguments"] == edited
+    assert executed["decision_hash"] == audit["decision_hash"] == body["decisionHash"]
+    assert audit["decision_hash"] == approvals.decision_hash(
+        approval_id=str(audit["id"]),
+        tool_name="team_refund",
+        requested=REFUND.input,
+        approved_arguments=edited,
+        decision="approved",
+        decided_by=audit["decided_by"],
+        note="partial: one item",
+    )
+    # The model is told the arguments changed, and how.
+    told = fake_model.requests[-1].body["messages"][-1]["content"][0]
+    assert "changed its arguments" in told["content"] and "amount: 120 -> 80" in told["content"]
+    assert "partial: one item" in told["content"]
+
+
+async def test_two_approvers_at_once_exactly_one_wins(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    before = await refunds(pool, "ORD-77")
+    client, session_id, _ = await park(desk_gateway, org, fake_model, "Handled.")
+    pending = await row(pool, session_id)
+    url = f"/api/approvals/{pending['id']}/decision"
+    async with (
+        desk(desk_gateway.http_url, desk_token(org, sub="ann")) as ann,
+        desk(desk_gateway.http_url, desk_token(org, sub="bob", role="manager")) as bob,
+    ):
+        answers = await asyncio.gather(
+            *[
+                who.post(url, json={"approved": verdict})
+                for _ in range(4)
+                for who, verdict in ((ann, True), (bob, False))
+            ]
+        )
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(200) == 1 and set(statuses) <= {200, 404, 409}
+    [winner] = [a.json() for a in answers if a.status_code == 200]
+    events = await client.recv_until(is_terminal("t1"))
+    await client.close()
+    result = events[0]["data"]["state"]["rawResponse"]["toolResult"]
+    decided = await row(pool, session_id)
+    assert decided["decision"] == winner["decision"]
+    assert result["isError"] is (winner["decision"] == "denied")
+    ran = len(await refunds(pool, "ORD-77")) - len(before)
+    assert ran == (1 if winner["decision"] == "approved" else 0)
+
+
+async def test_a_tool_the_visitor_or_a_manager_may_approve(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    fake_model.enqueue(
+        Reply(tool_calls=[ToolCall("shared_cancel", {"order_id": "ORD-5"})]), Reply(text="Ok.")
+    )
+    async with await WsClient.open(desk_gateway.ws_url + f"?token={hs256(org=org)}") as client:
+        session = await client.create_session(str(uuid.uuid4()))
+        await client.send(
+            {
+                "action": "send_message",
+                "requestId": "s1",
+                "sessionId": session["sessionId"],
+                "message": "cancel ORD-5",
+            }
+        )
+        parked = await client.recv_until(lambda e: e["type"] == "stream_chunk")
+        sentence = parked[1]["data"]["data"]["actionDescription"]
+        assert not sentence.startswith("Waiting for a team member")
+        async with desk(desk_gateway.http_url, desk_token(org, role="manager")) as http:
+            [item] = (await http.get("/api/approvals")).json()["approvals"]
+            assert item["tool"] == "shared_cancel"
+        await client.send(
+            {
+                "action": "confirm_tool_action",
+                "requestId": "c",
+                "sessionId": session["sessionId"],
+                "approved": True,
+            }
+        )
+        events = await client.recv_until(is_terminal("s1"))
+        assert kinds(events)[0] == "immediate:200"
