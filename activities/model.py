@@ -184,7 +184,15 @@ class ModelActivities:
         description = self._tools.describe(name, arguments) if write else ""
         if write and VISITOR not in self._tools.approvers(name):
             description = TEAM_SENTENCE.format(sentence=description)
-        return ToolCall(call_id, name, arguments, write=write, description=description)
+        timeout = self._tools.approval_timeout(name) if write else None
+        return ToolCall(
+            call_id,
+            name,
+            arguments,
+            write=write,
+            description=description,
+            approval_timeout_seconds=timeout.total_seconds() if timeout else 0.0,
+        )
 
     async def _stream(
         self,

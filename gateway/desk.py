@@ -16,27 +16,48 @@ Both need a JWT (PARLEY_AUTH=jwt, `Authorization: Bearer`); with identity off th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+)
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.approvals import VERDICTS
 from gateway.auth import InvalidToken, principal_of
+from gateway.reconciler import signal_turn
 from gateway.services import Services
 from parley.identity import Principal
 from parley.logs import get_logger
 from parley.storage import approvals
 from parley.tools import VISITOR
+from parley.turn.types import Extension
+from workflows.turn import TurnWorkflow
 
 log = get_logger(__name__)
 
+M = TypeVar("M", bound=BaseModel)
 MAX_BODY = 64 * 1024
 MAX_NOTE = 2000
 MAX_LIST = 200
+
+
+MAX_EXTEND_SECONDS = 7 * 24 * 3600
+
+
+class ExtendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: StrictInt = Field(gt=0, le=MAX_EXTEND_SECONDS)
 
 
 class DecisionIn(BaseModel):
@@ -106,7 +127,7 @@ async def list_approvals(request: Request) -> Response:
     return JSONResponse({"org": principal.org, "approvals": [_pending_json(p) for p in found]})
 
 
-async def _body(request: Request) -> DecisionIn | Response:
+async def _body(request: Request, model: type[M]) -> M | Response:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
         return _error(413, f"the body is larger than {MAX_BODY} bytes")
@@ -116,7 +137,7 @@ async def _body(request: Request) -> DecisionIn | Response:
         if len(body) > MAX_BODY:
             return _error(413, f"the body is larger than {MAX_BODY} bytes")
     try:
-        return TypeAdapter(DecisionIn).validate_json(bytes(body))
+        return TypeAdapter(model).validate_json(bytes(body))
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -139,7 +160,7 @@ async def decide(request: Request) -> Response:
     approval_id = request.path_params["approval_id"]
     if len(approval_id) > 64:
         return _error(404, "no such pending approval")
-    decision = await _body(request)
+    decision = await _body(request, DecisionIn)
     if isinstance(decision, Response):
         return decision
     if decision.arguments is not None and not decision.approved:
@@ -199,7 +220,40 @@ async def decide(request: Request) -> Response:
     )
 
 
+async def extend(request: Request) -> Response:
+    """More time for a pending approval: its deadline moves `seconds` later (at most 30 days
+    from now), in PostgreSQL (confirms and desk decisions honour it at once) and in the
+    turn (its expiry timer)."""
+    principal = await _approver(request)
+    if isinstance(principal, Response):
+        return principal
+    body = await _body(request, ExtendIn)
+    if isinstance(body, Response):
+        return body
+    services: Services = request.app.state.services
+    approval_id = request.path_params["approval_id"]
+    async with services.pool.connection() as conn:
+        extended = await approvals.extend(
+            conn, approval_id, principal.org, _roles(principal), body.seconds
+        )
+        if extended is None:
+            if await approvals.decided_in_org(conn, approval_id, principal.org):
+                return _error(409, "this approval was decided (or expired) first")
+            return _error(404, "no such pending approval")
+    signalled = await signal_turn(
+        services.temporal,
+        extended.turn_id,
+        TurnWorkflow.extend_approval,
+        Extension(extended.approval_id, extended.deadline),
+    )
+    if not signalled:
+        return _error(503, "the deadline moved, but the turn could not be told yet; try again")
+    log.info("approval extended", approval=extended.approval_id)
+    return JSONResponse({"id": extended.approval_id, "deadline": extended.deadline.isoformat()})
+
+
 routes = [
     Route("/api/approvals", list_approvals, methods=["GET"]),
     Route("/api/approvals/{approval_id}/decision", decide, methods=["POST"]),
+    Route("/api/approvals/{approval_id}/extend", extend, methods=["POST"]),
 ]

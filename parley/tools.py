@@ -41,6 +41,7 @@ import inspect
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import jsonschema
@@ -115,6 +116,7 @@ class Tool:
     write: bool = False
     describe: Describer | None = None
     approvers: tuple[str, ...] = (VISITOR,)
+    approval_timeout: timedelta | None = None  # None: PARLEY_APPROVAL_TIMEOUT
 
     @property
     def visitor_approves(self) -> bool:
@@ -167,6 +169,19 @@ def approvers_of(name: str, approvers: list[str] | tuple[str, ...] | None) -> tu
     return names
 
 
+MAX_APPROVAL_TIMEOUT = timedelta(days=30)
+
+
+def timeout_of(name: str, timeout: timedelta | float | None) -> timedelta | None:
+    """A tool's approval timeout, checked: more than 0, at most 30 days."""
+    if timeout is None:
+        return None
+    value = timeout if isinstance(timeout, timedelta) else timedelta(seconds=timeout)
+    if not timedelta(0) < value <= MAX_APPROVAL_TIMEOUT:
+        raise ValueError(f"tool {name}: approval_timeout must be more than 0 and at most 30 days")
+    return value
+
+
 def default_description(name: str, arguments: dict[str, Any]) -> str:
     shown = ", ".join(f"{k}={v!r}" for k, v in arguments.items()) or "no arguments"
     return f"Run {name} with {shown}"
@@ -203,14 +218,24 @@ class ToolRegistry:
         write: bool = False,
         describe: Describer | None = None,
         approvers: list[str] | tuple[str, ...] | None = None,
+        approval_timeout: timedelta | float | None = None,
     ) -> Tool:
         """Add a tool defined from data; `handler` takes the arguments dict. `approvers`:
-        who may approve its calls (`"visitor"` and/or role names; default the visitor)."""
+        who may approve its calls (`"visitor"` and/or role names; default the visitor);
+        `approval_timeout` (a timedelta or seconds): how long its approvals wait (default
+        `PARLEY_APPROVAL_TIMEOUT`)."""
         jsonschema.Draft202012Validator.check_schema(parameters)
         if parameters.get("type") != "object":
             raise ValueError(f"tool {name}: parameters must be a JSON schema of type 'object'")
         tool = Tool(
-            name, description, parameters, handler, write, describe, approvers_of(name, approvers)
+            name,
+            description,
+            parameters,
+            handler,
+            write,
+            describe,
+            approvers_of(name, approvers),
+            timeout_of(name, approval_timeout),
         )
         self._tools[name] = tool
         return tool
@@ -223,6 +248,7 @@ class ToolRegistry:
         write: bool = False,
         describe: Describer | None = None,
         approvers: list[str] | tuple[str, ...] | None = None,
+        approval_timeout: timedelta | float | None = None,
     ) -> Any:
         """Decorator: the function's name, docstring and hints become the tool."""
 
@@ -243,6 +269,7 @@ class ToolRegistry:
                 write=write,
                 describe=describe,
                 approvers=approvers,
+                approval_timeout=approval_timeout,
             )
             return func
 
@@ -266,6 +293,11 @@ class ToolRegistry:
         """Who may approve a call of `name` (a write by pattern only: the visitor)."""
         tool = self._tools.get(name)
         return tool.approvers if tool is not None else (VISITOR,)
+
+    def approval_timeout(self, name: str) -> timedelta | None:
+        """How long a call of `name` waits for approval (None: the deployment's timeout)."""
+        tool = self._tools.get(name)
+        return tool.approval_timeout if tool is not None else None
 
     def is_write(self, name: str, confirm_patterns: list[str]) -> bool:
         """Declared a write, or named like one of `PARLEY_CONFIRM_TOOLS`' patterns."""

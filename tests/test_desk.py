@@ -7,6 +7,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -15,7 +16,7 @@ import pytest
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from parley.storage import approvals
-from parley.tools import TEAM_SENTENCE
+from parley.tools import TEAM_SENTENCE, ToolRegistry
 from tests.conftest import Processes
 from tests.helpers import GatewayServer, WsClient, collapse, is_terminal, kinds, running_gateway
 from tests.test_identity import SECRET, hs256, jwt_settings
@@ -302,3 +303,89 @@ async def test_a_tool_the_visitor_or_a_manager_may_approve(
         )
         events = await client.recv_until(is_terminal("s1"))
         assert kinds(events)[0] == "immediate:200"
+
+
+async def park_hasty(gateway: GatewayServer, org: str, fake_model: FakeAnthropic) -> Any:
+    fake_model.enqueue(
+        Reply(tool_calls=[ToolCall("hasty_refund", {"order_id": "ORD-9"})]), Reply(text="So.")
+    )
+    client = await WsClient.open(gateway.ws_url + f"?token={hs256(sub='vic', org=org)}")
+    session = await client.create_session(str(uuid.uuid4()))
+    await client.send(
+        {
+            "action": "send_message",
+            "requestId": "h1",
+            "sessionId": session["sessionId"],
+            "message": "Refund ORD-9",
+        }
+    )
+    parked = await client.recv_until(lambda e: e["type"] == "stream_chunk")
+    assert kinds(parked) == ["immediate:202", "write_confirmation_required", "chunk:toolCall"]
+    return client, session["sessionId"]
+
+
+async def test_a_tools_own_timeout_expires_it_as_an_expiry_not_a_denial(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    client, session_id = await park_hasty(desk_gateway, org, fake_model)
+    asked = await row(pool, session_id)
+    # The tool's 2 s, not PARLEY_APPROVAL_TIMEOUT's 30 minutes.
+    assert (asked["deadline"] - asked["created_at"]).total_seconds() < 10
+    events = await client.recv_until(is_terminal("h1"), timeout=60)
+    await client.close()
+    assert collapse(kinds(events)) == RESUMED
+    result = events[0]["data"]["state"]["rawResponse"]["toolResult"]
+    assert result["isError"] is True
+    assert "expired" in result["result"] and "declined" not in result["result"]
+    expired = await row(pool, session_id)
+    assert expired["decision"] == "expired" and expired["decided_by"] == "timeout"
+    told = fake_model.requests[-1].body["messages"][-1]["content"][0]
+    assert "expired" in told["content"]
+
+
+async def test_the_desk_extends_a_deadline_past_the_tools_timeout(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    client, session_id = await park_hasty(desk_gateway, org, fake_model)
+    asked = await row(pool, session_id)
+    async with desk(desk_gateway.http_url, desk_token(org)) as http:
+        bad = await http.post(f"/api/approvals/{asked['id']}/extend", json={"seconds": 0})
+        assert bad.status_code == 400
+        extended = await http.post(f"/api/approvals/{asked['id']}/extend", json={"seconds": 600})
+        assert extended.status_code == 200, extended.text
+        moved = await row(pool, session_id)
+        assert (moved["deadline"] - asked["deadline"]).total_seconds() == 600
+        # The turn's first timer (the tool's 2 s) fires; the approval is still pending.
+        handle = desk_gateway.services.temporal.get_workflow_handle(asked["turn_id"])
+        async with asyncio.timeout(30):
+            while not any(
+                e.HasField("timer_fired_event_attributes")
+                for e in (await handle.fetch_history()).events
+            ):
+                await asyncio.sleep(0.2)
+        assert (await row(pool, session_id))["decision"] is None
+        [item] = (await http.get("/api/approvals")).json()["approvals"]
+        assert item["deadline"] == moved["deadline"].isoformat()
+        decided = await http.post(f"/api/approvals/{asked['id']}/decision", json={"approved": True})
+        assert decided.status_code == 200
+    events = await client.recv_until(is_terminal("h1"))
+    await client.close()
+    result = events[0]["data"]["state"]["rawResponse"]["toolResult"]
+    assert result["isError"] is False and result["result"]["refunded"] is True
+    assert (await row(pool, session_id))["decision"] == "approved"
+
+
+def test_the_tool_api_checks_approvers_and_timeouts() -> None:
+    registry = ToolRegistry()
+    schema = {"type": "object", "properties": {}}
+    made = registry.register(
+        "t", "d", schema, lambda a: 1, write=True, approvers=["support"], approval_timeout=90
+    )
+    assert made.approvers == ("support",) and made.approval_timeout == timedelta(seconds=90)
+    assert registry.register("v", "d", schema, lambda a: 1, write=True).approvers == ("visitor",)
+    for bad in ([], [""], "support", ["x" * 200]):
+        with pytest.raises((ValueError, TypeError)):
+            registry.register("b", "d", schema, lambda a: 1, approvers=bad)
+    for timeout in (0, -1, timedelta(days=31)):
+        with pytest.raises(ValueError):
+            registry.register("b", "d", schema, lambda a: 1, approval_timeout=timeout)

@@ -17,6 +17,7 @@ fake model) with one command, which records every scenario and then replays the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -26,7 +27,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from pydantic import SecretStr
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowHistory
@@ -40,6 +43,7 @@ from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from parley.turn.types import TurnInput, TurnOutcome
 from tests.helpers import GatewayServer, WsClient, is_terminal, kinds, run_turn, tokens
 from tests.test_approvals import REFUND, confirm, park
+from tests.test_identity import AUDIENCE, ISSUER, SECRET, hs256
 from tests.test_interactions import ASK_CONTACT, SUPPORTS, submit
 from workflows.turn import BUDGET_NOTICE, TurnWorkflow
 
@@ -127,6 +131,7 @@ class Take:
     session: dict[str, Any]
     model: FakeAnthropic
     request_id: str = "rec"
+    gateway: GatewayServer | None = None  # the gateway it runs on (for the desk's HTTP API)
 
     @property
     def session_id(self) -> str:
@@ -244,6 +249,39 @@ async def interaction_not_shown(t: Take) -> None:
     assert tool_result(events)["result"]["status"] == "no_response"
 
 
+async def desk_extended_edited(t: Take) -> None:
+    """A team-approved write (2 s timeout): the desk extends it, its first timer fires, then
+    an approver approves it with edited arguments."""
+    assert t.gateway is not None
+    t.model.enqueue(Reply(tool_calls=[ToolCall("hasty_refund", {"order_id": "ORD-1"})]))
+    t.model.enqueue(Reply(text="Refunded."))
+    await park(t.client, t.session, t.request_id)
+    async with t.gateway.services.pool.connection() as conn:
+        cur = await conn.execute(
+            "select id, turn_id from approvals where session_id = %s", (t.session_id,)
+        )
+        asked = await cur.fetchone()
+    assert asked is not None
+    token = hs256(sub="sam", org=t.gateway.services.settings.org, role="support")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=t.gateway.http_url, headers=headers) as http:
+        url = f"/api/approvals/{asked['id']}"
+        assert (await http.post(f"{url}/extend", json={"seconds": 600})).status_code == 200
+        handle = t.gateway.services.temporal.get_workflow_handle(asked["turn_id"])
+        async with asyncio.timeout(30):
+            while not any(
+                e.HasField("timer_fired_event_attributes")
+                for e in (await handle.fetch_history()).events
+            ):
+                await asyncio.sleep(0.2)
+        decided = await http.post(
+            f"{url}/decision", json={"approved": True, "arguments": {"order_id": "ORD-2"}}
+        )
+        assert decided.status_code == 200
+    events = await t.client.recv_until(is_terminal(t.request_id))
+    assert tool_result(events)["result"].endswith('"refunded": true}')
+
+
 async def escalated(t: Take) -> None:
     """The model hands the conversation to a person: the turn ends with the escalation."""
     call = ToolCall("escalate_to_human", {"reason": "The customer asks for a person."})
@@ -287,6 +325,18 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "interaction_not_shown": Scenario(interaction_not_shown, Shape(ASKED, timers_fired=1)),
     "escalated": Scenario(escalated, Shape(READ, timers_fired=1)),
+    # The tool's own timer fired (the linger is the other), yet the write ran: the desk's
+    # extension started a second approval timer, which the verdict then cancelled.
+    "desk_extended_edited": Scenario(
+        desk_extended_edited,
+        Shape(WRITE, verdicts=1, timers_fired=2),
+        settings={
+            "auth": "jwt",
+            "jwt_secret": SecretStr(SECRET),
+            "jwt_issuer": ISSUER,
+            "jwt_audience": AUDIENCE,
+        },
+    ),
 }
 
 
@@ -369,7 +419,7 @@ async def test_record_history(
         _gateway_for(scenario, gateway, settings) as gw,
         await WsClient.open(gw.ws_url) as client,
     ):
-        take = Take(client, await client.create_session(str(uuid.uuid4())), fake_model)
+        take = Take(client, await client.create_session(str(uuid.uuid4())), fake_model, gateway=gw)
         await scenario.drive(take)
     handle = temporal_env.client.get_workflow_handle(
         await _workflow_id(gateway, take.session_id, take.request_id)

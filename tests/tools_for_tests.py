@@ -120,3 +120,15 @@ register(
 def shared_cancel(order_id: str) -> str:
     """Cancel an order: the visitor or a manager may approve it."""
     return f"cancelled {order_id}"
+
+
+# A team-approved write whose approvals wait 2 s only (the desk's deadline tests).
+register(
+    "hasty_refund",
+    "Refund an order, if someone approves it quickly.",
+    {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+    handler=lambda args: {"order_id": args["order_id"], "refunded": True},
+    write=True,
+    approvers=["support"],
+    approval_timeout=2,
+)

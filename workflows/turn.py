@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
         ApprovalInput,
         Decision,
         EndStatus,
+        Extension,
         FinishInput,
         FinishOutput,
         InteractionInput,
@@ -126,6 +127,7 @@ class TurnWorkflow:
         self.events = self.stream.topic(EVENTS_TOPIC, type=TURN_EVENT)
         self.inp = inp
         self.decisions: dict[str, bool] = {}
+        self.extended: dict[str, datetime] = {}  # approvals' deadlines the desk moved later
         self.answered: set[str] = set()  # interactions a visitor answered
         self.published = 0  # items this workflow published (model calls publish their own)
         self.truncated: Literal["length", "budget"] | None = None  # what ended the reply early
@@ -304,14 +306,23 @@ class TurnWorkflow:
         """A person's claimed decision, delivered by the gateway that won the claim."""
         self.decisions.setdefault(decision.approval_id, decision.approved)
 
+    @workflow.signal(name="extend_approval")
+    def extend_approval(self, extension: Extension) -> None:
+        """The desk gave an approval more time (its deadline only ever moves later)."""
+        known = self.extended.get(extension.approval_id)
+        if known is None or extension.deadline > known:
+            self.extended[extension.approval_id] = extension.deadline
+
     async def _park(self, turn: str, call: ToolCall) -> Verdict:
-        """Ask a person, and wait (durably) for their decision or the deadline.
+        """Ask a person, and wait (durably) for their decision or the deadline: the tool's
+        own approval timeout, else the turn's, moved later by the desk's extensions.
 
         The database holds the one decision: at the deadline the expiry only wins if no
         confirm claimed the approval first.
         """
         approval_id = str(workflow.uuid4())
-        timeout = timedelta(seconds=self.inp.approval_timeout_seconds)
+        seconds = call.approval_timeout_seconds or self.inp.approval_timeout_seconds
+        timeout = timedelta(seconds=seconds)
         await self._activity(
             ApprovalActivities.record_approval,
             ApprovalInput(
@@ -326,7 +337,19 @@ class TurnWorkflow:
         )
         self._publish(ApprovalAsked(approval_id, call.name, call.description))
         self._publish_call(call)
-        if not await self._until(lambda: approval_id in self.decisions, timeout, "approval"):
+
+        def decided() -> bool:
+            return approval_id in self.decisions
+
+        waited = await self._until(decided, timeout, "approval")
+        # An extension only adds timers after the first one fired: a turn nobody extended
+        # issues the commands it always did.
+        while not waited and (later := self.extended.get(approval_id)) is not None:
+            remaining = later - workflow.now()
+            if remaining <= timedelta(0):
+                break
+            waited = await self._until(decided, remaining, "approval (extended)")
+        if not waited:
             return await self._activity(ApprovalActivities.expire_approval, approval_id, STORAGE)
         return "approved" if self.decisions[approval_id] else "denied"
 

@@ -418,3 +418,31 @@ async def set_description(conn: Conn, approval_id: str, description: str) -> Non
         "update approvals set description = %s where id = %s",
         (description, uuid.UUID(approval_id)),
     )
+
+
+@dataclass(frozen=True)
+class Extended:
+    approval_id: str
+    turn_id: str
+    deadline: datetime
+
+
+async def extend(
+    conn: Conn, approval_id: str, org_id: str, roles: list[str], seconds: int
+) -> Extended | None:
+    """Move a pending, unexpired approval's deadline `seconds` later (at most 30 days from
+    now); None when it is not pending (or not the desk's to extend)."""
+    aid = as_uuid(approval_id)
+    if aid is None:
+        return None
+    cur = await conn.execute(
+        "update approvals set deadline = least(deadline + make_interval(secs => %s),"
+        " now() + interval '30 days')"
+        " where id = %s and org_id = %s and decision is null and deadline > now()"
+        " and approvers && %s::text[] returning id, turn_id, deadline",
+        (seconds, aid, org_id, roles),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return Extended(str(row["id"]), row["turn_id"], row["deadline"])

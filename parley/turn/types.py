@@ -63,6 +63,8 @@ class ToolCall:
     write: bool = False  # parks the turn for a person's approval
     description: str = ""  # the sentence that person decides on
     offered: bool = True  # False: the request did not offer this tool (a skill's), it never runs
+    # How long its approval waits (the tool's own `approval_timeout`; 0: the turn's).
+    approval_timeout_seconds: float = 0.0
 
 
 @dataclass
@@ -155,6 +157,15 @@ class Decision:
 
     approval_id: str
     approved: bool
+
+
+@dataclass
+class Extension:
+    """The `extend_approval` signal: the desk moved an approval's deadline later (already
+    recorded in PostgreSQL)."""
+
+    approval_id: str
+    deadline: datetime
 
 
 @dataclass
