@@ -24,6 +24,7 @@ from activities.interactions import InteractionActivities
 from activities.live import LiveNotifier
 from activities.log_context import LogContextInterceptor
 from activities.model import ModelActivities
+from activities.notify import NotifyActivities
 from activities.storage import StorageActivities
 from activities.tools import ToolActivities
 from parley import metrics, temporal_client, tools, tracing
@@ -37,6 +38,7 @@ from parley.settings import Settings, get_settings
 from parley.storage import db
 from parley.storage.db import Pool
 from parley.stores import StoresNotConfigured, resolve_stores
+from workflows.notify import ApprovalNoticeWorkflow
 from workflows.turn import TurnWorkflow
 
 log = get_logger("parley.worker")
@@ -66,7 +68,9 @@ def turn_activities(
     storage = StorageActivities(pool)
     approval = ApprovalActivities(pool, tools.registry)
     interaction = InteractionActivities(pool)
+    notify = NotifyActivities(pool)
     return [
+        notify.deliver_approval_notice,
         model.call_model,
         tool_runner.run_tool,
         storage.finish_turn,
@@ -124,7 +128,7 @@ async def run_worker(
         worker = Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[TurnWorkflow],
+            workflows=[TurnWorkflow, ApprovalNoticeWorkflow],
             activities=turn_activities(pool, settings, llm, live),
             interceptors=[LogContextInterceptor()],
             max_heartbeat_throttle_interval=timedelta(seconds=1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from temporalio import activity
 
+from activities.notify import announce
 from parley.storage import approvals
 from parley.storage.db import Pool
 from parley.tools import ToolRegistry
@@ -39,6 +40,7 @@ class ApprovalActivities:
                 approvers=tool.approvers if tool is not None else ("visitor",),
                 parameters=tool.parameters if tool is not None else None,
             )
+            await announce(conn, inp.approval_id, "requested")
 
     @activity.defn(name="expire_approval")
     async def expire_approval(self, approval_id: str) -> Verdict:

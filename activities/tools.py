@@ -20,6 +20,7 @@ from typing import Any
 from temporalio import activity
 
 from activities.heartbeat import heartbeating
+from activities.notify import announce
 from activities.telemetry import tool_call
 from parley.interactions.tools import result as interaction_result
 from parley.logs import get_logger
@@ -48,6 +49,8 @@ NOT_RUN = {
 }
 
 
+# The webhook event a parked write's verdict is announced as (a cancel is not announced).
+ANNOUNCED = {"approved": "decided", "denied": "decided", "expired": "expired"}
 TAMPERED = "The approval's record no longer matches its decision, so it was not performed."
 
 
@@ -84,6 +87,10 @@ class ToolActivities:
                         value = _edited(call.name, approved, value)
             else:
                 value, is_error = await self._invoke(call, await _context(inp, conn))
+            if inp.verdict in ANNOUNCED:
+                approval = await approvals.approval_of_call(conn, inp.turn_id, call.id)
+                if approval is not None:
+                    await announce(conn, approval, ANNOUNCED[inp.verdict])
             text = _as_text(value)
             await context.save_tool_result(
                 conn, inp.turn_id, inp.iteration, call.id, text, is_error

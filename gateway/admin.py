@@ -2,7 +2,8 @@
 `DELETE /admin/documents/{id}`, and `PUT /admin/users/{id}/groups` for group access lists),
 skills (`PUT`, `GET` and `DELETE /admin/skills/{name}`, `GET /admin/skills`), and the human
 team's queue of escalated conversations (`GET /admin/escalations`,
-`POST /admin/escalations/{id}/resolve`).
+`POST /admin/escalations/{id}/resolve`), and the approvals webhook (`PUT`, `GET` and
+`DELETE /admin/webhook`).
 
 Guarded by a bearer token (`PARLEY_ADMIN_TOKEN`, at least 32 characters: a shorter one stops
 the gateway at start-up); with no token configured the endpoints answer 404, as if they did
@@ -40,7 +41,7 @@ from parley.knowledge.types import Access, Document, file_name
 from parley.logs import get_logger
 from parley.settings import Settings
 from parley.skills import Skill
-from parley.storage import agent_widget, escalations, sessions
+from parley.storage import agent_widget, escalations, sessions, webhooks
 from parley.storage import skills as skill_store
 from parley.storage.agent_widget import WidgetProfile
 
@@ -103,6 +104,18 @@ class SkillIn(BaseModel):
         if not self.prompt.strip():
             raise ValueError("a skill's prompt must not be blank")
         return self
+
+
+MIN_WEBHOOK_SECRET = 32
+MAX_WEBHOOK_URL = 2000
+
+
+class WebhookIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=8, max_length=MAX_WEBHOOK_URL, pattern=r"^https?://\S+$")
+    secret: str = Field(min_length=MIN_WEBHOOK_SECRET, max_length=256)
+    org: ShortId | None = None
 
 
 class GroupsIn(BaseModel):
@@ -413,7 +426,38 @@ async def get_agent_widget(request: Request, services: Services) -> Response:
     return JSONResponse({"agent": agent_id, "org": org, **asdict(profile)})
 
 
+async def put_webhook(request: Request, services: Services) -> Response:
+    """The organization's approvals webhook: its URL, and the secret that signs each POST
+    (never shown again, never sent)."""
+    body = _parse(WebhookIn, await read_body(request, 16 * 1024))
+    org = _org(request, services, body.org)
+    async with services.pool.connection() as conn:
+        await webhooks.set_webhook(conn, org, body.url, body.secret)
+    return JSONResponse({"org": org, "url": body.url})
+
+
+async def get_webhook(request: Request, services: Services) -> Response:
+    org = _org(request, services)
+    async with services.pool.connection() as conn:
+        hook = await webhooks.webhook(conn, org)
+    if hook is None:
+        raise Refused(404, "no webhook")
+    return JSONResponse({"org": org, "url": hook.url})
+
+
+async def delete_webhook(request: Request, services: Services) -> Response:
+    org = _org(request, services)
+    async with services.pool.connection() as conn:
+        deleted = await webhooks.delete_webhook(conn, org)
+    if not deleted:
+        raise Refused(404, "no webhook")
+    return Response(status_code=204)
+
+
 routes = [
+    Route("/admin/webhook", _admin(put_webhook), methods=["PUT"]),
+    Route("/admin/webhook", _admin(get_webhook), methods=["GET"]),
+    Route("/admin/webhook", _admin(delete_webhook), methods=["DELETE"]),
     Route("/admin/agents/{agent_id}/widget", _admin(put_agent_widget), methods=["PUT"]),
     Route("/admin/agents/{agent_id}/widget", _admin(get_agent_widget), methods=["GET"]),
     Route("/admin/documents", _admin(put_document), methods=["POST"]),

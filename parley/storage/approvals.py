@@ -446,3 +446,13 @@ async def extend(
     if row is None:
         return None
     return Extended(str(row["id"]), row["turn_id"], row["deadline"])
+
+
+async def approval_of_call(conn: Conn, turn_id: str, tool_call_id: str) -> str | None:
+    """The id of the approval a turn's tool call parked on."""
+    cur = await conn.execute(
+        "select id from approvals where turn_id = %s and tool_call_id = %s",
+        (turn_id, tool_call_id),
+    )
+    row = await cur.fetchone()
+    return str(row["id"]) if row is not None else None

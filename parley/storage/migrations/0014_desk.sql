@@ -13,3 +13,12 @@ create index approvals_pending_by_org on approvals (org_id, deadline) where deci
 
 -- The decision a write ran under: executed = approved, provable from the two rows.
 alter table tool_executions add column decision_hash text;
+
+-- Where an organization's approvals are announced: a signed POST per requested, decided
+-- and expired approval (`parley.webhooks`). The secret signs; it is never sent.
+create table org_webhooks (
+    org_id      text primary key,
+    url         text not null,
+    secret      text not null,
+    updated_at  timestamptz not null default now()
+);

@@ -1,0 +1,63 @@
+"""Signed webhooks: how Parley signs an announcement, and how a receiver checks it.
+
+Every POST carries `X-Parley-Signature: t=<unix seconds>,v1=<hex>`, where `v1` is
+HMAC-SHA256 over `"<t>." + body` (the raw bytes) with the organization's secret. A receiver
+recomputes it, compares in constant time, and refuses a timestamp older than it tolerates
+(replays): `verify(secret, header, body)` does all three.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+
+SIGNATURE_HEADER = "X-Parley-Signature"
+EVENT_HEADER = "X-Parley-Event"
+DELIVERY_HEADER = "X-Parley-Delivery"
+DEFAULT_TOLERANCE_SECONDS = 300
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return mac.hexdigest()
+
+
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    """The `X-Parley-Signature` header's value for `body`, now (or at `timestamp`)."""
+    stamp = int(time.time()) if timestamp is None else timestamp
+    return f"t={stamp},v1={signature(secret, stamp, body)}"
+
+
+def verify(
+    secret: str,
+    header: str,
+    body: bytes,
+    *,
+    tolerance: int = DEFAULT_TOLERANCE_SECONDS,
+    now: int | None = None,
+) -> bool:
+    """Whether `header` signs `body` with `secret`, within `tolerance` seconds of now."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    stamp, given = fields.get("t", ""), fields.get("v1", "")
+    if not stamp.isdigit() or not given:
+        return False
+    current = int(time.time()) if now is None else now
+    if abs(current - int(stamp)) > tolerance:
+        return False
+    return hmac.compare_digest(signature(secret, int(stamp), body), given)
+
+
+@dataclass
+class NoticeInput:
+    """One announcement of one approval: `event` is requested, decided or expired."""
+
+    approval_id: str
+    event: str
+
+
+def notice_id(approval_id: str, event: str) -> str:
+    """The announcement's workflow id and delivery id: one per approval and event, so a
+    retried activity that starts it twice announces it once."""
+    return f"approval-notice-{approval_id}-{event}"
