@@ -1,4 +1,5 @@
-"""The gateway's ASGI app: WebSocket `/ws`, `/healthz`, `/readyz`, `/metrics`.
+"""The gateway's ASGI app: WebSocket `/ws`, `/healthz`, `/readyz`, `/metrics`, the chat page
+`/`, the approvals desk `/desk` and its API (`gateway.desk`).
 
 Serve it with `parley gateway`, or `uvicorn gateway.app:app --ws-max-size 262144` (the size
 cap is what closes an oversized frame with 1009 before it is buffered whole).
@@ -141,6 +142,11 @@ async def chat_page(_: Request) -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html")
 
 
+async def desk_page(_: Request) -> FileResponse:
+    """The approvals desk: team members decide parked writes (`gateway.desk`'s API)."""
+    return FileResponse(STATIC / "desk.html", media_type="text/html")
+
+
 async def healthz(_: Request) -> PlainTextResponse:
     """The process is alive (no dependency checks: that is /readyz)."""
     return PlainTextResponse("ok")
@@ -225,6 +231,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     return Starlette(
         routes=[
             Route("/", chat_page),
+            Route("/desk", desk_page),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *codec.routes(settings),
