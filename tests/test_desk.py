@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from smooth_operator.types import GetMessagesResponse
 
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
@@ -389,3 +390,29 @@ def test_the_tool_api_checks_approvers_and_timeouts() -> None:
     for timeout in (0, -1, timedelta(days=31)):
         with pytest.raises(ValueError):
             registry.register("b", "d", schema, lambda a: 1, approval_timeout=timeout)
+
+
+async def test_a_visitor_who_left_finds_the_decided_turn_on_their_next_visit(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    client, session_id, _ = await park(desk_gateway, org, fake_model, "Refunded while away.")
+    await client.close()  # the visitor leaves while the turn is parked
+    pending = await row(pool, session_id)
+    async with desk(desk_gateway.http_url, desk_token(org)) as http:
+        decided = await http.post(
+            f"/api/approvals/{pending['id']}/decision", json={"approved": True}
+        )
+        assert decided.status_code == 200
+    handle = desk_gateway.services.temporal.get_workflow_handle(pending["turn_id"])
+    assert (await handle.result())["status"] == "completed"
+    token = hs256(sub="vera", org=org)
+    async with await WsClient.open(desk_gateway.ws_url + f"?token={token}") as again:
+        reply = await again.request(
+            {"action": "get_conversation_messages", "requestId": "h", "sessionId": session_id}
+        )
+    page = GetMessagesResponse.model_validate(reply["data"])
+    newest = page.messages[0]
+    assert newest.direction == "outbound" and newest.content.text == "Refunded while away."
+    shown = newest.content.structured_response
+    assert shown is not None
+    assert [d["outcome"] for d in shown["decisions"]] == ["approved"]

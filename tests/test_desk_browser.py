@@ -32,6 +32,18 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
     # The chat page connects anonymously: its session is in the deployment's organization.
     token = desk_token(settings.org, sub="sam")
     async with chromium() as browser:
+        # The desk is open before anything waits: the approval appears without a reload.
+        agent = await (await browser.new_context()).new_page()
+        await agent.goto(desk_gateway.http_url + "/desk")
+        await agent.fill("#token", desk_token(settings.org, sub="nobody", role=None))
+        await agent.click("#signin-button")
+        await expect(agent.locator("#status")).to_have_attribute("data-state", "error")
+        await expect(agent.locator("#status")).to_contain_text("no role")
+        await agent.fill("#token", token)
+        await agent.click("#signin-button")
+        await expect(agent.locator("#status")).to_have_attribute("data-state", "online")
+        await expect(agent.locator(".empty")).to_have_text("Nothing waits for you.")
+
         visitor = await (await browser.new_context()).new_page()
         await visitor.goto(desk_gateway.http_url + "/")
         await expect(visitor.locator("#status")).to_have_attribute("data-state", "online")
@@ -43,11 +55,6 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         )
         await screenshot(visitor, "desk-visitor-waiting")
 
-        agent = await (await browser.new_context()).new_page()
-        await agent.goto(desk_gateway.http_url + "/desk")
-        await agent.fill("#token", token)
-        await agent.click("#signin-button")
-        await expect(agent.locator("#status")).to_have_attribute("data-state", "online")
         card = agent.locator("article.approval", has_text="ORD-4242")
         await expect(card).to_contain_text("Refund 120 EUR on order ORD-4242")
         await expect(card.locator(".excerpt")).to_contain_text(MESSAGE)
