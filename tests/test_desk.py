@@ -416,3 +416,10 @@ async def test_a_visitor_who_left_finds_the_decided_turn_on_their_next_visit(
     shown = newest.content.structured_response
     assert shown is not None
     assert [d["outcome"] for d in shown["decisions"]] == ["approved"]
+
+
+async def test_without_identity_the_desk_api_does_not_exist(gateway: GatewayServer) -> None:
+    async with httpx.AsyncClient(base_url=gateway.http_url) as http:
+        assert (await http.get("/api/approvals")).status_code == 404
+        decision = await http.post(f"/api/approvals/{uuid.uuid4()}/decision", json={})
+        assert decision.status_code == 404

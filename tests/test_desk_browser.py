@@ -84,7 +84,9 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         await expect(chat).to_contain_text("approved a refund of 80 EUR")
         await expect(chat).to_contain_text("Approved and done.")
         await screenshot(visitor, "desk-visitor-done")
-        await expect(agent.locator("#decided")).to_contain_text("Approved with your changes.")
+        await expect(agent.locator("#decided")).to_contain_text(
+            'Approved with your changes. team_refund (amount=80, order_id="ORD-4242")'
+        )
         await expect(agent.locator(".empty")).to_have_text("Nothing waits for you.")
 
     async with pool.connection() as conn:
