@@ -8,7 +8,8 @@ note?}` decides one: edited `arguments` are validated against the tool's schema 
 the errors, nothing decided), the decision is one guarded UPDATE (of concurrent deciders,
 the visitor's confirm and the expiry, exactly one wins; the others get 409), bound by a hash
 to the requested and approved arguments, then signalled to the same durable turn, which
-goes on where it parked (the visitor's open socket sees the rest of it).
+goes on where it parked (the visitor's open socket sees the rest of it). Nobody decides
+on their own request: a principal whose session asked gets 403.
 
 Both need a JWT (PARLEY_AUTH=jwt, `Authorization: Bearer`); with identity off they answer
 404, as if they did not exist.
@@ -173,6 +174,9 @@ async def decide(request: Request) -> Response:
             if await approvals.decided_in_org(conn, approval_id, principal.org):
                 return _error(409, "this approval was decided (or expired) first")
             return _error(404, "no such pending approval")
+        if pending.owner_subject == principal.subject:
+            # Four eyes: whoever asked (their session's principal) does not approve it.
+            return _error(403, "you cannot decide on your own request")
         edited = decision.arguments
         if edited is not None:
             if pending.parameters is None:

@@ -423,3 +423,31 @@ async def test_without_identity_the_desk_api_does_not_exist(gateway: GatewayServ
         assert (await http.get("/api/approvals")).status_code == 404
         decision = await http.post(f"/api/approvals/{uuid.uuid4()}/decision", json={})
         assert decision.status_code == 404
+
+
+async def test_a_team_member_does_not_approve_their_own_request(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    fake_model.enqueue(Reply(tool_calls=[REFUND]), Reply(text="Declined by a colleague."))
+    own = hs256(sub="sam", org=org, role="support")  # a support agent chatting as a visitor
+    async with await WsClient.open(desk_gateway.ws_url + f"?token={own}") as client:
+        session = await client.create_session(str(uuid.uuid4()))
+        await client.send(
+            {
+                "action": "send_message",
+                "requestId": "t1",
+                "sessionId": session["sessionId"],
+                "message": "refund my own order",
+            }
+        )
+        await client.recv_until(lambda e: e["type"] == "stream_chunk")
+        pending = await row(pool, session["sessionId"])
+        url = f"/api/approvals/{pending['id']}/decision"
+        async with desk(desk_gateway.http_url, own) as http:
+            refused = await http.post(url, json={"approved": True})
+            assert refused.status_code == 403 and "own request" in refused.json()["error"]
+        assert (await row(pool, session["sessionId"]))["decision"] is None
+        async with desk(desk_gateway.http_url, desk_token(org, sub="kim")) as colleague:
+            assert (await colleague.post(url, json={"approved": False})).status_code == 200
+        events = await client.recv_until(is_terminal("t1"))
+        assert collapse(kinds(events)) == RESUMED

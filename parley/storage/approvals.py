@@ -235,11 +235,12 @@ class Pending:
     conversation_id: str
     requester: dict[str, Any]
     excerpt: list[dict[str, Any]] = field(default_factory=list)
+    owner_subject: str | None = None  # the session's principal, when a token opened it
 
 
 PENDING_COLUMNS = (
     "select a.id, a.tool_name, a.description, a.arguments, a.parameters, a.approvers,"
-    " a.created_at, a.deadline, s.conversation_id, p.external_id, p.name"
+    " a.created_at, a.deadline, s.conversation_id, s.owner_subject, p.external_id, p.name"
     " from approvals a join sessions s on s.id = a.session_id"
     " join participants p on p.id = s.user_participant_id"
 )
@@ -258,6 +259,7 @@ def _pending(row: dict[str, Any], excerpt: list[dict[str, Any]]) -> Pending:
         conversation_id=str(row["conversation_id"]),
         requester={"userId": row["external_id"], "name": row["name"]},
         excerpt=excerpt,
+        owner_subject=row["owner_subject"],
     )
 
 
