@@ -215,7 +215,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None
         if listener is not None:
             listener.start()
-        reconciler = Reconciler(temporal, pool, [approvals.VERDICTS, interactions.ANSWERS])
+        reconciler = Reconciler(
+            temporal, pool, [approvals.VERDICTS, interactions.ANSWERS, desk.EXTENSIONS]
+        )
         reconciler.start()
         log.info("gateway ready", temporal=stores.temporal_address)
         try:

@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from gateway.approvals import VERDICTS
 from gateway.auth import InvalidToken, principal_of
-from gateway.reconciler import signal_turn
+from gateway.reconciler import Decisions
 from gateway.services import Services
 from parley.identity import Principal
 from parley.logs import get_logger
@@ -227,7 +227,7 @@ async def decide(request: Request) -> Response:
 async def extend(request: Request) -> Response:
     """More time for a pending approval: its deadline moves `seconds` later (at most 30 days
     from now), in PostgreSQL (confirms and desk decisions honour it at once) and in the
-    turn (its expiry timer)."""
+    turn (its expiry timer): signalled at once, and by the reconciler if that fails."""
     principal = await _approver(request)
     if isinstance(principal, Response):
         return principal
@@ -244,16 +244,22 @@ async def extend(request: Request) -> Response:
             if await approvals.decided_in_org(conn, approval_id, principal.org):
                 return _error(409, "this approval was decided (or expired) first")
             return _error(404, "no such pending approval")
-    signalled = await signal_turn(
-        services.temporal,
-        extended.turn_id,
-        TurnWorkflow.extend_approval,
-        Extension(extended.approval_id, extended.deadline),
-    )
-    if not signalled:
-        return _error(503, "the deadline moved, but the turn could not be told yet; try again")
+    # Told now, or by the reconciler (any gateway's) if this one fails or dies first.
+    await EXTENSIONS.deliver(services.temporal, services.pool, extended)
     log.info("approval extended", approval=extended.approval_id)
     return JSONResponse({"id": extended.approval_id, "deadline": extended.deadline.isoformat()})
+
+
+EXTENSIONS = Decisions[approvals.Extended](
+    name="extension",
+    signal=lambda e: (
+        e.turn_id,
+        TurnWorkflow.extend_approval,
+        Extension(e.approval_id, e.deadline),
+    ),
+    mark_delivered=approvals.mark_extension_delivered,
+    undelivered=approvals.undelivered_extensions,
+)
 
 
 routes = [

@@ -306,10 +306,10 @@ async def test_a_tool_the_visitor_or_a_manager_may_approve(
         assert kinds(events)[0] == "immediate:200"
 
 
-async def park_hasty(gateway: GatewayServer, org: str, fake_model: FakeAnthropic) -> Any:
-    fake_model.enqueue(
-        Reply(tool_calls=[ToolCall("hasty_refund", {"order_id": "ORD-9"})]), Reply(text="So.")
-    )
+async def park_hasty(
+    gateway: GatewayServer, org: str, fake_model: FakeAnthropic, tool: str = "hasty_refund"
+) -> Any:
+    fake_model.enqueue(Reply(tool_calls=[ToolCall(tool, {"order_id": "ORD-9"})]), Reply(text="So."))
     client = await WsClient.open(gateway.ws_url + f"?token={hs256(sub='vic', org=org)}")
     session = await client.create_session(str(uuid.uuid4()))
     await client.send(
@@ -451,3 +451,32 @@ async def test_a_team_member_does_not_approve_their_own_request(
             assert (await colleague.post(url, json={"approved": False})).status_code == 200
         events = await client.recv_until(is_terminal("t1"))
         assert collapse(kinds(events)) == RESUMED
+
+
+async def test_an_extension_whose_gateway_died_before_the_signal_is_retold(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    client, session_id = await park_hasty(desk_gateway, org, fake_model, "patient_refund")
+    asked = await row(pool, session_id)
+    # What a gateway that died between the UPDATE and the signal leaves behind.
+    async with pool.connection() as conn:
+        extended = await approvals.extend(conn, str(asked["id"]), org, ["support"], 600)
+    assert extended is not None
+    # The reconciler tells the turn: its extension is marked delivered...
+    async with asyncio.timeout(20):
+        while (await row(pool, session_id))["extension_delivered_at"] is None:
+            await asyncio.sleep(0.2)
+    # ...so after the tool's 6 s timer fired, the approval still waits, and can be approved.
+    handle = desk_gateway.services.temporal.get_workflow_handle(asked["turn_id"])
+    async with asyncio.timeout(30):
+        while not any(
+            e.HasField("timer_fired_event_attributes")
+            for e in (await handle.fetch_history()).events
+        ):
+            await asyncio.sleep(0.2)
+    async with desk(desk_gateway.http_url, desk_token(org)) as http:
+        decided = await http.post(f"/api/approvals/{asked['id']}/decision", json={"approved": True})
+        assert decided.status_code == 200
+    events = await client.recv_until(is_terminal("h1"))
+    await client.close()
+    assert events[0]["data"]["state"]["rawResponse"]["toolResult"]["isError"] is False

@@ -132,3 +132,15 @@ register(
     approvers=["support"],
     approval_timeout=2,
 )
+
+
+# The same with 6 s: longer than the gateways' reconciler takes to retell an extension.
+register(
+    "patient_refund",
+    "Refund an order, if someone approves it within a few seconds.",
+    {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+    handler=lambda args: {"order_id": args["order_id"], "refunded": True},
+    write=True,
+    approvers=["support"],
+    approval_timeout=6,
+)

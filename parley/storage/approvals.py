@@ -439,7 +439,7 @@ async def extend(
         return None
     cur = await conn.execute(
         "update approvals set deadline = least(deadline + make_interval(secs => %s),"
-        " now() + interval '30 days')"
+        " now() + interval '30 days'), extended_at = now(), extension_delivered_at = null"
         " where id = %s and org_id = %s and decision is null and deadline > now()"
         " and approvers && %s::text[] returning id, turn_id, deadline",
         (seconds, aid, org_id, roles),
@@ -458,3 +458,23 @@ async def approval_of_call(conn: Conn, turn_id: str, tool_call_id: str) -> str |
     )
     row = await cur.fetchone()
     return str(row["id"]) if row is not None else None
+
+
+async def mark_extension_delivered(conn: Conn, extended: Extended) -> None:
+    """The turn was told of this deadline (a later extension is told again)."""
+    await conn.execute(
+        "update approvals set extension_delivered_at = now()"
+        " where id = %s and deadline = %s and extension_delivered_at is null",
+        (uuid.UUID(extended.approval_id), extended.deadline),
+    )
+
+
+async def undelivered_extensions(conn: Conn, older_than_seconds: float) -> list[Extended]:
+    """Pending approvals whose moved deadline their turn was never told of."""
+    cur = await conn.execute(
+        "select id, turn_id, deadline from approvals where extended_at is not null"
+        " and extension_delivered_at is null and decision is null"
+        " and extended_at < now() - make_interval(secs => %s) order by extended_at limit 100",
+        (older_than_seconds,),
+    )
+    return [Extended(str(r["id"]), r["turn_id"], r["deadline"]) for r in await cur.fetchall()]

@@ -9,7 +9,12 @@ alter table approvals add column parameters jsonb;
 alter table approvals add column approved_arguments jsonb;
 alter table approvals add column decision_hash text;
 alter table approvals add column note text;
+-- A deadline the desk moved later, until the turn was told (the reconciler retells it).
+alter table approvals add column extended_at timestamptz;
+alter table approvals add column extension_delivered_at timestamptz;
 create index approvals_pending_by_org on approvals (org_id, deadline) where decision is null;
+create index approvals_extension_undelivered on approvals (extended_at)
+    where extended_at is not null and extension_delivered_at is null;
 
 -- The decision a write ran under: executed = approved, provable from the two rows.
 alter table tool_executions add column decision_hash text;
