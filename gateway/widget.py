@@ -1,5 +1,6 @@
 """The embeddable widget's public side: each agent's widget profile (its name, greeting,
-starter questions and accent colour), readable by the sites its embed policy allows.
+starter questions and accent colour, and the tools' customer-facing labels), readable by the
+sites its embed policy allows.
 
 The widget runs on the host page and opens the WebSocket from there, so the embed policy
 (origins, a signed authContext) applies to it as to any client; this endpoint answers a
@@ -18,7 +19,7 @@ from starlette.routing import Route
 
 from gateway.services import Services
 from parley.protocol import MAX_ID
-from parley.storage import agent_widget, sessions
+from parley.storage import agent_widget, sessions, tool_labels
 from parley.widget_auth import origin_allowed
 
 _AGENT_ID = re.compile(r"^[\w.:-]+$")
@@ -36,6 +37,7 @@ async def agent_profile(request: Request) -> Response:
     async with services.pool.connection() as conn:
         agent = await sessions.get_agent(conn, agent_id, services.settings.org)
         profile = await agent_widget.profile(conn, agent_id)
+        labels = await tool_labels.labels(conn)
     if agent.policy is None and services.settings.widget_auth_strict:
         return _not_found()
     origin = request.headers.get("origin")
@@ -44,7 +46,7 @@ async def agent_profile(request: Request) -> Response:
         if agent.policy is not None and not origin_allowed(agent.policy.allowed_origins, origin):
             return JSONResponse({"error": "this site may not embed this agent"}, 403)
         headers["Access-Control-Allow-Origin"] = origin
-    body = {"agentId": agent.id, "name": agent.name, **asdict(profile)}
+    body = {"agentId": agent.id, "name": agent.name, **asdict(profile), "toolLabels": labels}
     return JSONResponse(body, headers=headers)
 
 

@@ -21,6 +21,7 @@ from parley.tools import current_call, tool
 
 @tool(
     write=True,
+    label="Refund",
     describe=lambda a: (
         f"Issue a refund for order {a['order_id']}"
         + (f" ({a['reason']})" if a.get("reason") else "")
