@@ -131,13 +131,16 @@ class Chat {
     const rootNode = container.getRootNode();
     const styled = rootNode.querySelector?.("link[data-parley-css]");
     this.root = h("div", { className: "parley", attrs: { "data-mode": this.mode, "data-debug": this.debug || null } });
+    this.shown = Promise.resolve();
     if (!styled) {
       // Shown once its styles are in (no flash of an unstyled chat).
       this.root.hidden = true;
       const link = h("link", { rel: "stylesheet", href: STYLESHEET, attrs: { "data-parley-css": "" } });
-      const show = () => { this.root.hidden = false; };
-      link.addEventListener("load", show);
-      link.addEventListener("error", show);
+      this.shown = new Promise((resolve) => {
+        const show = () => { this.root.hidden = false; resolve(); };
+        link.addEventListener("load", show);
+        link.addEventListener("error", show);
+      });
       container.append(link);
     }
     this.avatar = h("span", { className: "avatar", attrs: { "aria-hidden": "true" } });
@@ -226,7 +229,7 @@ class Chat {
   }
 
   focus() {
-    this.input.focus();
+    this.shown.then(() => this.input.focus());
   }
 
   announce(text) {
@@ -402,6 +405,12 @@ class Chat {
    *  is re-attached by its requestId (running, or finished within the linger); a question
    *  from elsewhere without an answer, by the session's running turn. */
   resume(messages) {
+    this.resuming = null;
+    this.attach(messages);
+    this.updateComposer();
+  }
+
+  attach(messages) {
     const pending = this.store.getJSON("pending");
     const last = messages[0]; // newest first
     const unanswered = last && last.direction === "inbound";
@@ -452,6 +461,20 @@ class Chat {
         h("button", { type: "button", className: "link-button", textContent: "Ask again",
           on: { click: () => this.send(resuming.question) } }));
     }
+  }
+
+  /** Show the conversation as the server has it now, and attach to its running turn. */
+  async resync() {
+    const generation = this.conn.generation;
+    let page;
+    try {
+      page = await this.history();
+    } catch {
+      return;
+    }
+    if (generation !== this.conn.generation) return;
+    this.render(page);
+    this.resume(page.messages);
   }
 
   forgetConversation() {
@@ -698,7 +721,7 @@ class Chat {
 
   updateComposer() {
     const busy = !!this.active;
-    this.sendButton.disabled = !this.ready || busy || !this.input.value.trim();
+    this.sendButton.disabled = !this.ready || busy || !!this.resuming || !this.input.value.trim();
     this.sendButton.hidden = busy;
     this.stopButton.hidden = !busy;
     this.stopButton.disabled = !this.ready || !busy || (this.active && this.active.stopping);
@@ -715,7 +738,7 @@ class Chat {
   /** Send a message as a new turn; false when it could not be sent at all. */
   send(text) {
     text = text.trim();
-    if (!text || !this.ready || this.active) return false;
+    if (!text || !this.ready || this.active || this.resuming) return false;
     this.clearAlert(true);
     const requestId = newId();
     const questionEl = this.userEl(text);
@@ -991,7 +1014,7 @@ class Turn {
       chat.showAlert(friendly(code, message, chat.debug), "composer");
       chat.input.focus();
       if (code === "TURN_IN_PROGRESS") { // another tab's turn: show it here too
-        chat.conn.send({ action: "resume_turn", sessionId: chat.sessionId });
+        chat.resync();
       } else if (code === "SESSION_NOT_FOUND") {
         chat.store.set("sessionId", null);
         chat.ready = false;
