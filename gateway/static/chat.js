@@ -146,7 +146,8 @@ class Chat {
     this.avatar = h("span", { className: "avatar", attrs: { "aria-hidden": "true" } });
     this.nameEl = h("h2", { className: "name", textContent: this.agentName });
     this.statusEl = h("p", { className: "status", attrs: { "data-state": "connecting" }, textContent: STATUS_TEXT.connecting });
-    const newChat = h("button", { type: "button", className: "icon-button new-chat", title: "New conversation",
+    this.avatar.textContent = "A";
+    const newChat = this.newChatButton = h("button", { type: "button", className: "icon-button new-chat", title: "New conversation",
       attrs: { "aria-label": "Start a new conversation" }, on: { click: () => this.newConversation() } }, icon(ICONS.plus));
     const close = this.mode === "widget"
       ? h("button", { type: "button", className: "icon-button close", title: "Close",
@@ -355,7 +356,7 @@ class Chat {
         textContent: friendly(err.code, err.message, this.debug) }));
       this.starters.replaceChildren();
       this.welcome.hidden = true;
-      this.composer.hidden = this.hint.hidden = true;
+      this.composer.hidden = this.hint.hidden = this.newChatButton.hidden = true;
       console.warn(`Parley: agent ${this.agentId} may not be embedded on ${location.origin} (${err.code}).`);
       return;
     }
