@@ -2,7 +2,9 @@
 
 Runs the turn workflow and its activities against the configured stores (or the embedded
 ones a running `parley dev` records). Tool modules named in `PARLEY_TOOL_MODULES` are
-imported first, so their tools are registered before the first turn.
+imported first, so their tools are registered before the first turn. With
+`PARLEY_WORKER_METRICS_PORT` set it serves its Prometheus metrics there; the `OTEL_*`
+variables turn tracing on (`parley.tracing`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from activities.log_context import LogContextInterceptor
 from activities.model import ModelActivities
 from activities.storage import StorageActivities
 from activities.tools import ToolActivities
-from parley import temporal_client, tools
+from parley import metrics, temporal_client, tools, tracing
 from parley.escalation import register_escalation
 from parley.knowledge.embeddings import load_embedder
 from parley.knowledge.tool import register_knowledge_search
@@ -85,8 +87,14 @@ async def run_worker(
     if settings.demo:
         tools.load_modules(["parley.demo"])
     stores = resolve_stores(settings)
+    tracing.configure("parley-worker")
     await db.migrate(stores.database_url)
     async with AsyncExitStack() as stack:
+        if settings.worker_metrics_port is not None:
+            port = stack.enter_context(
+                metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port)
+            )
+            log.info("worker metrics", url=f"http://{settings.worker_metrics_host}:{port}/metrics")
         pool = db.create_pool(stores.database_url, max_size=settings.db_pool_max, name="worker")
         await pool.open()
         stack.push_async_callback(pool.close)
@@ -145,7 +153,7 @@ def main() -> None:
 
     try:
         asyncio.run(serve())
-    except StoresNotConfigured as err:
+    except (StoresNotConfigured, tracing.TracingConfigError) as err:
         sys.exit(f"parley worker: {err}")
 
 

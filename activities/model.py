@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 from activities.heartbeat import heartbeating
 from activities.live import LiveNotifier
 from activities.publishing import CallPosition, TurnPublisher
+from activities.telemetry import ModelCall, model_call
 from parley import prompts
 from parley.knowledge import access, search, sources, types
 from parley.knowledge.embeddings import load_embedder
@@ -77,7 +78,9 @@ class ModelActivities:
         async with heartbeating(), publisher:
             if attempt > 1 and inp.stream:
                 publisher.reset()
-            output = await self._stream(client, request, inp, publisher)
+            with model_call(request) as call:
+                output = await self._stream(client, request, inp, publisher, call)
+                call.usage(output.usage)
         # Recorded once the reply is in, off the path to the first token. What the call
         # spent counts against today's budgets at once (a retried call asked the model
         # again, and counts again); citations and the turn's later calls read the rest (a
@@ -187,9 +190,10 @@ class ModelActivities:
         request: dict[str, Any],
         inp: ModelInput,
         publisher: TurnPublisher,
+        call: ModelCall,
     ) -> ModelOutput:
         try:
-            final = await self._reply(client, request, inp, publisher)
+            final = await self._reply(client, request, inp, publisher, call)
         except anthropic.BadRequestError as err:
             # Refused before a token was written. A linked image the API could not fetch
             # would fail this turn and every later one (they send it again): try once more
@@ -199,11 +203,12 @@ class ModelActivities:
                 raise _classify(err) from None
             log.warning("the model API refused a request with linked images; without them")
             try:
-                final = await self._reply(client, fallback, inp, publisher)
+                final = await self._reply(client, fallback, inp, publisher, call)
             except anthropic.APIStatusError as again:
                 raise _classify(again) from None
         except anthropic.APIStatusError as err:
             raise _classify(err) from None
+        call.response(final)
         text = "".join(b.text for b in final.content if b.type == "text")
         offered = {tool["name"] for tool in request.get("tools", ())}
         calls = [
@@ -222,9 +227,11 @@ class ModelActivities:
         request: dict[str, Any],
         inp: ModelInput,
         publisher: TurnPublisher,
+        call: ModelCall,
     ) -> anthropic.types.Message:
         async with client.messages.stream(**request) as stream:
             async for event in stream:
+                call.chunk()
                 if event.type == "text" and event.text and inp.stream:
                     publisher.token(event.text)
             return await stream.get_final_message()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -112,7 +113,7 @@ class TurnPublisher:
 
     def _publish(self, event: Token | Reset) -> None:
         if self._live is not None:
-            self._live.send(LiveItem(self._turn_key, self._position.after, event))
+            self._live.send(LiveItem(self._turn_key, self._position.after, event, time.time()))
         self._queue.append(event)
         if not self._sent_first:
             self._sent_first = True

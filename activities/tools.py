@@ -18,6 +18,7 @@ from typing import Any
 from temporalio import activity
 
 from activities.heartbeat import heartbeating
+from activities.telemetry import tool_call
 from parley.logs import get_logger
 from parley.storage import attachments, context, tool_executions
 from parley.storage.db import Conn, Pool
@@ -47,6 +48,7 @@ class ToolActivities:
         self._tools = tools
 
     @activity.defn(name="run_tool")
+    @tool_call(lambda self: self._tools)
     async def run_tool(self, inp: ToolInput) -> ToolOutput:
         call = inp.call
         async with heartbeating(), self._pool.connection() as conn:

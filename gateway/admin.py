@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway import metrics
 from gateway.auth import InvalidToken, principal_of
 from gateway.parsing import DocumentRejected, Limits, ParseTimedOut
 from gateway.services import Services
@@ -433,8 +434,9 @@ routes = [
 
 
 def admin_app(gateway: Starlette) -> Starlette:
-    """`/admin` alone, for a listener of its own. It shares the gateway app's state, so it
-    uses the services the gateway's lifespan opens (serve it once that has run)."""
-    app = Starlette(routes=routes)
+    """`/admin` (and the gateway's `/metrics`) alone, for a listener of its own. It shares
+    the gateway app's state, so it uses the services the gateway's lifespan opens (serve it
+    once that has run)."""
+    app = Starlette(routes=[*routes, *metrics.routes])
     app.state = gateway.state
     return app

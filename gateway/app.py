@@ -1,5 +1,5 @@
-"""The gateway's ASGI app: WebSocket `/ws`, `/healthz`, `/readyz`, and the web chat (`/`,
-`/widget.js`, `/static/*`: gateway/widget.py).
+"""The gateway's ASGI app: WebSocket `/ws`, `/healthz`, `/readyz`, `/metrics`, and the web
+chat (`/`, `/widget.js`, `/static/*`: gateway/widget.py).
 
 Serve it with `parley gateway`, or `uvicorn gateway.app:app --ws-max-size 262144` (the size
 cap is what closes an oversized frame with 1009 before it is buffered whole).
@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway import admin, approvals, codec, sessions, turns, widget
+from gateway import admin, approvals, codec, metrics, sessions, turns, widget
 from gateway.approvals import Reconciler
 from gateway.auth import InvalidToken, TokenVerifier, principal_of
 from gateway.connection import Connection
@@ -30,9 +30,10 @@ from gateway.live import LiveListener
 from gateway.outbox import Outbox
 from gateway.services import Services
 from gateway.socket_limits import IpConnections, SocketGuard, client_key, refuse_upgrade
-from parley import protocol, temporal_client
+from parley import protocol, temporal_client, tracing
 from parley.identity import Principal
 from parley.logs import get_logger
+from parley.metrics import CONNECTIONS
 from parley.protocol import ErrorCode
 from parley.settings import Settings, get_settings
 from parley.storage import db
@@ -87,6 +88,7 @@ async def _serve(websocket: WebSocket, services: Services, client_ip: str) -> No
     )
     guard = SocketGuard(services.settings, busy=lambda: bool(conn.relays))
     log.debug("connection opened", conn=conn.id, origin=conn.origin)
+    CONNECTIONS.inc()
     try:
         while not outbox.closed:
             message = await guard.receive(websocket)
@@ -115,6 +117,7 @@ async def _serve(websocket: WebSocket, services: Services, client_ip: str) -> No
     except WebSocketDisconnect:
         pass
     finally:
+        CONNECTIONS.dec()
         await conn.close()
         await guard.close(websocket)
         log.debug("connection closed", conn=conn.id, why=guard.closing)
@@ -158,6 +161,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         if (problem := admin.configuration_problem(settings)) is not None:
             log.error("refusing to start", problem=problem)
             raise RuntimeError(problem)
+        tracing.configure("parley-gateway")
         stores = resolve_stores(settings)
         await db.migrate(stores.database_url)
         pool = db.create_pool(stores.database_url, max_size=settings.db_pool_max, name="gateway")
@@ -207,8 +211,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *codec.routes(settings),
             *widget.routes,
             WebSocketRoute("/ws", websocket_endpoint),
-            # With a listener of its own (PARLEY_ADMIN_PORT), /admin is not served here.
-            *(admin.routes if settings.admin_port is None else []),
+            # With a listener of its own (PARLEY_ADMIN_PORT), /admin and /metrics are not
+            # served here.
+            *(admin.routes + metrics.routes if settings.admin_port is None else []),
         ],
         lifespan=lifespan,
     )

@@ -24,6 +24,7 @@ with the clients that saw it; the retry's reset, next in the record, discards it
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +32,7 @@ from datetime import timedelta
 from temporalio.client import Client
 
 from gateway.record import UPDATE_BUDGET, RecordReader
+from parley import metrics
 from parley.logs import get_logger, new_reference
 from parley.protocol import ErrorCode
 from parley.storage.live import LiveItem, turn_key
@@ -153,6 +155,9 @@ class TurnFeed:
         """Append pending live items for as long as one is the record's next item."""
         while (item := self._next_live()) is not None:
             self._counts.live += 1
+            metrics.RELAY_ITEMS_LIVE.inc()
+            if item.sent_at:
+                metrics.DELTA_LAG.observe(max(0.0, time.time() - item.sent_at))
             self._append(item.event)
 
     def _next_live(self) -> LiveItem | None:
@@ -178,6 +183,8 @@ class TurnFeed:
             if _same_item(had, event):
                 return
         self._counts.durable += 1
+        if from_model_call(event):
+            metrics.RELAY_ITEMS_DURABLE.inc()
         self._confirmed += 1
         self._append(event)
         self._take_live()
@@ -254,6 +261,8 @@ class Feeds:
             reader = RecordReader(self._temporal, turn_id, self._poll_cooldown, self._update_budget)
             delay = self._first_read_delay if just_started else 0.0
             feed = TurnFeed(turn_id, reader, self.counts, delay)
+            if turn_id not in self._by_turn:
+                metrics.RELAY_FEEDS.inc()
             self._by_turn[turn_id] = feed
             self._by_key[turn_key(turn_id)] = feed
         return feed
@@ -277,11 +286,13 @@ class Feeds:
 
     def _drop(self, feed: TurnFeed) -> None:
         del self._by_turn[feed.turn_id]
+        metrics.RELAY_FEEDS.dec()
         self._by_key.pop(turn_key(feed.turn_id), None)
         feed.stop()
 
     async def aclose(self) -> None:
         feeds = list(self._by_turn.values())
+        metrics.RELAY_FEEDS.dec(len(feeds))
         self._by_turn.clear()
         self._by_key.clear()
         await asyncio.gather(*(f.close() for f in feeds))

@@ -23,11 +23,14 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.contrib.workflow_streams import PollInput, PollResult
 from temporalio.service import RPCError
 
+from parley import metrics
 from parley.turn.events import EVENTS_TOPIC, TURN_EVENT, TurnEvent
 
 STREAM_POLL = "__temporal_workflow_stream_poll"
 UPDATE_BUDGET = 150  # PARLEY_RELAY_UPDATE_BUDGET; x 10 gateways = 1,500 of the 2,000
 QUERY_INTERVAL = timedelta(milliseconds=250)
+UPDATES = metrics.RELAY_READS.labels("update")
+QUERIES = metrics.RELAY_READS.labels("query")
 
 
 class RecordReader:
@@ -73,6 +76,7 @@ class RecordReader:
 
     async def _update(self, offset: int) -> PollResult | None:
         self.updates += 1
+        UPDATES.inc()
         poll = PollInput(topics=[EVENTS_TOPIC], from_offset=offset)
         try:
             return await self._handle.execute_update(STREAM_POLL, poll, result_type=PollResult)
@@ -83,6 +87,7 @@ class RecordReader:
             return None
 
     async def _query(self, offset: int) -> PollResult:
+        QUERIES.inc()
         poll = PollInput(topics=[EVENTS_TOPIC], from_offset=offset)
         return await self._handle.query(STREAM_POLL, poll, result_type=PollResult)
 

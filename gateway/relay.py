@@ -7,13 +7,14 @@ same turn share its feed (`gateway.feed`).
 from __future__ import annotations
 
 import asyncio
+import time
 
 from gateway.connection import Connection
 from gateway.feed import FeedLost
-from parley import protocol
+from parley import metrics, protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode
-from parley.turn.events import ApprovalAsked, ToolCallStarted, TurnEvent
+from parley.turn.events import ApprovalAsked, Token, ToolCallStarted, TurnEvent
 
 log = get_logger(__name__)
 
@@ -29,6 +30,7 @@ class Relay:
         stream: bool,
         *,
         after_approval: str | None = None,
+        accepted_at: float | None = None,
     ) -> None:
         self.conn = conn
         self.turn_id = tid
@@ -37,6 +39,9 @@ class Relay:
         # Forward only what follows this approval's park (confirm + its toolCall chunk).
         self._skip_until = after_approval
         self._skip_call = False
+        # When this gateway took the turn's send_message (time.monotonic()): its first
+        # token is then timed (parley_time_to_first_token_seconds).
+        self._accepted_at = accepted_at
         self.task = asyncio.create_task(self._run(), name="relay")
 
     async def stop(self) -> None:
@@ -46,12 +51,16 @@ class Relay:
     async def _run(self) -> None:
         feeds = self.conn.services.feeds
         feed = feeds.get(self.turn_id)
+        metrics.RELAY_SOCKETS.inc()
         try:
             async for event in feed.follow():
                 if self._skipping(event):
                     continue
                 rendered = protocol.turn_event(self.request_id, event, self.stream)
                 if rendered is not None:
+                    if self._accepted_at is not None and isinstance(event, Token):
+                        metrics.TIME_TO_FIRST_TOKEN.observe(time.monotonic() - self._accepted_at)
+                        self._accepted_at = None
                     self.conn.outbox.send(rendered)
         except FeedLost:
             self.conn.outbox.send(
@@ -62,6 +71,7 @@ class Relay:
                 )
             )
         finally:
+            metrics.RELAY_SOCKETS.dec()
             feeds.release(feed)
             if self.conn.relays.get(self.turn_id) is self:
                 del self.conn.relays[self.turn_id]
@@ -85,14 +95,23 @@ def attach_after_park(
 
 
 def attach(
-    conn: Connection, tid: str, request_id: str, *, stream: bool, just_started: bool = False
+    conn: Connection,
+    tid: str,
+    request_id: str,
+    *,
+    stream: bool,
+    just_started: bool = False,
+    accepted_at: float | None = None,
 ) -> None:
     """Relay the turn to this connection from its first event (replacing an older relay).
 
     `just_started`: this gateway has just started the turn's workflow, so its record is
-    empty for a while (see `Feeds.get`)."""
+    empty for a while (see `Feeds.get`); `accepted_at`: when its send_message arrived
+    (`time.monotonic()`), to time its first token."""
     previous = conn.relays.pop(tid, None)
     if previous is not None:
         previous.task.cancel()
     conn.services.feeds.get(tid, just_started=just_started)
-    conn.relays[tid] = Relay(conn, tid, request_id, stream)
+    conn.relays[tid] = Relay(
+        conn, tid, request_id, stream, accepted_at=accepted_at if just_started else None
+    )

@@ -7,6 +7,7 @@ the start: the stream lives in the workflow, addressed by offset.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 from temporalio.client import WorkflowExecutionStatus
@@ -36,6 +37,7 @@ START_GRACE = timedelta(seconds=30)
 
 
 async def send_message(conn: Connection, req: protocol.SendMessage) -> None:
+    accepted_at = time.monotonic()  # its first token is timed from here (gateway.relay)
     services = conn.services
     settings = services.settings
     carried = Limits(settings.max_images, settings.max_image_bytes, settings.max_files)
@@ -57,7 +59,9 @@ async def send_message(conn: Connection, req: protocol.SendMessage) -> None:
     conn.outbox.send(
         protocol.immediate_response(req.request_id, 202, "Processing your request...", {})
     )
-    attach(conn, tid, req.request_id, stream=turn.stream, just_started=created)
+    attach(
+        conn, tid, req.request_id, stream=turn.stream, just_started=created, accepted_at=accepted_at
+    )
 
 
 async def resume_turn(conn: Connection, req: protocol.ResumeTurn) -> None:

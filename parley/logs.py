@@ -2,7 +2,8 @@
 
 Library loggers (uvicorn, temporalio, psycopg) go through the same renderer, so one process
 prints one consistent stream. Keys that look like secrets are masked before rendering, so a
-key passed as log context never reaches the output.
+key passed as log context never reaches the output. While tracing is on, a line written
+inside a span names its `trace_id` and `span_id`, so a trace leads to its log lines.
 
 What people and the model say is not logged, at any level, unless `PARLEY_LOG_PAYLOADS` is
 on: values under payload keys (`message`, `content`, `arguments`, ...) become
@@ -24,6 +25,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 _SECRET_KEYS = ("api_key", "apikey", "token", "secret", "password", "authorization", "signature")
 
@@ -99,6 +101,15 @@ def _redact_exception_messages(
     return event
 
 
+def _trace_context(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The current span's trace and span ids (none outside a span, or with tracing off)."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", trace.format_trace_id(context.trace_id))
+        event.setdefault("span_id", trace.format_span_id(context.span_id))
+    return event
+
+
 class _NoLibraryDebug(logging.Filter):
     """Libraries' records below INFO are dropped: at DEBUG they carry payloads whole."""
 
@@ -117,6 +128,7 @@ def configure_logging(level: str = "INFO", fmt: str = "console", *, payloads: bo
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _trace_context,
         *([] if payloads else [_redact_payloads, _redact_exception_messages]),
         _mask_secrets,
         _mask_url_tokens,

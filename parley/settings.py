@@ -241,6 +241,15 @@ class Settings(BaseSettings):
     max_image_bytes: Limit = Field(5 * 1024 * 1024, validation_alias=_env("PARLEY_MAX_IMAGE_BYTES"))
     max_files: Limit = Field(10, validation_alias=_env("PARLEY_MAX_FILES"))
 
+    # The worker's /metrics listener (Prometheus); unset: none. Traces are configured by the
+    # standard OTEL_* variables (parley/tracing.py), not here.
+    worker_metrics_port: int | None = Field(
+        None, ge=0, le=65535, validation_alias=_env("PARLEY_WORKER_METRICS_PORT")
+    )
+    worker_metrics_host: str = Field(
+        "127.0.0.1", validation_alias=_env("PARLEY_WORKER_METRICS_HOST")
+    )
+
     log_level: str = Field("INFO", validation_alias=_env("PARLEY_LOG_LEVEL"))
     log_format: str = Field("console", validation_alias=_env("PARLEY_LOG_FORMAT"))
     # Message text, model requests and replies, tool arguments: logged only when this is on.

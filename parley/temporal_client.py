@@ -9,7 +9,8 @@ A class's hints do not change after import, so one lookup per class is enough: t
 converter module's `get_type_hints` is replaced by a memoized one, once per process.
 
 Every Temporal client Parley makes for turns goes through `connect` (or `data_converter`),
-so gateways and workers encrypt and decrypt with the same keys (`parley/payload_codec.py`).
+so gateways and workers encrypt and decrypt with the same keys (`parley/payload_codec.py`),
+and, while tracing is on, carry the tracing interceptor (`parley/tracing.py`).
 
 How to reach the server is Temporal's standard environment configuration
 (`temporalio.envconfig`): `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`,
@@ -32,6 +33,7 @@ from temporalio.converter import (
 )
 from temporalio.envconfig import ClientConfig, ClientConnectConfig
 
+from parley import tracing
 from parley.logs import get_logger
 from parley.payload_codec import EncryptionCodec, codec_for
 
@@ -95,4 +97,9 @@ async def connect(
         tls=bool(config.get("tls")),
         api_key="api_key" in config,
     )
-    return await Client.connect(**config, lazy=lazy, data_converter=_encrypting(codec))
+    return await Client.connect(
+        **config,
+        lazy=lazy,
+        data_converter=_encrypting(codec),
+        interceptors=tracing.temporal_interceptors(),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -64,6 +65,15 @@ async def test_parley_dev_runs_on_a_bare_machine_and_survives_a_restart(server_d
         await dev.wait_for_line("Press Ctrl-C to stop.")
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{base}/readyz")).status_code == 200
+            # Both processes serve /metrics; the banner says where.
+            metrics = re.search(r"Metrics +(\S+) +\(worker (\S+)\)", dev.child.output)
+            assert metrics is not None, dev.child.output
+            assert metrics[1] == f"{base}/metrics"
+            for url, family in zip(
+                metrics.groups(), ("parley_ws_connections", "parley_model_calls"), strict=True
+            ):
+                page = await http.get(url)
+                assert page.status_code == 200 and f"# TYPE {family}" in page.text, url
         async with await WsClient.open(f"ws://127.0.0.1:{port}/ws") as client:
             created = await client.create_session("agent-dev", userName="Dev")
     finally:

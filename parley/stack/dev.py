@@ -21,7 +21,7 @@ import click
 from parley import temporal_client
 from parley.settings import Settings
 from parley.stack.embedded import start_postgres, start_temporal
-from parley.stack.processes import ChildExited, ChildProcess, http_ok, wait_until
+from parley.stack.processes import ChildExited, ChildProcess, free_port, http_ok, wait_until
 from parley.storage import db
 from parley.stores import Stores, clear_state, write_state
 
@@ -63,6 +63,10 @@ async def run_dev(settings: Settings) -> None:
             "PARLEY_DATA_DIR": str(data_dir),
             # A development stack: any agent id may open a session (see the banner).
             "PARLEY_WIDGET_AUTH_STRICT": os.environ.get("PARLEY_WIDGET_AUTH_STRICT", "false"),
+            # The worker's /metrics, on a free port unless one is set (see the banner).
+            "PARLEY_WORKER_METRICS_PORT": str(
+                settings.worker_metrics_port or free_port(settings.worker_metrics_host)
+            ),
         }
         click.echo("Starting the worker and the gateway ...")
         children: list[ChildProcess] = []
@@ -86,7 +90,19 @@ async def run_dev(settings: Settings) -> None:
             return
         stopped.cancel()
         ready.result()
-        _banner(settings, base, database_url, pg_where, temporal_address, temporal_ui, logs)
+        worker_metrics = (
+            f"http://{settings.worker_metrics_host}:{env['PARLEY_WORKER_METRICS_PORT']}/metrics"
+        )
+        _banner(
+            settings,
+            base,
+            database_url,
+            pg_where,
+            temporal_address,
+            temporal_ui,
+            logs,
+            worker_metrics,
+        )
 
         waits = [asyncio.create_task(c.exited()) for c in children]
         stopped = asyncio.create_task(stop.wait())
@@ -118,19 +134,22 @@ def _banner(
     temporal_address: str,
     temporal_ui: str | None,
     logs: Path,
+    worker_metrics: str,
 ) -> None:
     ws = base.replace("http://", "ws://", 1)
+    admin = (
+        f"http://{settings.admin_host}:{settings.admin_port}"
+        if settings.admin_port is not None
+        else None
+    )
     lines = [
         "",
         "Parley is running.",
         f"  Chat page      {base}/",
         f"  WebSocket      {ws}/ws",
         f"  Health         {base}/readyz",
-        *(
-            [f"  Admin API      http://{settings.admin_host}:{settings.admin_port}/admin"]
-            if settings.admin_port is not None
-            else []
-        ),
+        *([f"  Admin API      {admin}/admin"] if admin is not None else []),
+        f"  Metrics        {admin or base}/metrics  (worker {worker_metrics})",
         f"  Temporal       {temporal_address}"
         + (f"  (UI {temporal_ui})" if temporal_ui else "  (TEMPORAL_ADDRESS)"),
         f"  PostgreSQL     {_redact(database_url)}  ({pg_where})",

@@ -2,7 +2,8 @@
 
 Every decision is a single guarded UPDATE (`decision is null`), so of several concurrent
 confirms, an expiry and a cancel, exactly one wins; the row is the audit record of who
-decided what, and when.
+decided what, and when. Questions and decisions are counted here (`parley.metrics`), by
+the statement that made them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
+from parley import metrics
 from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
 from parley.turn.record import RecordedDecision
@@ -45,7 +47,7 @@ async def record(
     deadline: datetime,
 ) -> None:
     """Record a pending approval (idempotent for a retried activity)."""
-    await conn.execute(
+    cur = await conn.execute(
         "insert into approvals (id, turn_id, session_id, request_id, tool_call_id, tool_name,"
         " arguments, description, deadline) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
         " on conflict (id) do nothing",
@@ -61,6 +63,8 @@ async def record(
             deadline,
         ),
     )
+    if cur.rowcount == 1:
+        metrics.APPROVALS_ASKED.inc()
 
 
 async def claim(conn: Conn, session_id: str, *, approved: bool, decided_by: str) -> Claimed | None:
@@ -78,6 +82,7 @@ async def claim(conn: Conn, session_id: str, *, approved: bool, decided_by: str)
     row = await cur.fetchone()
     if row is None:
         return None
+    metrics.APPROVALS_DECIDED.labels("approved" if approved else "denied").inc()
     return Claimed(str(row["id"]), row["turn_id"], row["request_id"], approved, row["stream"])
 
 
@@ -89,7 +94,9 @@ async def expire(conn: Conn, approval_id: str) -> Verdict:
         (uuid.UUID(approval_id),),
     )
     row = await cur.fetchone()
-    if row is None:
+    if row is not None:
+        metrics.APPROVALS_DECIDED.labels("expired").inc()
+    else:
         cur = await conn.execute(
             "select decision from approvals where id = %s", (uuid.UUID(approval_id),)
         )
@@ -100,11 +107,20 @@ async def expire(conn: Conn, approval_id: str) -> Verdict:
 
 async def cancel_pending(conn: Conn, turn_id: str) -> None:
     """A turn that ends while parked leaves its question decided as `cancelled`."""
-    await conn.execute(
+    cur = await conn.execute(
         "update approvals set decision = 'cancelled', decided_by = 'turn ended',"
         " decided_at = now() where turn_id = %s and decision is null",
         (turn_id,),
     )
+    if cur.rowcount > 0:
+        metrics.APPROVALS_DECIDED.labels("cancelled").inc(cur.rowcount)
+
+
+async def pending_count(conn: Conn) -> int:
+    """Approvals waiting for a person, across the deployment (a partial index's size)."""
+    cur = await conn.execute("select count(*) as n from approvals where decision is null")
+    row = await cur.fetchone()
+    return int(row["n"]) if row else 0
 
 
 async def mark_delivered(conn: Conn, approval_id: str) -> None:

@@ -9,6 +9,13 @@ One channel for all turns keeps a gateway's LISTEN fixed (no LISTEN/UNLISTEN per
 busy connection); a gateway drops the items of turns it does not relay. A turn is named on
 the wire by a hash of its id, never by the id itself. Payloads stay under PostgreSQL's 8000
 bytes: a larger item is simply not sent live.
+
+An item carries the worker's clock when the model activity had it (`sent_at`, Unix
+seconds), so a gateway can tell how late it arrived (`parley_delta_lag_seconds`). Decoding
+ignores fields it does not know at the end of a payload, so a later version can add some
+without breaking the gateways still running this one. (Gateways from before `sent_at`
+read exactly six fields and drop newer workers' items, falling back on the durable record:
+upgrade gateways before workers.)
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ class LiveItem:
     turn: str  # turn_key
     after: int
     event: Token | Reset
+    sent_at: float = 0.0  # the worker's time.time() when the activity had the item; 0: unknown
 
 
 def encode(item: LiveItem) -> str | None:
@@ -46,6 +54,7 @@ def encode(item: LiveItem) -> str | None:
     e = item.event
     body: list[object] = [item.turn, item.after, e.call, e.attempt, e.seq]
     body.append(e.text if isinstance(e, Token) else None)
+    body.append(round(item.sent_at, 6))
     payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     return payload if len(payload.encode()) <= MAX_PAYLOAD_BYTES else None
 
@@ -53,11 +62,12 @@ def encode(item: LiveItem) -> str | None:
 def decode(payload: str) -> LiveItem | None:
     """The item, or None for a payload this version does not understand."""
     try:
-        turn, after, call, attempt, seq, text = json.loads(payload)
+        turn, after, call, attempt, seq, text, *later = json.loads(payload)
         event: Token | Reset = (
             Token(text, call, attempt, seq) if text is not None else Reset(attempt, call, seq)
         )
-        return LiveItem(str(turn), int(after), event)
+        sent_at = float(later[0]) if later else 0.0
+        return LiveItem(str(turn), int(after), event, sent_at)
     except (ValueError, TypeError):
         return None
 

@@ -4,6 +4,10 @@ A partial unique index (`turns_one_running_per_session`) is the lock, so the cla
 across every gateway. A running row whose workflow is gone (terminated by an operator, a
 gateway that died between claim and start) is taken over by the next claim after the
 caller has checked Temporal (see `gateway.turns`).
+
+Turns are counted here (`parley.metrics`), where a claim creates a slot and a release wins
+it: on whichever process does so, once per turn (a release rolled back by its caller and
+retried counts again).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from parley import metrics
 from parley.storage import approvals, messages
 from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
@@ -63,6 +68,7 @@ async def claim(
         )
         row = await cur.fetchone()
         if row is not None:
+            metrics.TURNS_STARTED.inc()
             return _turn(row), True
         cur = await conn.execute(f"select {_COLUMNS} from turns where id = %s", (turn_id,))
         row = await cur.fetchone()
@@ -125,4 +131,6 @@ async def finish(conn: Conn, turn_id: str, status: TurnStatus) -> bool:
         cut = cut_short(status)
         if released and cut is not None:
             await messages.put_cut_short(conn, turn_id, cut, ReplyRecord(cut).to_json())
+    if released:
+        metrics.TURNS_FINISHED.labels(status).inc()
     return released
