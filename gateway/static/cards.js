@@ -206,11 +206,10 @@ export class InteractionCard extends Card {
         attrs: { "aria-label": `Other answer: ${question.question}` } });
       otherText.hidden = true;
       chips.append(h("label", { className: "chip" }, other, h("span", { textContent: "Other…" })));
-      const sync = () => {
+      chips.addEventListener("change", (event) => {
         otherText.hidden = !other.checked;
-        if (other.checked && document.activeElement === other) otherText.focus();
-      };
-      chips.addEventListener("change", sync);
+        if (event.target === other && other.checked) otherText.focus(); // type it right away
+      });
       const descriptions = (question.options || []).filter((o) => o.description);
       const fieldset = h("fieldset", { className: "question", attrs: { "aria-describedby": errorId } },
         h("legend", {}, question.header ? h("span", { className: "q-header", textContent: question.header }) : null,
