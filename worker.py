@@ -107,6 +107,7 @@ async def run_worker(
                 summary = await demo.seed_knowledge(
                     conn, settings.org, load_embedder(settings.embeddings)
                 )
+                await demo.seed_widget(conn, settings.org)
             log.info("demo knowledge", summary=summary.line())
         client = await temporal_client.connect(
             stores.temporal_address, settings.temporal_namespace, payload_keys=settings.payload_keys

@@ -235,6 +235,29 @@ async def test_the_debug_flag_shows_tool_names_arguments_and_results(
     await screenshot(chat.page, "page-debug")
 
 
+async def test_a_new_conversation_starts_afresh(
+    chats: Chats, agent: str, fake_model: FakeAnthropic
+) -> None:
+    fake_model.enqueue(Reply(text="Hello there."))
+    chat = await chats.open(f"?agent={agent}")
+    await chat.ask("Hi")
+    await expect(chat.reply("Hello there.")).to_have_count(1)
+    await expect(chat.stop).to_be_hidden()
+    first = await session_of(chat.page, agent)
+    await chat.page.get_by_role("button", name="Start a new conversation").click()
+    await expect(chat.replies).to_have_count(0)
+    await expect(chat.starters.first).to_be_visible()
+    await expect(chat.input).to_be_focused()
+    await chat.page.wait_for_function(
+        "([key, first]) => ![null, first].includes(localStorage.getItem(key))",
+        arg=[f"parley:{agent}:sessionId", first],
+    )
+    await chat.page.reload()
+    await chat.online()
+    await expect(chat.starters.first).to_be_visible()
+    await expect(chat.questions).to_have_count(0)  # a reload shows the new conversation
+
+
 async def test_a_reload_mid_reply_shows_the_answer_once(
     chats: Chats, agent: str, fake_model: FakeAnthropic
 ) -> None:

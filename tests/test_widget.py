@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from parley.settings import Settings
-from parley.storage import tool_labels
+from parley.storage import agent_widget, tool_labels
 from parley.tools import ToolRegistry
 from tests.helpers import ADMIN_AUTH, ADMIN_TOKEN, GatewayServer, running_gateway
 
@@ -140,3 +140,17 @@ def test_a_label_is_short_text() -> None:
     for bad in ("", "   ", "x" * 81):
         with pytest.raises(ValueError, match="label"):
             registry.register("b", "B.", schema, lambda _: 1, label=bad)
+
+
+async def test_the_demo_page_greets_with_starters_unless_an_operator_set_its_agent(pool) -> None:
+    from parley import demo
+
+    async with pool.connection() as conn:
+        await demo.seed_widget(conn, "default")
+        seeded = await agent_widget.profile(conn, demo.DEMO_AGENT_ID)
+        mine = agent_widget.WidgetProfile(greeting="Ours.", starters=["Mine?"])
+        await agent_widget.set_profile(conn, demo.DEMO_AGENT_ID, mine)
+        await demo.seed_widget(conn, "default")  # the next start of a demo worker
+        kept = await agent_widget.profile(conn, demo.DEMO_AGENT_ID)
+    assert seeded == demo.DEMO_WIDGET and len(seeded.starters) == 3
+    assert kept == mine

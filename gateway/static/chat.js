@@ -661,7 +661,8 @@ class Chat {
       this.notResumed();
       return;
     }
-    const turn = id ? this.turns.get(id) : null;
+    // A turn re-attached by resume_turn may have nothing left to replay but its failure.
+    const turn = id ? this.turns.get(id) || (this.resuming ? this.turnFor(id) : null) : null;
     if (turn && !turn.done) {
       turn.error(code, message);
       return;
@@ -728,6 +729,7 @@ class Chat {
     this.stopButton.disabled = !this.ready || !busy || (this.active && this.active.stopping);
     const empty = !this.thread.querySelector(".msg");
     this.starters.hidden = !empty || busy;
+    for (const starter of this.starters.children) starter.disabled = !this.ready;
   }
 
   sendFromComposer() {
