@@ -221,6 +221,24 @@ async def test_a_declined_refund_says_so_in_dark_mode(
     await screenshot(chat.page, "page-declined-dark")
 
 
+async def test_a_hand_off_to_a_person_says_who_follows_up(
+    chats: Chats, agent: str, fake_model: FakeAnthropic
+) -> None:
+    fake_model.enqueue(
+        Reply(tool_calls=[ToolCall("escalate_to_human", {"reason": "Wants to speak to a person"})]),
+        Reply(text="I have passed this on to our team."),
+    )
+    chat = await chats.open(f"?agent={agent}")
+    await chat.ask("I want to talk to a human.")
+    reply = chat.reply("I have passed this on to our team.")
+    await expect(reply.locator(".step")).to_have_text(["Hand-off to our team"])
+    handoff = "A person from our team will follow up in this conversation."
+    await expect(reply.locator(".handoff")).to_have_text(handoff)
+    await chat.page.reload()
+    await chat.online()
+    await expect(chat.reply("I have passed this on").locator(".handoff")).to_have_text(handoff)
+
+
 async def test_the_debug_flag_shows_tool_names_arguments_and_results(
     chats: Chats, agent: str, fake_model: FakeAnthropic
 ) -> None:
