@@ -309,7 +309,9 @@ export class InteractionCard extends Card {
       return;
     }
     this.submitButton.disabled = this.declineButton.disabled = false;
-    this.status("That didn't go through. Please try again.", true);
+    this.status(code === "RATE_LIMITED"
+      ? "That's a few tries already. Please check your answers, or choose No thanks."
+      : "That didn't go through. Please try again.", true);
   }
 
   /** The raise tool's result: settles a card answered elsewhere, or one that expired. */

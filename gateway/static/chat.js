@@ -38,6 +38,9 @@ const FRIENDLY = {
   DISCONNECTED: "Not sent: the connection dropped.",
 };
 const UNAVAILABLE = new Set(["ORIGIN_NOT_ALLOWED", "AGENT_NOT_AUTHORIZED"]);
+// Errors that answer a card's submit_interaction (it carries the turn's requestId), not the turn.
+const SUBMISSION_ERRORS = new Set(["NO_PENDING_INTERACTION", "INTERACTION_MISMATCH", "VALIDATION_ERROR",
+  "SESSION_NOT_FOUND", "RATE_LIMITED", "INTERNAL_ERROR"]);
 const STATUS_TEXT = {
   connecting: "Connecting…",
   online: "Online",
@@ -1002,7 +1005,7 @@ class Turn {
    *  back into the composer), a failed submission of a card's answer, or the turn failing. */
   error(code, message) {
     const chat = this.chat;
-    if (this.submission && ["NO_PENDING_INTERACTION", "INTERACTION_MISMATCH", "VALIDATION_ERROR", "SESSION_NOT_FOUND"].includes(code)) {
+    if (this.submission && SUBMISSION_ERRORS.has(code)) {
       const card = this.submission;
       this.submission = null;
       card.refused(code);
