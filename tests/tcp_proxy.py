@@ -32,6 +32,7 @@ class TcpProxy:
         self.target_port = target_port
         self.port = 0
         self.accepted = 0  # connections relayed since the start
+        self.refused = 0  # connections refused while cut
         self._links: set[_Link] = set()
         self._frozen: list[_Link] = []
         self._refusing = False
@@ -66,6 +67,11 @@ class TcpProxy:
         async with asyncio.timeout(timeout), self._arrived:
             await self._arrived.wait_for(lambda: self.accepted >= n)
 
+    async def wait_refused(self, n: int, timeout: float = 10) -> None:
+        """Until `n` connections in all have been refused."""
+        async with asyncio.timeout(timeout), self._arrived:
+            await self._arrived.wait_for(lambda: self.refused >= n)
+
     def restore(self) -> None:
         self._refusing = False
 
@@ -79,6 +85,9 @@ class TcpProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._refusing:
             writer.close()
+            self.refused += 1
+            async with self._arrived:
+                self._arrived.notify_all()
             return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)

@@ -479,8 +479,12 @@ async def test_a_dropped_connection_recovers_and_the_reply_arrives_once(
         await chat.ask("Do gift cards expire?")
         await expect(chat.replies).to_contain_text("Gift cards n")
         proxy.cut()
-        await expect(chat.status).to_have_attribute("data-state", re.compile("offline|connecting"))
-        await expect(chat.page.locator(".parley .banner")).to_contain_text("Reconnecting")
+        banner = chat.page.locator(".parley .banner")
+        await expect(chat.status).to_have_attribute("data-state", "offline")
+        await expect(banner).to_contain_text("Connection lost. Reconnecting…")
+        await proxy.wait_refused(3)  # it keeps trying, at once and then every few seconds
+        await expect(banner).to_be_visible()
+        await expect(chat.status).to_have_attribute("data-state", "offline")
         await screenshot(chat.page, "page-offline")
         fake_model.release()  # the turn goes on without the page
         proxy.restore()

@@ -244,9 +244,12 @@ class Chat {
   connectionState(state) {
     if (this.unavailable) return;
     if (state !== "online") this.ready = false;
-    this.statusEl.dataset.state = state;
-    this.statusEl.textContent = STATUS_TEXT[state] || state;
-    this.banner.hidden = state !== "offline";
+    if (state === "online") this.wasOnline = true;
+    // Once connected, every attempt until the next success is a reconnection.
+    const shown = state === "connecting" && this.wasOnline ? "offline" : state;
+    this.statusEl.dataset.state = shown;
+    this.statusEl.textContent = STATUS_TEXT[shown] || shown;
+    this.banner.hidden = shown !== "offline";
     this.bannerText.textContent = "Connection lost. Reconnecting…";
     this.updateComposer();
   }
