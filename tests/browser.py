@@ -23,6 +23,9 @@ from parley.knowledge.types import Access, Document
 from parley.storage import agent_widget, sessions
 
 CHROMIUM = os.environ.get("PARLEY_CHROMIUM", "/usr/bin/chromium")
+# A turn crosses the gateway, Temporal, the worker and the model server: on two busy cores
+# that can take more than Playwright's default 5 s to show.
+expect.set_options(timeout=15_000)
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 
 
