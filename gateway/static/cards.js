@@ -183,6 +183,7 @@ export class InteractionCard extends Card {
         field.required ? null : h("span", { className: "optional", textContent: " (optional)" }));
       this.form.append(h("div", { className: "field" }, label, input, error));
       this.fields.set(field.key, { inputs: [input], error, focus: input });
+      input.addEventListener("input", () => this.clearError(field.key));
     }
   }
 
@@ -207,6 +208,7 @@ export class InteractionCard extends Card {
       otherText.hidden = true;
       chips.append(h("label", { className: "chip" }, other, h("span", { textContent: "Other…" })));
       chips.addEventListener("change", (event) => {
+        this.clearError(question.header);
         otherText.hidden = !other.checked;
         if (event.target === other && other.checked) otherText.focus(); // type it right away
       });
@@ -239,7 +241,7 @@ export class InteractionCard extends Card {
       const picked = inputs.filter((i) => i.checked).map((i) => i.value);
       if (picked.length) answer.options = picked;
       if (other.checked && otherText.value.trim()) answer.other = otherText.value.trim();
-      answers.push(answer);
+      if (answer.options || answer.other) answers.push(answer); // unanswered: left out
     }
     return { answers };
   }
@@ -260,11 +262,14 @@ export class InteractionCard extends Card {
 
   clearErrors() {
     this.formError.hidden = true;
-    for (const { inputs, error, otherText } of this.fields.values()) {
-      error.hidden = true;
-      error.textContent = "";
-      for (const input of [...inputs, otherText].filter(Boolean)) input.removeAttribute("aria-invalid");
-    }
+    for (const key of this.fields.keys()) this.clearError(key);
+  }
+
+  clearError(key) {
+    const { inputs, error, otherText } = this.fields.get(key);
+    error.hidden = true;
+    error.textContent = "";
+    for (const input of [...inputs, otherText].filter(Boolean)) input.removeAttribute("aria-invalid");
   }
 
   /** The server accepted the answer (or the refusal). */
@@ -355,14 +360,16 @@ const DECISION_ENDINGS = {
 };
 
 /** A decision from a reply's record (after a reload): the card in its final state. */
-export function decisionCard({ kind, outcome, description }, { label, failed } = {}) {
+export function decisionCard({ kind, tool, outcome, description }, { label, failed } = {}) {
   const approval = kind !== "interaction";
+  const identity = tool === "request_identity_intake";
   let ending = DECISION_ENDINGS[approval ? "approval" : "interaction"][outcome]
     || ["Decided", "", "neutral"];
   if (approval && outcome === "approved" && failed) ending = APPROVAL_ENDINGS.failed;
+  if (identity && outcome === "submitted") ending = ["Details shared", "Thanks!", "ok"];
   const card = new Card({ kind: approval ? "approval" : "interaction",
-    caption: approval ? label || "Action" : "Question", title: ending[0],
-    text: description || "", tone: ending[2], announce: () => {} });
+    caption: approval ? label || "Action" : identity ? "Your details" : "Quick question",
+    title: ending[0], text: description || "", tone: ending[2], announce: () => {} });
   card.body.hidden = true;
   card.status(ending[1]);
   return card.node;
