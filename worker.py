@@ -20,6 +20,7 @@ from typing import Any
 from temporalio.worker import Worker
 
 from activities.approvals import ApprovalActivities
+from activities.interactions import InteractionActivities
 from activities.live import LiveNotifier
 from activities.log_context import LogContextInterceptor
 from activities.model import ModelActivities
@@ -27,6 +28,7 @@ from activities.storage import StorageActivities
 from activities.tools import ToolActivities
 from parley import metrics, temporal_client, tools, tracing
 from parley.escalation import register_escalation
+from parley.interactions.tools import register_raise_tools
 from parley.knowledge.embeddings import load_embedder
 from parley.knowledge.tool import register_knowledge_search
 from parley.logs import configure_logging, get_logger
@@ -63,12 +65,15 @@ def turn_activities(
     tool_runner = ToolActivities(pool, tools.registry)
     storage = StorageActivities(pool)
     approval = ApprovalActivities(pool)
+    interaction = InteractionActivities(pool)
     return [
         model.call_model,
         tool_runner.run_tool,
         storage.finish_turn,
         approval.record_approval,
         approval.expire_approval,
+        interaction.record_interaction,
+        interaction.expire_interaction,
     ]
 
 
@@ -81,6 +86,7 @@ async def run_worker(
         rerank=settings.rerank == "lexical",
         embedder=load_embedder(settings.embeddings),
     )
+    register_raise_tools(tools.registry)
     if settings.escalation:
         register_escalation(tools.registry)
     tools.load_modules(settings.tool_modules)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from parley.knowledge import sources
-from parley.storage import approvals, context, escalations, messages, turns
+from parley.storage import approvals, context, escalations, interactions, messages, turns
 from parley.storage.db import Conn, Pool
 from parley.turn.record import (
     MAX_CALLS,
@@ -72,8 +72,11 @@ async def reply_record(conn: Conn, inp: FinishInput, status: ReplyStatus) -> Rep
     A tool call is kept when it returned or a person was asked about it: the ones the turn
     never ran (cut off at the output limit, over the token budget) were not shown either.
     """
+    steps = await context.turn_tool_calls(conn, inp.turn_id)
+    order = {c.id: i for i, c in enumerate(steps)}
     decisions = await approvals.turn_decisions(conn, inp.turn_id)
-    # Interactions (raise tools) add their decisions here, as kind "interaction".
+    decisions += await interactions.turn_decisions(conn, inp.turn_id)
+    decisions.sort(key=lambda d: order.get(d.tool_call_id, len(order)))  # as they were asked
     asked = {d.tool_call_id for d in decisions}
     calls = [
         RecordedCall(
@@ -83,7 +86,7 @@ async def reply_record(conn: Conn, inp: FinishInput, status: ReplyStatus) -> Rep
             is_error=c.is_error,
             result=bounded_result(c.result) if c.result is not None else None,
         )
-        for c in await context.turn_tool_calls(conn, inp.turn_id)
+        for c in steps
         if c.result is not None or c.id in asked
     ]
     return ReplyRecord(

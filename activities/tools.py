@@ -7,7 +7,8 @@ client sees as `isError: true`), not activity failures: the turn goes on.
 An approved write runs inside one transaction with its `tool_executions` row, keyed by
 workflow id + tool call id: a retried activity finds the row and returns the recorded
 result instead of running the handler again; a crash mid-handler rolls both back.
-Denied and expired writes never reach the handler.
+Denied and expired writes never reach the handler, nor does a raise tool's call the turn
+parked on: its result is the visitor's answer (`parley.interactions.tools`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from temporalio import activity
 
 from activities.heartbeat import heartbeating
 from activities.telemetry import tool_call
+from parley.interactions.tools import result as interaction_result
 from parley.logs import get_logger
-from parley.storage import attachments, context, tool_executions
+from parley.storage import attachments, context, interactions, tool_executions, visitors
 from parley.storage.db import Conn, Pool
 from parley.tools import CallContext, ToolArgumentsError, ToolRegistry
 from parley.turn.types import ToolCall, ToolInput, ToolOutput
@@ -51,8 +53,12 @@ class ToolActivities:
     @tool_call(lambda self: self._tools)
     async def run_tool(self, inp: ToolInput) -> ToolOutput:
         call = inp.call
+        value: Any
         async with heartbeating(), self._pool.connection() as conn:
-            if inp.verdict in NOT_RUN:
+            if inp.interaction_id is not None:
+                outcome = await interactions.outcome(conn, inp.interaction_id)
+                value, is_error = interaction_result(outcome), False
+            elif inp.verdict in NOT_RUN:
                 value, is_error = NOT_RUN[inp.verdict], True
             elif call.write:
                 ctx = await _context(inp, conn)
@@ -121,6 +127,7 @@ async def _context(inp: ToolInput, conn: Conn) -> CallContext:
         user_id=inp.user_id,
         groups=inp.groups,
         files=tuple(await attachments.turn_files(conn, inp.turn_id)),
+        identity=await visitors.identity_of_turn(conn, inp.turn_id),
     )
 
 

@@ -19,8 +19,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from gateway import admin, approvals, codec, metrics, sessions, turns, widget
-from gateway.approvals import Reconciler
+from gateway import admin, approvals, codec, interactions, metrics, sessions, turns, widget
 from gateway.auth import InvalidToken, TokenVerifier, principal_of
 from gateway.connection import Connection
 from gateway.dispatch import Dispatcher
@@ -28,6 +27,7 @@ from gateway.feed import Feeds
 from gateway.frames import FrameError, decode_frame
 from gateway.live import LiveListener
 from gateway.outbox import Outbox
+from gateway.reconciler import Reconciler
 from gateway.services import Services
 from gateway.socket_limits import IpConnections, SocketGuard, client_key, refuse_upgrade
 from parley import protocol, temporal_client, tracing
@@ -45,7 +45,7 @@ FIRST_READ_DELAY = timedelta(milliseconds=200)
 
 
 # Every protocol action this gateway answers, by the module that handles it.
-DISPATCHER = Dispatcher(sessions.ACTIONS, turns.ACTIONS, approvals.ACTIONS)
+DISPATCHER = Dispatcher(sessions.ACTIONS, turns.ACTIONS, approvals.ACTIONS, interactions.ACTIONS)
 
 
 async def _principal(websocket: WebSocket, services: Services) -> Principal | None:
@@ -191,7 +191,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None
         if listener is not None:
             listener.start()
-        reconciler = Reconciler(temporal, pool)
+        reconciler = Reconciler(temporal, pool, [approvals.VERDICTS, interactions.ANSWERS])
         reconciler.start()
         log.info("gateway ready", temporal=stores.temporal_address)
         try:

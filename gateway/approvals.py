@@ -3,26 +3,21 @@
 The claim is one guarded UPDATE in PostgreSQL, so exactly one of any number of concurrent
 confirms (on any gateways) wins; the rest get NO_PENDING_CONFIRMATION. The ack is queued
 before the signal is sent, so it precedes every resumed event on the confirming socket.
-A verdict whose gateway died between claim and signal is delivered by `Reconciler`.
+A verdict whose gateway died between claim and signal is delivered by the reconciler
+(`gateway.reconciler`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
-from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
-
 from gateway.connection import Connection
 from gateway.dispatch import Action
+from gateway.reconciler import Decisions
 from gateway.relay import attach_after_park
 from gateway.sessions import find_session
 from parley import protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode, ProtocolError
 from parley.storage import approvals
-from parley.storage.db import Pool
 from parley.turn.types import Decision
 from workflows.turn import TurnWorkflow
 
@@ -55,66 +50,15 @@ async def confirm_tool_action(conn: Connection, req: protocol.ConfirmToolAction)
         attach_after_park(
             conn, claimed.turn_id, claimed.request_id, claimed.approval_id, stream=claimed.stream
         )
-    await deliver(services.temporal, services.pool, claimed)
+    await VERDICTS.deliver(services.temporal, services.pool, claimed)
 
 
-async def deliver(temporal: Client, pool: Pool, claimed: approvals.Claimed) -> bool:
-    """Signal the verdict to its turn and record the delivery; False when it must wait."""
-    try:
-        await temporal.get_workflow_handle(claimed.turn_id).signal(
-            TurnWorkflow.verdict, Decision(claimed.approval_id, claimed.approved)
-        )
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            log.warning("verdict not delivered yet", turn=claimed.turn_id, error=err.message)
-            return False
-        log.warning("verdict for a turn that is gone", turn=claimed.turn_id)
-    async with pool.connection() as db:
-        await approvals.mark_delivered(db, claimed.approval_id)
-    return True
-
-
-class Reconciler:
-    """Delivers verdicts that were claimed but never signalled (a gateway died in between).
-
-    Runs in every gateway; duplicate deliveries are harmless (the workflow keeps the first
-    verdict per approval).
-    """
-
-    def __init__(
-        self,
-        temporal: Client,
-        pool: Pool,
-        *,
-        every: float = 2.0,
-        grace: float = 2.0,
-    ) -> None:
-        self._temporal = temporal
-        self._pool = pool
-        self._every = every
-        self._grace = grace
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="approval reconciler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with self._pool.connection() as db:
-                    stranded = await approvals.undelivered(db, self._grace)
-                for claimed in stranded:  # signalled without holding a connection
-                    log.info("delivering a stranded verdict", approval=claimed.approval_id)
-                    await deliver(self._temporal, self._pool, claimed)
-            except Exception:
-                log.exception("approval reconciler pass failed")
-            await asyncio.sleep(self._every)
+VERDICTS = Decisions[approvals.Claimed](
+    name="verdict",
+    signal=lambda c: (c.turn_id, TurnWorkflow.verdict, Decision(c.approval_id, c.approved)),
+    mark_delivered=lambda db, c: approvals.mark_delivered(db, c.approval_id),
+    undelivered=approvals.undelivered,
+)
 
 
 ACTIONS = (Action("confirm_tool_action", protocol.ConfirmToolAction, confirm_tool_action),)

@@ -21,17 +21,17 @@ from starlette.routing import Route
 from gateway.services import Services
 from parley import metrics
 from parley.logs import get_logger
-from parley.storage import approvals
+from parley.storage import approvals, interactions
 from parley.storage.db import Conn
 
 log = get_logger(__name__)
 
 COUNT_TIMEOUT_SECONDS = 2.0
 
-# Gauges read from PostgreSQL at each scrape. Interactions join here once they land:
-# (metrics.INTERACTIONS_PENDING, interactions.pending_count).
+# Gauges read from PostgreSQL at each scrape.
 PENDING: list[tuple[Gauge, Callable[[Conn], Awaitable[int]]]] = [
     (metrics.APPROVALS_PENDING, approvals.pending_count),
+    (metrics.INTERACTIONS_PENDING, interactions.pending_count),
 ]
 
 

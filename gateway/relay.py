@@ -14,7 +14,7 @@ from gateway.feed import FeedLost
 from parley import metrics, protocol
 from parley.logs import get_logger
 from parley.protocol import ErrorCode
-from parley.turn.events import ApprovalAsked, Token, ToolCallStarted, TurnEvent
+from parley.turn.events import ApprovalAsked, InteractionAsked, Token, ToolCallStarted, TurnEvent
 
 log = get_logger(__name__)
 
@@ -29,15 +29,16 @@ class Relay:
         request_id: str,
         stream: bool,
         *,
-        after_approval: str | None = None,
+        after_park: str | None = None,
         accepted_at: float | None = None,
     ) -> None:
         self.conn = conn
         self.turn_id = tid
         self.request_id = request_id
         self.stream = stream
-        # Forward only what follows this approval's park (confirm + its toolCall chunk).
-        self._skip_until = after_approval
+        # Forward only what follows this park (its question and its toolCall chunk): an
+        # approval's or an interaction's id.
+        self._skip_until = after_park
         self._skip_call = False
         # When this gateway took the turn's send_message (time.monotonic()): its first
         # token is then timed (parley_time_to_first_token_seconds).
@@ -78,7 +79,7 @@ class Relay:
 
     def _skipping(self, event: TurnEvent) -> bool:
         if self._skip_until is not None:
-            if isinstance(event, ApprovalAsked) and event.approval_id == self._skip_until:
+            if _park_id(event) == self._skip_until:
                 self._skip_until, self._skip_call = None, True
             return True
         if self._skip_call and isinstance(event, ToolCallStarted):
@@ -87,11 +88,21 @@ class Relay:
         return False
 
 
+def _park_id(event: TurnEvent) -> str | None:
+    """The id of the question `event` parks the turn on, if it does."""
+    if isinstance(event, ApprovalAsked):
+        return event.approval_id
+    if isinstance(event, InteractionAsked):
+        return event.interaction_id
+    return None
+
+
 def attach_after_park(
-    conn: Connection, tid: str, request_id: str, approval_id: str, *, stream: bool
+    conn: Connection, tid: str, request_id: str, park_id: str, *, stream: bool
 ) -> None:
-    """Relay the rest of a parked turn (what follows the approval) to a confirming socket."""
-    conn.relays[tid] = Relay(conn, tid, request_id, stream, after_approval=approval_id)
+    """Relay the rest of a parked turn (what follows the question `park_id`, an approval's or
+    an interaction's) to a socket that answered it."""
+    conn.relays[tid] = Relay(conn, tid, request_id, stream, after_park=park_id)
 
 
 def attach(

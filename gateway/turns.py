@@ -183,6 +183,9 @@ async def _start_turn(
                 max_iterations=settings.max_iterations,
                 token_budget=settings.turn_token_budget,
                 approval_timeout_seconds=settings.approval_timeout.total_seconds(),
+                interaction_timeout_seconds=(
+                    settings.interaction_timeout or settings.approval_timeout
+                ).total_seconds(),
                 linger_seconds=settings.turn_linger.total_seconds(),
                 groups=list(principal.groups)
                 if principal is not None and principal.groups is not None

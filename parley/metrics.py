@@ -113,16 +113,16 @@ APPROVALS_PENDING = Gauge(
     "Approvals waiting for a person, across the deployment (read from PostgreSQL when a"
     " gateway is scraped: every gateway reports the same number).",
 )
-# Interactions (questions a turn parks on, like approvals): the hooks below are what their
-# code calls once it lands (`interaction_asked` where the question is recorded,
-# `interaction_decided` where the guarded UPDATE deciding it wins), and the gateway's
-# scrape-time count fills the gauge (`gateway.metrics.PENDING`).
+# Interactions (questions a turn parks on, like approvals): `interaction_asked` where the
+# question is recorded, `interaction_decided` where the guarded UPDATE deciding it wins
+# (parley.storage.interactions), and the gateway's scrape-time count fills the gauge
+# (`gateway.metrics.PENDING`).
 INTERACTIONS_ASKED = Counter(
     "parley_interactions_asked_total", "Interactions a turn parked on, by kind.", ["kind"]
 )
 INTERACTIONS_DECIDED = Counter(
     "parley_interactions_decided_total",
-    "Interactions decided, by kind and outcome (answered, expired, cancelled, ...).",
+    "Interactions decided, by kind and outcome: submitted, declined, expired, cancelled.",
     ["kind", "outcome"],
 )
 INTERACTIONS_PENDING = Gauge(

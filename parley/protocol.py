@@ -57,6 +57,8 @@ class ErrorCode:
     RATE_LIMITED = "RATE_LIMITED"
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
     SKILL_NOT_FOUND = "SKILL_NOT_FOUND"
+    NO_PENDING_INTERACTION = "NO_PENDING_INTERACTION"
+    INTERACTION_MISMATCH = "INTERACTION_MISMATCH"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -220,6 +222,21 @@ class ConfirmToolAction(SessionAction):
     )
 
 
+class SubmitInteraction(SessionAction):
+    """The visitor's answer to a rich interaction. `values` and `declined` are checked by the
+    handler, after the interaction is found: PROTOCOL.md orders a stale id before a bad shape."""
+
+    request_id: Annotated[str, _required_text("submit_interaction requires a 'requestId'")] = Field(
+        default=None, validate_default=True, max_length=MAX_REQUEST_ID
+    )
+    interaction_id: Annotated[str, _required_text("missing 'interactionId'")] = Field(
+        default=None, validate_default=True, max_length=MAX_ID
+    )
+    kind: str | None = Field(None, max_length=MAX_ID)
+    values: Any = None
+    declined: Any = None
+
+
 class Cancel(Action):
     session_id: Id | None = None
 
@@ -355,6 +372,38 @@ def write_confirmation_required(
     )
 
 
+def interaction_required(
+    request_id: str, interaction_id: str, kind: str, spec: dict[str, Any], reason: str
+) -> dict[str, Any]:
+    return _event(
+        "interaction_required",
+        request_id,
+        data={
+            "requestId": request_id,
+            "data": {"interactionId": interaction_id, "kind": kind, "spec": spec, "reason": reason},
+        },
+    )
+
+
+def interaction_invalid(
+    request_id: str, interaction_id: str, kind: str, errors: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """Values that break the kind's rules: one `{field, message}` per problem (at least one)."""
+    return _event(
+        "interaction_invalid",
+        request_id,
+        data={
+            "requestId": request_id,
+            "data": {
+                "interactionId": interaction_id,
+                "kind": kind,
+                "errors": [{"field": f, "message": m} for f, m in errors],
+                "message": "Some fields need attention.",
+            },
+        },
+    )
+
+
 class Usage(_Payload):
     cost_usd: float
     prompt_tokens: int
@@ -465,6 +514,10 @@ def turn_event(request_id: str, event: turn.TurnEvent, stream: bool) -> dict[str
             return stream_chunk(request_id, name, outcome) if stream else None
         case turn.ApprovalAsked(tool_name=tool_name, description=description):
             return write_confirmation_required(request_id, tool_name, description)
+        case turn.InteractionAsked():
+            return interaction_required(
+                request_id, event.interaction_id, event.interaction, event.spec, event.reason
+            )
         case turn.Done():
             return eventual_response(request_id, _eventual_data(event))
         case turn.Failed(code=code, message=message):

@@ -135,6 +135,14 @@ class Settings(BaseSettings):
     approval_timeout: Duration = Field(
         timedelta(minutes=30), validation_alias=_env("PARLEY_APPROVAL_TIMEOUT")
     )
+    # Rich interactions (forms, choice chips): how long one waits for the visitor (unset: the
+    # approval timeout), and how many invalid submits one answers before RATE_LIMITED.
+    interaction_timeout: Duration | None = Field(
+        None, validation_alias=_env("PARLEY_INTERACTION_TIMEOUT")
+    )
+    interaction_max_invalid: int = Field(
+        20, ge=1, le=1000, validation_alias=_env("PARLEY_INTERACTION_MAX_INVALID")
+    )
 
     # The live lane (LISTEN/NOTIFY) carries tokens at once; the durable record (the signal
     # relay) gets them in batches this far apart, and a gateway's subscriber rests this long

@@ -38,7 +38,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
@@ -47,6 +47,7 @@ from pydantic import BaseModel, create_model
 from parley.attachments import File
 from parley.storage import attachments
 from parley.storage.db import Conn
+from parley.storage.visitors import Identity as Identity  # re-exported: the tool API
 
 Handler = Callable[[dict[str, Any]], Any]
 Describer = Callable[[dict[str, Any]], str]
@@ -66,7 +67,9 @@ class CallContext:
     database connection; for an approved write it is the transaction that also records the
     execution. `org_id` and `user_id` name the requester (`user_id` None: anonymous).
     `files` are the files the person sent with the message this turn answers (never shown
-    to the model); `conversation_files()` lists those of earlier messages too.
+    to the model); `conversation_files()` lists those of earlier messages too. `identity`
+    is what the visitor told us about themselves (the identity form, or the session's
+    `userName` / `userEmail`).
     """
 
     call_key: str
@@ -76,6 +79,7 @@ class CallContext:
     user_id: str | None = None
     groups: list[str] | None = None  # from the principal's token; None: the admin-set ones
     files: tuple[File, ...] = ()
+    identity: Identity = field(default_factory=Identity)
 
     async def conversation_files(self) -> list[File]:
         """The files sent with this conversation's messages, oldest first, up to and

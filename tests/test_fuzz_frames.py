@@ -51,6 +51,15 @@ TEMPLATES: list[dict[str, Any]] = [
         "sessionId": NOBODY,
         "approved": True,
     },
+    {
+        "action": "submit_interaction",
+        "requestId": "i",
+        "sessionId": NOBODY,
+        "interactionId": NOBODY,
+        "kind": "identity_intake",
+        "values": {"email": "a@b.io"},
+        "declined": False,
+    },
     {"action": "cancel", "requestId": "x", "sessionId": NOBODY},
     {
         "action": "resume_turn",

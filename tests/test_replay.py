@@ -40,6 +40,7 @@ from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from parley.turn.types import TurnInput, TurnOutcome
 from tests.helpers import GatewayServer, WsClient, is_terminal, kinds, run_turn, tokens
 from tests.test_approvals import REFUND, confirm, park
+from tests.test_interactions import ASK_CONTACT, SUPPORTS, submit
 from workflows.turn import BUDGET_NOTICE, TurnWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -57,6 +58,7 @@ class Shape:
     activities: tuple[str, ...]  # activity types, in the order they were scheduled
     ending: str = "completed"  # the closing event: completed | canceled | failed | ...
     verdicts: int = 0  # `verdict` signals received
+    answers: int = 0  # `interaction_answered` signals received
     timers_fired: int = 0
     retried: tuple[str, ...] = ()  # activities whose recorded attempt is > 1
 
@@ -64,7 +66,7 @@ class Shape:
     def of(cls, history: WorkflowHistory) -> Shape:
         scheduled: dict[int, str] = {}
         retried: list[str] = []
-        verdicts = fired = 0
+        verdicts = answers = fired = 0
         for event in history.events:
             if event.HasField("activity_task_scheduled_event_attributes"):
                 name = event.activity_task_scheduled_event_attributes.activity_type.name
@@ -76,6 +78,7 @@ class Shape:
             elif event.HasField("workflow_execution_signaled_event_attributes"):
                 signal = event.workflow_execution_signaled_event_attributes.signal_name
                 verdicts += signal == "verdict"
+                answers += signal == "interaction_answered"
             elif event.HasField("timer_fired_event_attributes"):
                 fired += 1
         last = EventType.Name(history.events[-1].event_type)
@@ -83,6 +86,7 @@ class Shape:
             activities=tuple(scheduled.values()),
             ending=last.removeprefix("EVENT_TYPE_WORKFLOW_EXECUTION_").lower(),
             verdicts=verdicts,
+            answers=answers,
             timers_fired=fired,
             retried=tuple(retried),
         )
@@ -97,6 +101,15 @@ EXPIRED = (
     "call_model",
     "record_approval",
     "expire_approval",
+    "run_tool",
+    "call_model",
+    "finish_turn",
+)
+ASKED = ("call_model", "record_interaction", "run_tool", "call_model", "finish_turn")
+ASK_EXPIRED = (
+    "call_model",
+    "record_interaction",
+    "expire_interaction",
     "run_tool",
     "call_model",
     "finish_turn",
@@ -194,6 +207,43 @@ async def token_budget_spent(t: Take) -> None:
     assert tokens(events) == BUDGET_NOTICE and events[-1]["type"] == "eventual_response"
 
 
+async def _ask(t: Take, *, supports: list[str]) -> dict[str, Any]:
+    """On a session with `supports`, a turn whose model raises the identity form; returns the
+    first event after the 202 (`interaction_required` when it parked)."""
+    t.session = await t.client.create_session(str(uuid.uuid4()), supports=supports)
+    t.model.enqueue(Reply(tool_calls=[ASK_CONTACT]), Reply(text="Thanks."))
+    await t.client.send(
+        {
+            "action": "send_message",
+            "requestId": t.request_id,
+            "sessionId": t.session_id,
+            "message": "a quote, please",
+        }
+    )
+    return (await t.client.recv_until(lambda e: e["type"] != "immediate_response"))[-1]
+
+
+async def interaction_submitted(t: Take) -> None:
+    asked = await _ask(t, supports=SUPPORTS)
+    assert asked["type"] == "interaction_required"
+    await t.client.send(submit(t.session_id, asked, values={"email": "ada@example.com"}))
+    events = await t.client.recv_until(is_terminal(t.request_id))
+    assert tool_result(events)["result"]["status"] == "submitted"
+
+
+async def interaction_expired(t: Take) -> None:
+    assert (await _ask(t, supports=SUPPORTS))["type"] == "interaction_required"
+    events = await t.client.recv_until(is_terminal(t.request_id))
+    assert tool_result(events)["result"]["status"] == "no_response"
+
+
+async def interaction_not_shown(t: Take) -> None:
+    """Without the capability the raise tool answers at once."""
+    assert kinds([await _ask(t, supports=[])]) == ["chunk:toolCall"]
+    events = await t.client.recv_until(is_terminal(t.request_id))
+    assert tool_result(events)["result"]["status"] == "no_response"
+
+
 async def escalated(t: Take) -> None:
     """The model hands the conversation to a person: the turn ends with the escalation."""
     call = ToolCall("escalate_to_human", {"reason": "The customer asks for a person."})
@@ -227,6 +277,15 @@ SCENARIOS: dict[str, Scenario] = {
     "token_budget_spent": Scenario(
         token_budget_spent, Shape(ANSWER, timers_fired=1), settings={"turn_token_budget": 500}
     ),
+    "interaction_submitted": Scenario(
+        interaction_submitted, Shape(ASKED, answers=1, timers_fired=1)
+    ),
+    "interaction_expired": Scenario(
+        interaction_expired,
+        Shape(ASK_EXPIRED, timers_fired=2),
+        settings={"interaction_timeout": timedelta(seconds=1)},
+    ),
+    "interaction_not_shown": Scenario(interaction_not_shown, Shape(ASKED, timers_fired=1)),
     "escalated": Scenario(escalated, Shape(READ, timers_fired=1)),
 }
 

@@ -14,6 +14,9 @@ from tests.helpers import WsClient, is_terminal
 
 SECRET = "log-test-secret-of-a-decent-length-000"
 REFUND = ToolCall("issue_refund", {"order_id": "ORD-7777", "reason": "damaged"})
+ASK_CONTACT = ToolCall("request_identity_intake", {"fields": ["email"], "reason": "to reply"})
+VISITOR_EMAIL = "dana.private@example.com"
+VISITOR_TYPO = "dana.private@"
 
 
 @pytest.mark.timeout(180)
@@ -28,7 +31,7 @@ async def test_no_session_id_or_token_in_logs_or_workflow_ids(
     url = f"ws://127.0.0.1:{port}/ws"
     sessions: list[str] = []
     async with await WsClient.open(f"{url}?token={token}") as owner:
-        session = (await owner.create_session("support"))["sessionId"]
+        session = (await owner.create_session("support", supports=["identity_form"]))["sessionId"]
         anonymous = await WsClient.open(url)
         bearer = (await anonymous.create_session("support"))["sessionId"]
         sessions += [session, bearer]
@@ -48,6 +51,24 @@ async def test_no_session_id_or_token_in_logs_or_workflow_ids(
             }
         )
         await owner.recv_until(is_terminal("r1"), 60)
+        # A form the visitor fills in: what they typed stays out of the logs too.
+        fake_model.enqueue(Reply(tool_calls=[ASK_CONTACT]), Reply(text="Thanks."))
+        await owner.send(
+            {"action": "send_message", "requestId": "r3", "sessionId": session, "message": "hi"}
+        )
+        parked = await owner.recv_until(lambda e: e["type"] == "stream_chunk", 60)
+        asked = parked[-2]
+        assert asked["type"] == "interaction_required"
+        answer = {
+            "action": "submit_interaction",
+            "requestId": "r3",
+            "sessionId": session,
+            "interactionId": asked["data"]["data"]["interactionId"],
+        }
+        invalid = await owner.request({**answer, "values": {"email": VISITOR_TYPO}}, timeout=30)
+        assert invalid["type"] == "interaction_invalid"
+        await owner.send({**answer, "values": {"email": VISITOR_EMAIL}})
+        await owner.recv_until(is_terminal("r3"), 60)
         fake_model.enqueue(Reply(text="A long answer " * 50, delay=0.05))
         await owner.send(
             {"action": "send_message", "requestId": "r2", "sessionId": session, "message": "more"}
@@ -71,8 +92,9 @@ async def test_no_session_id_or_token_in_logs_or_workflow_ids(
     processes.stop_all()
     logs = worker.output + gateway.output
     assert "turn started" in logs and "approval decided" in logs  # DEBUG logs were read
-    assert len(turn_ids) == 2
-    for secret in (*sessions, token, token.split(".")[2]):
+    assert "interaction answered" in logs
+    assert len(turn_ids) == 3
+    for secret in (*sessions, token, token.split(".")[2], VISITOR_EMAIL, VISITOR_TYPO):
         assert secret not in logs
         assert not any(secret in turn_id for turn_id in turn_ids)
     assert uuid.UUID(sessions[0])  # (they were real ids)

@@ -53,6 +53,13 @@ ACTIONS: dict[str, Frame] = {
         "approved": True,
     },
     "cancel": lambda sid: {"action": "cancel", "requestId": "park", "sessionId": sid},
+    "submit_interaction": lambda sid: {
+        "action": "submit_interaction",
+        "requestId": "park",
+        "sessionId": sid,
+        "interactionId": str(uuid.UUID(int=7)),
+        "declined": True,
+    },
 }
 
 

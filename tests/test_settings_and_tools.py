@@ -34,6 +34,12 @@ def test_env_names(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.tool_modules == ["shop.tools", "crm.tools"]
     assert settings.confirm_tools == ["refund", "delete"]
     assert settings.approval_timeout == timedelta(minutes=15)
+    assert settings.interaction_timeout is None  # unset: the approval timeout
+    monkeypatch.setenv("PARLEY_INTERACTION_TIMEOUT", "2h")
+    monkeypatch.setenv("PARLEY_INTERACTION_MAX_INVALID", "5")
+    interactions = Settings()
+    assert interactions.interaction_timeout == timedelta(hours=2)
+    assert interactions.interaction_max_invalid == 5
     assert settings.port == 9000
     assert settings.has_model_key and "sk-secret" not in repr(settings)
 

@@ -77,3 +77,10 @@ async def attached_files() -> dict:
     call = current_call()
     SEEN_FILES.append((call.turn_id, call.files, await call.conversation_files()))
     return {"files": len(call.files)}
+
+
+@tool
+def whoami() -> dict:
+    """Tell who the visitor is, as far as they said (the identity-form test)."""
+    identity = current_call().identity
+    return {"name": identity.name, "email": identity.email, "phone": identity.phone}

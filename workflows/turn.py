@@ -34,9 +34,11 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 
 with workflow.unsafe.imports_passed_through():
     from activities.approvals import ApprovalActivities
+    from activities.interactions import InteractionActivities
     from activities.model import LLM_UNAVAILABLE, ModelActivities
     from activities.storage import StorageActivities
     from activities.tools import ToolActivities
+    from parley.interactions.catalog import RAISE_TOOLS
     from parley.protocol import ErrorCode
     from parley.turn.events import (
         EVENTS_TOPIC,
@@ -45,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
         Cancelled,
         Done,
         Failed,
+        InteractionAsked,
         Token,
         ToolCallStarted,
         ToolResult,
@@ -52,11 +55,13 @@ with workflow.unsafe.imports_passed_through():
         TurnUsage,
     )
     from parley.turn.types import (
+        Answered,
         ApprovalInput,
         Decision,
         EndStatus,
         FinishInput,
         FinishOutput,
+        InteractionInput,
         ModelInput,
         ToolCall,
         ToolInput,
@@ -121,6 +126,7 @@ class TurnWorkflow:
         self.events = self.stream.topic(EVENTS_TOPIC, type=TURN_EVENT)
         self.inp = inp
         self.decisions: dict[str, bool] = {}
+        self.answered: set[str] = set()  # interactions a visitor answered
         self.published = 0  # items this workflow published (model calls publish their own)
         self.truncated: Literal["length", "budget"] | None = None  # what ended the reply early
 
@@ -265,8 +271,12 @@ class TurnWorkflow:
         return budget > 0 and usage.prompt_tokens + usage.output_tokens >= budget
 
     async def _run_tool(self, turn: str, iteration: int, call: ToolCall) -> None:
-        verdict = None
-        if call.write:
+        verdict = interaction = None
+        if call.name in RAISE_TOOLS and call.offered:
+            interaction = await self._ask(turn, call)
+            if interaction is None:  # not parked: the tool answers by itself
+                self._publish_call(call)
+        elif call.write:
             verdict = await self._park(turn, call)
         else:
             self._publish_call(call)
@@ -280,6 +290,7 @@ class TurnWorkflow:
                 user_id=self.inp.user_id,
                 verdict=verdict,
                 groups=self.inp.groups,
+                interaction_id=interaction,
             ),
             TOOL_CALL,
         )
@@ -315,13 +326,56 @@ class TurnWorkflow:
         )
         self._publish(ApprovalAsked(approval_id, call.name, call.description))
         self._publish_call(call)
-        try:
-            await workflow.wait_condition(
-                lambda: approval_id in self.decisions, timeout=timeout, timeout_summary="approval"
-            )
-        except TimeoutError:
+        if not await self._until(lambda: approval_id in self.decisions, timeout, "approval"):
             return await self._activity(ApprovalActivities.expire_approval, approval_id, STORAGE)
         return "approved" if self.decisions[approval_id] else "denied"
+
+    @workflow.signal(name="interaction_answered")
+    def interaction_answered(self, answer: Answered) -> None:
+        """A visitor's claimed answer, delivered by the gateway that won the claim (the
+        answer itself is in PostgreSQL, where the tool activity reads it)."""
+        self.answered.add(answer.interaction_id)
+
+    async def _ask(self, turn: str, call: ToolCall) -> str | None:
+        """Ask the visitor a raise tool's question, when their client can show it, and wait
+        (durably) for their answer or the deadline. Returns the interaction's id, or None
+        when the turn did not park (the tool then answers by itself).
+
+        As for approvals, the database holds the one answer: at the deadline the expiry only
+        wins if no submit claimed the question first.
+        """
+        interaction_id = str(workflow.uuid4())
+        seconds = self.inp.interaction_timeout_seconds or self.inp.approval_timeout_seconds
+        timeout = timedelta(seconds=seconds)
+        asked = await self._activity(
+            InteractionActivities.record_interaction,
+            InteractionInput(
+                interaction_id=interaction_id,
+                turn_id=turn,
+                session_id=self.inp.session_id,
+                request_id=self.inp.request_id,
+                conversation_id=self.inp.conversation_id,
+                call=call,
+                deadline=workflow.now() + timeout,
+            ),
+            STORAGE,
+        )
+        if not asked.parked:
+            return None
+        self._publish(InteractionAsked(interaction_id, asked.kind, asked.spec, asked.reason))
+        self._publish_call(call)
+        if not await self._until(lambda: interaction_id in self.answered, timeout, "interaction"):
+            await self._activity(InteractionActivities.expire_interaction, interaction_id, STORAGE)
+        return interaction_id
+
+    @staticmethod
+    async def _until(decided: Callable[[], bool], within: timedelta, summary: str) -> bool:
+        """Wait durably until `decided()`; False when `within` passed first."""
+        try:
+            await workflow.wait_condition(decided, timeout=within, timeout_summary=summary)
+        except TimeoutError:
+            return False
+        return True
 
     async def _finish(
         self, turn: str, status: EndStatus, text: str = "", message_id: str = ""

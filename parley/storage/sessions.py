@@ -12,6 +12,7 @@ from parley.storage.db import Conn
 from parley.widget_auth import EmbedPolicy
 
 DEFAULT_AGENT_NAME = "Parley"
+DEFAULT_USER_NAME = "Visitor"  # a user participant whose name nobody gave
 
 
 SessionStatus = Literal["active", "idle", "ended"]
@@ -174,14 +175,17 @@ async def create_session(conn: Conn, new: NewSession) -> SessionRecord:
             conversation_id = resumed["id"]
             user_pid = resumed["user_participant_id"]
             agent_pid = resumed["agent_participant_id"]
+            # `supports` sent again replaces what the conversation declared; left out, kept.
             await conn.execute(
-                "update conversations set updated_at = now() where id = %s", (conversation_id,)
+                "update conversations set updated_at = now(), supports = coalesce(%s, supports)"
+                " where id = %s",
+                (new.supports, conversation_id),
             )
         else:
             conversation_id, user_pid, agent_pid = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
             await conn.execute(
-                "insert into conversations (id, org_id, agent_id, name, idempotency_key, metadata)"
-                " values (%s, %s, %s, %s, %s, %s)",
+                "insert into conversations (id, org_id, agent_id, name, idempotency_key, metadata,"
+                " supports) values (%s, %s, %s, %s, %s, %s, %s)",
                 (
                     conversation_id,
                     org_id,
@@ -189,6 +193,7 @@ async def create_session(conn: Conn, new: NewSession) -> SessionRecord:
                     f"Session {session_id}",
                     str(session_id),
                     Jsonb(new.metadata) if new.metadata is not None else None,
+                    new.supports or [],
                 ),
             )
             await conn.execute(
@@ -200,7 +205,7 @@ async def create_session(conn: Conn, new: NewSession) -> SessionRecord:
                     org_id,
                     new.user_id,
                     new.browser_fingerprint,
-                    new.user_name or "Visitor",
+                    new.user_name or DEFAULT_USER_NAME,
                     new.user_email,
                 ),
             )

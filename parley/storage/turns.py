@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from parley import metrics
-from parley.storage import approvals, messages
+from parley.storage import approvals, interactions, messages
 from parley.storage.db import Conn
 from parley.storage.sessions import as_uuid
 from parley.turn.record import ReplyRecord, cut_short
@@ -114,11 +114,11 @@ async def status(conn: Conn, turn_id: str) -> TurnStatus | None:
 async def finish(conn: Conn, turn_id: str, status: TurnStatus) -> bool:
     """Release the slot with a final status; False when it was no longer running.
 
-    A question the turn was parked on is decided `cancelled` in the same transaction, so a
-    confirm can never win an approval of a turn that is over. A turn that ends without its
-    reply (stopped, failed, abandoned) leaves an agent message in its place, also in that
-    transaction: it stands before anything a later turn of the session adds (the turn's
-    last step then fills in its record).
+    A question the turn was parked on (an approval, an interaction) is closed as `cancelled`
+    in the same transaction, so a confirm or a submit can never win one of a turn that is
+    over. A turn that ends without its reply (stopped, failed, abandoned) leaves an agent
+    message in its place, also in that transaction: it stands before anything a later turn
+    of the session adds (the turn's last step then fills in its record).
     """
     async with conn.transaction():
         cur = await conn.execute(
@@ -127,6 +127,7 @@ async def finish(conn: Conn, turn_id: str, status: TurnStatus) -> bool:
             (status, turn_id),
         )
         await approvals.cancel_pending(conn, turn_id)
+        await interactions.cancel_pending(conn, turn_id)
         released = cur.rowcount == 1
         cut = cut_short(status)
         if released and cut is not None:

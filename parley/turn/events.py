@@ -72,6 +72,17 @@ class ApprovalAsked:
 
 
 @dataclass(frozen=True)
+class InteractionAsked:
+    """A raise tool parked the turn: the visitor is asked `spec` (a form, choice chips)."""
+
+    interaction_id: str
+    interaction: str  # the kind: identity_intake | choices
+    spec: dict[str, Any]
+    reason: str
+    kind: Literal["interaction_asked"] = field(default="interaction_asked", init=False)
+
+
+@dataclass(frozen=True)
 class Citation:
     """A knowledge document the reply drew on."""
 
@@ -117,7 +128,17 @@ class Cancelled:
 
 
 # Tokens first: the converter tries the members in order, and most items are tokens.
-TurnEvent = Token | Reset | ToolCallStarted | ToolResult | ApprovalAsked | Done | Failed | Cancelled
+TurnEvent = (
+    Token
+    | Reset
+    | ToolCallStarted
+    | ToolResult
+    | ApprovalAsked
+    | Done
+    | Failed
+    | Cancelled
+    | InteractionAsked
+)
 # The union as the stream's item type: the payload converter decodes into it by `kind`,
 # but a union is not a class, so to a type checker it needs this one annotation.
 TURN_EVENT: type[TurnEvent] = TurnEvent  # type: ignore[assignment]

@@ -50,6 +50,8 @@ class TurnInput:
     agent_id: str = ""  # whose daily usage the turn's model calls count against
     # Prompt + output tokens the turn's model calls may spend, all told (0: no budget).
     token_budget: int = 0
+    # How long a rich interaction waits for the visitor (0: approval_timeout_seconds).
+    interaction_timeout_seconds: float = 0.0
     skill: str | None = None  # the organization's skill this turn runs (its name)
 
 
@@ -134,6 +136,7 @@ class ToolInput:
     user_id: str | None
     verdict: Verdict | None = None  # for writes
     groups: list[str] | None = None
+    interaction_id: str | None = None  # a raise tool's call the turn parked on
 
 
 @dataclass
@@ -152,6 +155,39 @@ class Decision:
 
     approval_id: str
     approved: bool
+
+
+@dataclass
+class InteractionInput:
+    """A raise tool's call: the question to record, if the visitor's client can show it."""
+
+    interaction_id: str
+    turn_id: str
+    session_id: str
+    request_id: str
+    conversation_id: str
+    call: ToolCall
+    deadline: datetime
+
+
+@dataclass
+class InteractionPark:
+    """Whether the turn parks on a raise tool's call, and the question it then shows.
+
+    Not parked: the client cannot render the kind, the visitor declined it before in this
+    conversation, or the arguments ask no question; the tool then answers by itself."""
+
+    parked: bool
+    kind: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass
+class Answered:
+    """The `interaction_answered` signal: a visitor's claimed answer to one question."""
+
+    interaction_id: str
 
 
 @dataclass

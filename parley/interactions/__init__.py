@@ -1,0 +1,1 @@
+"""Rich interactions: structured questions a turn asks the visitor (forms, choice chips)."""
