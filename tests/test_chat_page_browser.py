@@ -464,7 +464,7 @@ async def test_a_refused_message_stays_in_the_box_and_the_running_reply_shows(
     await expect(second.reply(answer)).to_have_count(1)
     await expect(first.reply(answer)).to_have_count(1)
     fake_model.enqueue(Reply(text="On Saturdays we open at ten."))
-    await second.alert.get_by_role("button", name="Retry").click()
+    await second.alert.get_by_role("button", name="Retry").click()  # once the reply has ended
     await expect(second.reply("On Saturdays we open at ten.")).to_have_count(1)
     await expect(second.input).to_have_value("")
 

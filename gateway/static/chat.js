@@ -115,7 +115,7 @@ class Chat {
     this.olderCursor = null;
     this.unavailable = false;
     this.build(container);
-    this.loadProfile();
+    this.profileLoaded = this.loadProfile(); // labels are needed before the history shows
     const url = new URL("ws", this.base);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     this.conn = new Connection({
@@ -305,6 +305,7 @@ class Chat {
       this.startFailed(err);
       return;
     }
+    await this.profileLoaded;
     if (!current()) return;
     this.render(history);
     this.ready = true;
@@ -423,7 +424,7 @@ class Chat {
     const unanswered = last && last.direction === "inbound";
     if (pending) {
       const asked = messages.findIndex((m) => m.direction === "inbound" && m.content.text === pending.text);
-      if (asked > 0 || (asked === 0 && !unanswered)) { // answered already: nothing to resume
+      if (asked > 0) { // something follows it: answered already, nothing to resume
         this.store.setJSON("pending", null);
       } else {
         this.resuming = { step: "request", requestId: pending.requestId, question: pending.text, stored: asked === 0 };
@@ -736,6 +737,9 @@ class Chat {
     const empty = !this.thread.querySelector(".msg");
     this.starters.hidden = !empty || busy;
     for (const starter of this.starters.children) starter.disabled = !this.ready;
+    // Sending again waits until it can go (a reply still running, a reconnection).
+    const blocked = !this.ready || busy || !!this.resuming;
+    this.alertRetry.disabled = this.alertKind === "composer" && blocked;
   }
 
   sendFromComposer() {
@@ -789,6 +793,7 @@ class Chat {
     this.alertText.textContent = text;
     this.alertRetry.hidden = !retry || retry === "older";
     this.alert.hidden = false;
+    this.updateComposer();
   }
 
   clearAlert(always = false, kind = null) {
