@@ -382,6 +382,7 @@ class Chat {
     this.turns.clear();
     this.active = null;
     this.knownIds.clear();
+    this.claimStopped(page.messages);
     const pinned = this.atBottom() || !this.thread.childElementCount;
     const messages = page.messages.slice().reverse();
     this.thread.replaceChildren(...messages.map((m) => this.historyEl(m)));
@@ -602,27 +603,41 @@ class Chat {
     return this.store.getJSON("partials") || {};
   }
 
-  /** Keep a stopped reply's partial text for its notice in the history (a reload then
-   *  shows what the visitor saw). */
+  /** Keep a stopped reply's partial text, to show again in place of the notice the server
+   *  stores for it (a reload then shows what the visitor saw). Kept at once, then tied to
+   *  the notice's id as soon as the history has it. */
   async rememberPartial(turn) {
     const text = turn.text();
-    if (!text.trim()) return;
+    if (!text.trim() || !turn.question) return;
+    this.store.setJSON("stopped", { question: turn.question, text: text.slice(0, 20000) });
     let page;
     try {
       page = await this.history();
     } catch {
-      return;
+      return; // tied by the next history read
     }
-    const notice = page.messages.find((m) => m.direction === "outbound"
-      && m.content.structuredResponse?.status === "cancelled" && !this.knownIds.has(m.id));
-    if (!notice) return;
-    this.knownIds.add(notice.id);
-    turn.box.dataset.messageId = notice.id;
+    const id = this.claimStopped(page.messages);
+    if (id) turn.box.dataset.messageId = id;
+  }
+
+  /** The newest stopped-reply notice answering the question a partial text was kept for
+   *  (messages newest first) gets that text; returns its id. */
+  claimStopped(messages) {
+    const stopped = this.store.getJSON("stopped");
+    if (!stopped) return null;
     const partials = this.partials();
-    partials[notice.id] = text.slice(0, 20000);
+    const index = messages.findIndex((m, i) => m.direction === "outbound"
+      && m.content.structuredResponse?.status === "cancelled" && !(m.id in partials)
+      && messages[i + 1]?.direction === "inbound" && messages[i + 1].content.text === stopped.question);
+    if (index < 0) return null;
+    const { id } = messages[index];
+    partials[id] = stopped.text;
     const ids = Object.keys(partials);
-    for (const id of ids.slice(0, Math.max(0, ids.length - MAX_PARTIALS))) delete partials[id];
+    for (const old of ids.slice(0, Math.max(0, ids.length - MAX_PARTIALS))) delete partials[old];
     this.store.setJSON("partials", partials);
+    this.store.setJSON("stopped", null);
+    this.knownIds.add(id);
+    return id;
   }
 
   // ------------------------------------------------------------------------------ events
