@@ -9,7 +9,8 @@ Two ways in, one registry:
         \"\"\"Look up an order's shipping status.\"\"\"
         ...
 
-    @tool(write=True, describe=lambda a: f"Issue a refund for order {a['order_id']}")
+    @tool(write=True, label="Refund",
+          describe=lambda a: f"Issue a refund for order {a['order_id']}")
     async def issue_refund(order_id: str, reason: str | None = None) -> str: ...
 
     register("weather", "Current weather for a city.",
@@ -18,8 +19,10 @@ Two ways in, one registry:
              handler=lambda args: {"city": args["city"], "sky": "clear"})
 
 Arguments are validated against the JSON schema before a handler runs. `write=True` marks a
-tool whose calls wait for a person's approval. `PARLEY_TOOL_MODULES` lists modules the
-worker imports at start-up so their decorators run.
+tool whose calls wait for a person's approval. `label=` is what customers see of the tool in
+the chat widget (e.g. "Order lookup"); a tool without one shows there only as "Working on
+it…", and its name, arguments and result only in the widget's debug mode.
+`PARLEY_TOOL_MODULES` lists modules the worker imports at start-up so their decorators run.
 
 An approved write runs at most once per tool call. While it runs, `current_call()` gives
 its `call_key` (workflow id + tool call id: pass it as the idempotency key to an outside
@@ -48,6 +51,8 @@ from parley.storage.visitors import Identity as Identity  # re-exported: the too
 
 Handler = Callable[[dict[str, Any]], Any]
 Describer = Callable[[dict[str, Any]], str]
+
+MAX_LABEL = 80
 
 
 class ToolArgumentsError(ValueError):
@@ -103,6 +108,7 @@ class Tool:
     handler: Handler
     write: bool = False
     describe: Describer | None = None
+    label: str | None = None  # what customers see of it in the chat widget
 
     def spec(self) -> dict[str, Any]:
         """The tool as the Anthropic Messages API declares it."""
@@ -171,12 +177,15 @@ class ToolRegistry:
         *,
         write: bool = False,
         describe: Describer | None = None,
+        label: str | None = None,
     ) -> Tool:
         """Add a tool defined from data; `handler` takes the arguments dict."""
         jsonschema.Draft202012Validator.check_schema(parameters)
         if parameters.get("type") != "object":
             raise ValueError(f"tool {name}: parameters must be a JSON schema of type 'object'")
-        tool = Tool(name, description, parameters, handler, write, describe)
+        if label is not None and not (0 < len(label.strip()) <= MAX_LABEL):
+            raise ValueError(f"tool {name}: a label has 1 to {MAX_LABEL} characters")
+        tool = Tool(name, description, parameters, handler, write, describe, label)
         self._tools[name] = tool
         return tool
 
@@ -187,6 +196,7 @@ class ToolRegistry:
         name: str | None = None,
         write: bool = False,
         describe: Describer | None = None,
+        label: str | None = None,
     ) -> Any:
         """Decorator: the function's name, docstring and hints become the tool."""
 
@@ -206,6 +216,7 @@ class ToolRegistry:
                 handler,
                 write=write,
                 describe=describe,
+                label=label,
             )
             return func
 
@@ -213,6 +224,10 @@ class ToolRegistry:
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
+
+    def labels(self) -> dict[str, str | None]:
+        """Each tool's customer-facing label (None: it has none)."""
+        return {t.name: t.label for t in self._tools.values()}
 
     def all(self) -> list[Tool]:
         return list(self._tools.values())
