@@ -35,7 +35,7 @@ from parley.knowledge.tool import register_knowledge_search
 from parley.logs import configure_logging, get_logger
 from parley.model_keys import ModelClients, ModelKeys
 from parley.settings import Settings, get_settings
-from parley.storage import db
+from parley.storage import db, tool_labels
 from parley.storage.db import Pool
 from parley.stores import StoresNotConfigured, resolve_stores
 from workflows.notify import ApprovalNoticeWorkflow
@@ -108,6 +108,8 @@ async def run_worker(
         pool = db.create_pool(stores.database_url, max_size=settings.db_pool_max, name="worker")
         await pool.open()
         stack.push_async_callback(pool.close)
+        async with pool.connection() as conn:  # the gateway serves them to the widget
+            await tool_labels.record(conn, tools.registry.labels())
         if settings.demo:
             from parley import demo
 
@@ -115,6 +117,7 @@ async def run_worker(
                 summary = await demo.seed_knowledge(
                     conn, settings.org, load_embedder(settings.embeddings)
                 )
+                await demo.seed_widget(conn, settings.org)
             log.info("demo knowledge", summary=summary.line())
         client = await temporal_client.connect(
             stores.temporal_address, settings.temporal_namespace, payload_keys=settings.payload_keys

@@ -1,5 +1,6 @@
-"""The gateway's ASGI app: WebSocket `/ws`, `/healthz`, `/readyz`, `/metrics`, the chat page
-`/`, the approvals desk `/desk` and its API (`gateway.desk`).
+"""The gateway's ASGI app: WebSocket `/ws`, `/healthz`, `/readyz`, `/metrics`, the web
+chat (`/`, `/widget.js`, `/static/*`: gateway/widget.py), and the approvals desk (`/desk`
+and `/api/approvals`: gateway/desk.py).
 
 Serve it with `parley gateway`, or `uvicorn gateway.app:app --ws-max-size 262144` (the size
 cap is what closes an oversized frame with 1009 before it is buffered whole).
@@ -12,11 +13,10 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -134,19 +134,6 @@ async def _serve(websocket: WebSocket, services: Services, client_ip: str) -> No
         log.debug("connection closed", conn=conn.id, why=guard.closing)
 
 
-STATIC = Path(__file__).parent / "static"
-
-
-async def chat_page(_: Request) -> FileResponse:
-    """The demo chat widget: a page that speaks the protocol over /ws."""
-    return FileResponse(STATIC / "index.html", media_type="text/html")
-
-
-async def desk_page(_: Request) -> FileResponse:
-    """The approvals desk: team members decide parked writes (`gateway.desk`'s API)."""
-    return FileResponse(STATIC / "desk.html", media_type="text/html")
-
-
 async def healthz(_: Request) -> PlainTextResponse:
     """The process is alive (no dependency checks: that is /readyz)."""
     return PlainTextResponse("ok")
@@ -232,8 +219,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     return Starlette(
         routes=[
-            Route("/", chat_page),
-            Route("/desk", desk_page),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *codec.routes(settings),

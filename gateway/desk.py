@@ -17,6 +17,7 @@ Both need a JWT (PARLEY_AUTH=jwt, `Authorization: Bearer`); with identity off th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, TypeVar
 
 import jsonschema
@@ -30,7 +31,7 @@ from pydantic import (
     ValidationError,
 )
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.approvals import VERDICTS
@@ -262,7 +263,16 @@ EXTENSIONS = Decisions[approvals.Extended](
 )
 
 
+DESK_PAGE = Path(__file__).parent / "static" / "desk.html"
+
+
+async def desk_page(_: Request) -> FileResponse:
+    """The approvals desk page: team members sign in with a token and decide."""
+    return FileResponse(DESK_PAGE, media_type="text/html")
+
+
 routes = [
+    Route("/desk", desk_page, methods=["GET"]),
     Route("/api/approvals", list_approvals, methods=["GET"]),
     Route("/api/approvals/{approval_id}/decision", decide, methods=["POST"]),
     Route("/api/approvals/{approval_id}/extend", extend, methods=["POST"]),

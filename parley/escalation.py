@@ -53,4 +53,5 @@ def register_escalation(registry: ToolRegistry) -> None:
         " cannot resolve it with your tools and knowledge, or it needs a human decision.",
         PARAMETERS,
         handler,
+        label="Hand-off to our team",
     )

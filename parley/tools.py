@@ -9,7 +9,8 @@ Two ways in, one registry:
         \"\"\"Look up an order's shipping status.\"\"\"
         ...
 
-    @tool(write=True, describe=lambda a: f"Issue a refund for order {a['order_id']}")
+    @tool(write=True, label="Refund",
+          describe=lambda a: f"Issue a refund for order {a['order_id']}")
     async def issue_refund(order_id: str, reason: str | None = None) -> str: ...
 
     @tool(write=True, approvers=["support", "manager"])   # a team member decides
@@ -23,8 +24,10 @@ Two ways in, one registry:
 Arguments are validated against the JSON schema before a handler runs. `write=True` marks a
 tool whose calls wait for a person's approval; `approvers` says whose: `"visitor"` (the
 person in the chat, the default) and/or roles a principal's token carries (they decide at
-the approvals desk, `GET /api/approvals`). `PARLEY_TOOL_MODULES` lists modules the
-worker imports at start-up so their decorators run.
+the approvals desk, `GET /api/approvals`). `label=` is what customers see of the tool in
+the chat widget (e.g. "Order lookup"); a tool without one shows there only as "Working on
+it…", and its name, arguments and result only in the widget's debug mode.
+`PARLEY_TOOL_MODULES` lists modules the worker imports at start-up so their decorators run.
 
 An approved write runs at most once per tool call. While it runs, `current_call()` gives
 its `call_key` (workflow id + tool call id: pass it as the idempotency key to an outside
@@ -60,6 +63,7 @@ MAX_APPROVERS = 20
 MAX_APPROVER = 128
 # The sentence a visitor sees when a team member must decide on their request.
 TEAM_SENTENCE = "Waiting for a team member to approve: {sentence}"
+MAX_LABEL = 80
 
 
 class ToolArgumentsError(ValueError):
@@ -115,6 +119,7 @@ class Tool:
     handler: Handler
     write: bool = False
     describe: Describer | None = None
+    label: str | None = None  # what customers see of it in the chat widget
     approvers: tuple[str, ...] = (VISITOR,)
     approval_timeout: timedelta | None = None  # None: PARLEY_APPROVAL_TIMEOUT
 
@@ -219,6 +224,7 @@ class ToolRegistry:
         describe: Describer | None = None,
         approvers: list[str] | tuple[str, ...] | None = None,
         approval_timeout: timedelta | float | None = None,
+        label: str | None = None,
     ) -> Tool:
         """Add a tool defined from data; `handler` takes the arguments dict. `approvers`:
         who may approve its calls (`"visitor"` and/or role names; default the visitor);
@@ -227,6 +233,8 @@ class ToolRegistry:
         jsonschema.Draft202012Validator.check_schema(parameters)
         if parameters.get("type") != "object":
             raise ValueError(f"tool {name}: parameters must be a JSON schema of type 'object'")
+        if label is not None and not (0 < len(label.strip()) <= MAX_LABEL):
+            raise ValueError(f"tool {name}: a label has 1 to {MAX_LABEL} characters")
         tool = Tool(
             name,
             description,
@@ -234,6 +242,7 @@ class ToolRegistry:
             handler,
             write,
             describe,
+            label,
             approvers_of(name, approvers),
             timeout_of(name, approval_timeout),
         )
@@ -249,6 +258,7 @@ class ToolRegistry:
         describe: Describer | None = None,
         approvers: list[str] | tuple[str, ...] | None = None,
         approval_timeout: timedelta | float | None = None,
+        label: str | None = None,
     ) -> Any:
         """Decorator: the function's name, docstring and hints become the tool."""
 
@@ -270,6 +280,7 @@ class ToolRegistry:
                 describe=describe,
                 approvers=approvers,
                 approval_timeout=approval_timeout,
+                label=label,
             )
             return func
 
@@ -277,6 +288,10 @@ class ToolRegistry:
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
+
+    def labels(self) -> dict[str, str | None]:
+        """Each tool's customer-facing label (None: it has none)."""
+        return {t.name: t.label for t in self._tools.values()}
 
     def all(self) -> list[Tool]:
         return list(self._tools.values())

@@ -9,7 +9,7 @@ from playwright.async_api import expect
 
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
-from tests.browser import chromium, screenshot
+from tests.browser import ChatUI, chromium, screenshot
 from tests.helpers import GatewayServer
 from tests.test_desk import desk_gateway as desk_gateway
 from tests.test_desk import desk_token
@@ -45,12 +45,11 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         await expect(agent.locator(".empty")).to_have_text("Nothing waits for you.")
 
         visitor = await (await browser.new_context()).new_page()
+        chat = ChatUI(visitor)
         await visitor.goto(desk_gateway.http_url + "/")
-        await expect(visitor.locator("#status")).to_have_attribute("data-state", "online")
-        await visitor.fill("#input", MESSAGE)
-        await visitor.press("#input", "Enter")
-        chat = visitor.locator("#log")
-        await expect(chat).to_contain_text(
+        await chat.online()
+        await chat.ask(MESSAGE)
+        await expect(chat.cards.first.locator(".card-text")).to_have_text(
             "Waiting for a team member to approve: Refund 120 EUR on order ORD-4242"
         )
         await screenshot(visitor, "desk-visitor-waiting")
@@ -81,8 +80,8 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         await screenshot(agent, "desk-approved")
 
         # The visitor's open chat goes on: the tool ran with the approved amount.
-        await expect(chat).to_contain_text("approved a refund of 80 EUR")
-        await expect(chat).to_contain_text("Approved and done.")
+        await expect(chat.reply("approved a refund of 80 EUR")).to_have_count(1)
+        await expect(chat.cards.first.locator(".card-title")).to_have_text("Done")
         await screenshot(visitor, "desk-visitor-done")
         await expect(agent.locator("#decided")).to_contain_text(
             'Approved with your changes. team_refund (amount=80, order_id="ORD-4242")'

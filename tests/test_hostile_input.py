@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 import uuid
 
@@ -118,7 +119,9 @@ async def test_large_metadata(client: WsClient) -> None:
 
 async def test_a_deeply_nested_html_upload_does_not_stall_the_gateway(settings) -> None:
     """Parsing happens in another process: /healthz is delayed by less than 100 ms
-    meanwhile (against its own slowest answer before the upload, on the same machine)."""
+    meanwhile. Compared as 90th percentiles, during the upload and before it on the same
+    machine, so one probe slowed by another process's burst on a busy 2-core machine does
+    not decide; a parse on the event loop stalls every probe it overlaps, by seconds."""
     nested = "<div>" * 8000 + "deep" + "</div>" * 8000
     admin = settings.model_copy(
         update={"admin_token": SecretStr(ADMIN_TOKEN), "admin_max_html_depth": 10_000}
@@ -133,16 +136,21 @@ async def test_a_deeply_nested_html_upload_does_not_stall_the_gateway(settings) 
             assert (await http.get("/healthz")).status_code == 200
             return time.monotonic() - started
 
-        before = max([await probe() for _ in range(20)])
+        before = [await probe() for _ in range(20)]
         doc = {"id": "deep.html", "content": nested, "format": "html", "public": True}
         upload = asyncio.create_task(http.post("/admin/documents", json=doc, headers=ADMIN_AUTH))
-        slowest = 0.0
+        during: list[float] = []
         while not upload.done():
-            slowest = max(slowest, await probe())
+            during.append(await probe())
             await asyncio.wait([upload], timeout=0.02)  # pace the probes, not a sync point
         assert (await upload).status_code == 201
-    delay = slowest - before
-    assert delay < 0.1, f"/healthz took {slowest * 1000:.0f} ms during the upload"
+    delay = p90(during) - p90(before)
+    assert delay < 0.1, f"/healthz p90 {p90(during) * 1000:.0f} ms during the upload"
+
+
+def p90(samples: list[float]) -> float:
+    """The nearest-rank 90th percentile: with a few samples, the largest."""
+    return sorted(samples)[math.ceil(0.9 * len(samples)) - 1]
 
 
 async def test_an_unexpected_failure_is_generic_on_the_wire_with_a_reference(settings) -> None:

@@ -48,9 +48,9 @@ from tests.test_approvals import confirm, park
 from tests.test_log_redaction import restore_logging  # noqa: F401 (a fixture)
 from workflows.turn import TurnWorkflow
 
-MESSAGE = "Where is my order ORD-7? My card ends 4242."
+MESSAGE = "Where is my order ORD-7QX? My card ends 4242-VISA-MARKER."
 REPLY = "It has shipped with DHL."
-LOOKUP = ToolCall("order_status", {"order_id": "ORD-7"}, id="toolu_observed1")
+LOOKUP = ToolCall("order_status", {"order_id": "ORD-7QX"}, id="toolu_observed1")
 # Two model calls with their usage scripted: (uncached input, output, cache write, cache read).
 FIRST = (120, 25, 1500, 0)
 SECOND = (40, 12, 0, 1500)
@@ -249,7 +249,8 @@ async def test_a_turn_is_one_trace_and_moves_the_metrics(
 
     # No content, session id or key anywhere in what was recorded.
     recorded = json.dumps([json.loads(s.to_json()) for s in finished])
-    for secret in (MESSAGE, "ORD-7", "4242", REPLY, "DHL", session_id, "test-key"):
+    # (Markers long enough not to occur by chance in ids, timestamps or numbers.)
+    for secret in (MESSAGE, "ORD-7QX", "4242-VISA", REPLY, "DHL", session_id, "test-key"):
         assert secret not in recorded, secret
 
     # Replaying the turn's history, trace headers included, emits nothing and stays

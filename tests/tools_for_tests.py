@@ -5,7 +5,7 @@ from __future__ import annotations
 from parley.tools import current_call, register, tool
 
 
-@tool
+@tool(label="Order lookup")
 def order_status(order_id: str) -> dict:
     """Look up the shipping status of an order."""
     return {"order_id": order_id, "status": "shipped", "carrier": "DHL"}

@@ -66,4 +66,5 @@ def register_knowledge_search(
         "to a query. Use it when the question needs company facts you were not given.",
         PARAMETERS,
         handler,
+        label="Help article search",
     )
