@@ -49,9 +49,10 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         await visitor.goto(desk_gateway.http_url + "/")
         await chat.online()
         await chat.ask(MESSAGE)
-        await expect(chat.cards.first.locator(".card-text")).to_have_text(
-            "Waiting for a team member to approve: Refund 120 EUR on order ORD-4242"
-        )
+        waiting = chat.cards.first
+        await expect(waiting.locator(".card-text")).to_have_text("Refund 120 EUR on order ORD-4242")
+        await expect(waiting.locator(".card-title")).to_have_text("Waiting for approval")
+        await expect(waiting.get_by_role("button", name="Approve")).to_have_count(0)
         await screenshot(visitor, "desk-visitor-waiting")
 
         card = agent.locator("article.approval", has_text="ORD-4242")
@@ -82,6 +83,7 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         # The visitor's open chat goes on: the tool ran with the approved amount.
         await expect(chat.reply("approved a refund of 80 EUR")).to_have_count(1)
         await expect(chat.cards.first.locator(".card-title")).to_have_text("Done")
+        await expect(chat.cards.first).to_contain_text("A team member approved this")
         await screenshot(visitor, "desk-visitor-done")
         await expect(agent.locator("#decided")).to_contain_text(
             'Approved with your changes. team_refund (amount=80, order_id="ORD-4242")'

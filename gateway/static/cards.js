@@ -55,6 +55,15 @@ class Card {
 
 // ------------------------------------------------------------------------------ approvals
 
+// A tool whose approvers are a team (not the visitor): the server's sentence says so.
+const TEAM_PREFIX = "Waiting for a team member to approve: ";
+
+const TEAM_ENDINGS = {
+  done: ["Done", "A team member approved this, and it's done.", "ok"],
+  denied: ["Declined", "A team member declined this, so nothing was done.", "neutral"],
+  failed: ["Not completed", "It was approved, but it couldn't be completed.", "bad"],
+};
+
 const APPROVAL_ENDINGS = {
   done: ["Done", "You approved this, and it's done.", "ok"],
   denied: ["You declined", "Nothing was done.", "neutral"],
@@ -71,17 +80,30 @@ const APPROVAL_ENDINGS = {
  */
 export class ApprovalCard extends Card {
   constructor({ description, label, decide, announce, afterDecision }) {
-    super({ kind: "approval", caption: label || "Action", title: "Approval needed",
-      text: description, tone: "pending", announce });
+    const team = description.startsWith(TEAM_PREFIX);
+    const text = team ? description.slice(TEAM_PREFIX.length) : description;
+    super({ kind: "approval", caption: label || "Action",
+      title: team ? "Waiting for approval" : "Approval needed", text, tone: "pending", announce });
     this.decideFn = decide;
     this.afterDecision = afterDecision;
     this.verdict = null;
+    this.team = false;
     this.approve = h("button", { type: "button", className: "primary", textContent: "Approve",
       on: { click: () => this.decide(true) } });
     this.decline = h("button", { type: "button", textContent: "Decline",
       on: { click: () => this.decide(false) } });
-    this.body.append(h("div", { className: "actions" }, this.approve, this.decline));
-    announce(`Approval needed: ${description}. Approve or decline.`);
+    this.actions = h("div", { className: "actions" }, this.approve, this.decline);
+    this.body.append(this.actions);
+    if (team) this.waitForTeam();
+    else announce(`Approval needed: ${text}. Approve or decline.`);
+  }
+
+  /** Someone on the company's team decides (the desk): nothing for the visitor to click. */
+  waitForTeam() {
+    this.team = true;
+    this.titleEl.textContent = "Waiting for approval";
+    this.actions.remove();
+    this.status("A team member will review this. You can keep this page open or come back later.");
   }
 
   async decide(approved) {
@@ -103,6 +125,8 @@ export class ApprovalCard extends Card {
     } catch (err) {
       if (err.code === "NO_PENDING_CONFIRMATION") {
         this.end("stale");
+      } else if (err.code === "NOT_AUTHORIZED_TO_APPROVE") {
+        this.waitForTeam();
       } else {
         this.approve.disabled = this.decline.disabled = false;
         this.status(err.code === "DISCONNECTED"
@@ -116,13 +140,15 @@ export class ApprovalCard extends Card {
   /** The tool's result arrived: it ran (or was refused, or expired). */
   result({ isError, result }) {
     if (!isError) return this.end("done");
+    if (this.team) return this.end(/expired/i.test(String(result)) ? "expired" : "denied");
     if (this.verdict === true) return this.end("failed");
     if (this.verdict === false) return this.end("denied");
     return this.end(/expired/i.test(String(result)) ? "expired" : "denied");
   }
 
   end(outcome) {
-    const [title, detail, tone] = APPROVAL_ENDINGS[outcome] || APPROVAL_ENDINGS.ended;
+    const endings = this.team ? { ...APPROVAL_ENDINGS, ...TEAM_ENDINGS } : APPROVAL_ENDINGS;
+    const [title, detail, tone] = endings[outcome] || APPROVAL_ENDINGS.ended;
     this.settle(title, detail, tone);
   }
 }
@@ -363,9 +389,12 @@ const DECISION_ENDINGS = {
 export function decisionCard({ kind, tool, outcome, description }, { label, failed } = {}) {
   const approval = kind !== "interaction";
   const identity = tool === "request_identity_intake";
+  const team = approval && String(description || "").startsWith(TEAM_PREFIX);
+  if (team) description = description.slice(TEAM_PREFIX.length);
   let ending = DECISION_ENDINGS[approval ? "approval" : "interaction"][outcome]
     || ["Decided", "", "neutral"];
-  if (approval && outcome === "approved" && failed) ending = APPROVAL_ENDINGS.failed;
+  if (team) ending = { approved: TEAM_ENDINGS.done, denied: TEAM_ENDINGS.denied }[outcome] || ending;
+  if (approval && outcome === "approved" && failed) ending = (team ? TEAM_ENDINGS : APPROVAL_ENDINGS).failed;
   if (identity && outcome === "submitted") ending = ["Details shared", "Thanks!", "ok"];
   const card = new Card({ kind: approval ? "approval" : "interaction",
     caption: approval ? label || "Action" : identity ? "Your details" : "Quick question",
