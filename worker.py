@@ -68,7 +68,7 @@ def turn_activities(
     storage = StorageActivities(pool)
     approval = ApprovalActivities(pool, tools.registry)
     interaction = InteractionActivities(pool)
-    notify = NotifyActivities(pool)
+    notify = NotifyActivities(pool, allow_private=settings.webhook_allow_private)
     return [
         notify.deliver_approval_notice,
         model.call_model,

@@ -42,8 +42,9 @@ async def announce(conn: Conn, approval_id: str, event: str) -> None:
 
 
 class NotifyActivities:
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, *, allow_private: bool = False) -> None:
         self._pool = pool
+        self._allow_private = allow_private  # PARLEY_WEBHOOK_ALLOW_PRIVATE
 
     @activity.defn(name="deliver_approval_notice")
     async def deliver_approval_notice(self, inp: NoticeInput) -> str:
@@ -69,6 +70,14 @@ class NotifyActivities:
             webhooks.SIGNATURE_HEADER: webhooks.sign(hook.secret, body),
             "User-Agent": "parley-webhooks",
         }
+        try:
+            if not self._allow_private:
+                await webhooks.check_public(hook.url)
+        except webhooks.PrivateAddress as err:
+            log.warning("webhook refused", reason=str(err))
+            raise ApplicationError(f"webhook refused: {err}", non_retryable=True) from None
+        except OSError as err:  # the name did not resolve (now): retried like no answer
+            raise ApplicationError(f"webhook unreachable: {type(err).__name__}") from None
         try:
             async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as http:
                 answer = await http.post(hook.url, content=body, headers=headers)

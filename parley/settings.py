@@ -258,6 +258,10 @@ class Settings(BaseSettings):
         "127.0.0.1", validation_alias=_env("PARLEY_WORKER_METRICS_HOST")
     )
 
+    # Approval webhooks may reach loopback and private addresses (a private deployment).
+    webhook_allow_private: bool = Field(
+        False, validation_alias=_env("PARLEY_WEBHOOK_ALLOW_PRIVATE")
+    )
     log_level: str = Field("INFO", validation_alias=_env("PARLEY_LOG_LEVEL"))
     log_format: str = Field("console", validation_alias=_env("PARLEY_LOG_FORMAT"))
     # Message text, model requests and replies, tool arguments: logged only when this is on.

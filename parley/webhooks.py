@@ -8,10 +8,13 @@ recomputes it, compares in constant time, and refuses a timestamp older than it 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import ipaddress
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 SIGNATURE_HEADER = "X-Parley-Signature"
 EVENT_HEADER = "X-Parley-Event"
@@ -61,3 +64,24 @@ def notice_id(approval_id: str, event: str) -> str:
     """The announcement's workflow id and delivery id: one per approval and event, so a
     retried activity that starts it twice announces it once."""
     return f"approval-notice-{approval_id}-{event}"
+
+
+class PrivateAddress(ValueError):
+    """A webhook URL that reaches this network's own hosts (loopback, private, link-local)."""
+
+
+async def check_public(url: str) -> None:
+    """Refuse a URL whose host resolves to a non-public address: an organization's admin
+    sets the webhook, and the worker must not become their way into the operator's network
+    (PARLEY_WEBHOOK_ALLOW_PRIVATE lifts this for a private deployment). The name is
+    resolved here and again by the HTTP client, so a rebinding DNS server could still win
+    that race; a firewall on the worker's egress is the complete answer."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise PrivateAddress("the webhook URL must be http(s) with a host")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port)
+    for *_, sockaddr in infos:
+        address = ipaddress.ip_address(sockaddr[0])
+        if not address.is_global or address.is_multicast:
+            raise PrivateAddress(f"the webhook host resolves to a non-public address ({address})")

@@ -106,6 +106,8 @@ def settings(
         turn_linger=timedelta(seconds=3),
         # Tests open sessions on ad-hoc agent ids, as `parley dev` allows.
         widget_auth_strict=False,
+        # The suite's webhook receivers listen on 127.0.0.1.
+        webhook_allow_private=True,
         # The suite opens many sockets, sessions and turns from 127.0.0.1, and floods sockets
         # on purpose (fuzz, hostile input): the per-address and per-socket limits are raised
         # far out of its way, but stay on. tests/test_limits.py trips each one on gateways
@@ -172,6 +174,7 @@ class Processes:
             "PARLEY_LOG_LEVEL": "WARNING",
             "PARLEY_TURN_LINGER": f"{settings.turn_linger.total_seconds()}s",
             "PARLEY_WIDGET_AUTH_STRICT": "false",
+            "PARLEY_WEBHOOK_ALLOW_PRIVATE": "true",
             **{f"PARLEY_{name.upper()}": str(getattr(settings, name)) for name in LIMIT_SETTINGS},
             **extra,
         }

@@ -189,3 +189,25 @@ async def test_a_receiver_that_always_refuses_does_not_hold_the_turn(
         assert status == 503
     finally:
         receiver.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        ("http://127.0.0.1:9/hook", False),
+        ("http://localhost/hook", False),
+        ("https://10.1.2.3/hook", False),
+        ("http://169.254.169.254/latest/meta-data", False),  # a cloud metadata service
+        ("http://[::1]:8080/hook", False),
+        ("ftp://93.184.216.34/hook", False),
+        ("https://93.184.216.34/hook", True),
+    ],
+)
+async def test_a_webhook_must_reach_a_public_address(url: str, public: bool) -> None:
+    """Unless PARLEY_WEBHOOK_ALLOW_PRIVATE, the worker refuses (for good, no retries) to
+    POST to this network's own hosts: an organization's admin sets the URL."""
+    if public:
+        await webhooks.check_public(url)
+    else:
+        with pytest.raises(webhooks.PrivateAddress):
+            await webhooks.check_public(url)
