@@ -44,12 +44,13 @@ def verify(
     """Whether `header` signs `body` with `secret`, within `tolerance` seconds of now."""
     fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
     stamp, given = fields.get("t", ""), fields.get("v1", "")
-    if not stamp.isdigit() or not given:
+    # A hostile header is False, never an exception (non-ASCII digits, a non-ASCII MAC).
+    if not (stamp.isascii() and stamp.isdigit()) or not given or not given.isascii():
         return False
     current = int(time.time()) if now is None else now
     if abs(current - int(stamp)) > tolerance:
         return False
-    return hmac.compare_digest(signature(secret, int(stamp), body), given)
+    return hmac.compare_digest(signature(secret, int(stamp), body).encode(), given.encode())
 
 
 @dataclass
@@ -83,5 +84,14 @@ async def check_public(url: str) -> None:
     infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port)
     for *_, sockaddr in infos:
         address = ipaddress.ip_address(sockaddr[0])
-        if not address.is_global or address.is_multicast:
+        if not address.is_global or address.is_multicast or _translated(address):
             raise PrivateAddress(f"the webhook host resolves to a non-public address ({address})")
+
+
+# IPv6 prefixes that carry an IPv4 address on to an IPv4 network (NAT64, 6to4): Python calls
+# them global, but `64:ff9b::a9fe:a9fe` reaches 169.254.169.254 through a NAT64 gateway.
+_TRANSLATED = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16")]
+
+
+def _translated(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return address.version == 6 and any(address in net for net in _TRANSLATED)

@@ -199,6 +199,8 @@ async def test_a_receiver_that_always_refuses_does_not_hold_the_turn(
         ("https://10.1.2.3/hook", False),
         ("http://169.254.169.254/latest/meta-data", False),  # a cloud metadata service
         ("http://[::1]:8080/hook", False),
+        ("http://[64:ff9b::a9fe:a9fe]/", False),  # NAT64 to 169.254.169.254
+        ("http://[2002:a9fe:a9fe::1]/", False),  # 6to4 likewise
         ("ftp://93.184.216.34/hook", False),
         ("https://93.184.216.34/hook", True),
     ],
@@ -211,3 +213,8 @@ async def test_a_webhook_must_reach_a_public_address(url: str, public: bool) -> 
     else:
         with pytest.raises(webhooks.PrivateAddress):
             await webhooks.check_public(url)
+
+
+@pytest.mark.parametrize("header", ["t=\u00b2,v1=abc", "t=1,v1=\u00e9", "v1=abc", "t=1", ""])
+def test_a_hostile_signature_header_is_simply_false(header: str) -> None:
+    assert webhooks.verify(SECRET, header, b"{}") is False

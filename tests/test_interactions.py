@@ -446,16 +446,19 @@ async def test_supports_belong_to_the_conversation(
 ) -> None:
     """A session that resumes the conversation without `supports` inherits them; one that
     sends the key (even empty) replaces them."""
-    first = await client.create_session(str(uuid.uuid4()), supports=SUPPORTS)
+    browser = {"browserFingerprint": f"fp-{uuid.uuid4().hex}"}
+    first = await client.create_session(str(uuid.uuid4()), supports=SUPPORTS, **browser)
     agent, conversation = first["agentId"], first["conversationId"]
-    resumed = await client.create_session(agent, conversationId=conversation)
+    resumed = await client.create_session(agent, conversationId=conversation, **browser)
     assert resumed["conversationId"] == conversation
     fake_model.enqueue(Reply(tool_calls=[ASK_CONTACT]), Reply(text="ok"))
     asked = await ask(client, resumed["sessionId"], "inh")
     await client.send(submit(resumed["sessionId"], asked, declined=True))
     await client.recv_until(is_terminal("inh"))
 
-    text_only = await client.create_session(agent, conversationId=conversation, supports=[])
+    text_only = await client.create_session(
+        agent, conversationId=conversation, supports=[], **browser
+    )
     fake_model.enqueue(Reply(tool_calls=[ASK_PLAN]), Reply(text="Which plan?"))
     events = await _turn(client, text_only["sessionId"], "txt")
     assert "interaction_required" not in kinds(events)

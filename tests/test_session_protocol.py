@@ -151,6 +151,11 @@ async def test_conversation_resume(client: WsClient) -> None:
     for bogus in (str(uuid.uuid4()), "not-a-uuid"):
         fresh = await client.create_session("agent-r", conversationId=bogus)
         assert fresh["conversationId"] not in (first["conversationId"], bogus)
+    # A conversation bound to no browser and no user is never reopened by its id alone
+    # (the id travels: webhooks, the approvals desk).
+    unbound = await client.create_session("agent-r")
+    guessed = await client.create_session("agent-r", conversationId=unbound["conversationId"])
+    assert guessed["conversationId"] != unbound["conversationId"]
 
 
 async def test_get_session(client: WsClient) -> None:

@@ -131,8 +131,8 @@ async def upsert_agent(
 
 # A conversation is resumable by the caller when it belongs to the same agent and
 # organization and either names the same verified user, or (anonymous) was opened from the
-# same browser, or carries no identity at all, in which case its unguessable id is the
-# capability.
+# same browser. One bound to neither is never reopened: its id travels (webhooks, the
+# approvals desk), so it must not be a capability on its own.
 _RESUMABLE = """
 select c.id, c.org_id, u.id as user_participant_id, a.id as agent_participant_id
 from conversations c
@@ -142,7 +142,7 @@ where c.id = %(id)s and c.agent_id = %(agent_id)s and c.org_id = %(org_id)s
   and case
         when u.external_id is not null then u.external_id = %(user_id)s
         when u.browser_fingerprint is not null then u.browser_fingerprint = %(fingerprint)s
-        else true
+        else false
       end
 order by u.created_at, a.created_at
 limit 1
