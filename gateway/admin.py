@@ -208,7 +208,8 @@ async def read_body(request: Request, limit: int, setting: str | None = None) ->
     return bytes(body)
 
 
-def _parse(model: type[M], body: bytes) -> M:
+def parse_body(model: type[M], body: bytes) -> M:
+    """`body` as `model`; `Refused` (400) naming the first field that does not fit."""
     try:
         return TypeAdapter(model).validate_json(body)
     except ValidationError as err:
@@ -242,7 +243,9 @@ def _limits(settings: Settings) -> Limits:
 
 async def put_document(request: Request, services: Services) -> Response:
     settings = services.settings
-    doc = _parse(DocumentIn, await read_body(request, settings.admin_max_bytes, ADMIN_MAX_BYTES))
+    doc = parse_body(
+        DocumentIn, await read_body(request, settings.admin_max_bytes, ADMIN_MAX_BYTES)
+    )
     org = _org(request, services, doc.org)
     try:
         prepared = await services.parser.prepare(
@@ -294,7 +297,7 @@ async def delete_document(request: Request, services: Services) -> Response:
 async def put_user_groups(request: Request, services: Services) -> Response:
     user = _capped(request.path_params["user_id"], MAX_ID, "a user id")
     limit = services.settings.admin_max_bytes
-    body = _parse(GroupsIn, await read_body(request, limit, ADMIN_MAX_BYTES))
+    body = parse_body(GroupsIn, await read_body(request, limit, ADMIN_MAX_BYTES))
     org = _org(request, services, body.org)
     async with services.pool.connection() as conn:
         await access.set_user_groups(conn, org, user, body.groups)
@@ -316,7 +319,7 @@ def _skill_json(org: str, skill: Skill) -> dict[str, Any]:
 async def put_skill(request: Request, services: Services) -> Response:
     name = _skill_name(request)
     limit = services.settings.admin_max_bytes
-    body = _parse(SkillIn, await read_body(request, limit, ADMIN_MAX_BYTES))
+    body = parse_body(SkillIn, await read_body(request, limit, ADMIN_MAX_BYTES))
     org = _org(request, services, body.org)
     skill = Skill(name, body.prompt, tuple(body.tools) if body.tools is not None else None)
     async with services.pool.connection() as conn:
@@ -413,7 +416,7 @@ async def _org_agent(request: Request, services: Services) -> tuple[str, str]:
 
 async def put_agent_widget(request: Request, services: Services) -> Response:
     agent_id, org = await _org_agent(request, services)
-    profile = _parse(WidgetProfile, await read_body(request, 64 * 1024))
+    profile = parse_body(WidgetProfile, await read_body(request, 64 * 1024))
     async with services.pool.connection() as conn:
         await agent_widget.set_profile(conn, agent_id, profile)
     return JSONResponse({"agent": agent_id, "org": org, **asdict(profile)})
@@ -429,7 +432,7 @@ async def get_agent_widget(request: Request, services: Services) -> Response:
 async def put_webhook(request: Request, services: Services) -> Response:
     """The organization's approvals webhook: its URL, and the secret that signs each POST
     (never shown again, never sent)."""
-    body = _parse(WebhookIn, await read_body(request, 16 * 1024))
+    body = parse_body(WebhookIn, await read_body(request, 16 * 1024))
     org = _org(request, services, body.org)
     async with services.pool.connection() as conn:
         await webhooks.set_webhook(conn, org, body.url, body.secret)

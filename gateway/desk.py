@@ -27,13 +27,12 @@ from pydantic import (
     Field,
     StrictBool,
     StrictInt,
-    TypeAdapter,
-    ValidationError,
 )
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.admin import Refused, parse_body, read_body
 from gateway.approvals import VERDICTS
 from gateway.auth import InvalidToken, principal_of
 from gateway.reconciler import Decisions
@@ -130,20 +129,10 @@ async def list_approvals(request: Request) -> Response:
 
 
 async def _body(request: Request, model: type[M]) -> M | Response:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
-        return _error(413, f"the body is larger than {MAX_BODY} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_BODY:
-            return _error(413, f"the body is larger than {MAX_BODY} bytes")
     try:
-        return TypeAdapter(model).validate_json(bytes(body))
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        return _error(400, f"{where + ': ' if where else ''}{first['msg']}")
+        return parse_body(model, await read_body(request, MAX_BODY))
+    except Refused as refused:
+        return _error(refused.status, refused.message)
 
 
 def schema_errors(schema: dict[str, Any], arguments: dict[str, Any]) -> list[dict[str, str]]:

@@ -450,14 +450,8 @@ class Chat {
       this.conn.send({ action: "resume_turn", sessionId: this.sessionId });
       return;
     }
-    const generation = this.conn.generation;
-    let page;
-    try {
-      page = await this.history();
-    } catch {
-      return;
-    }
-    if (generation !== this.conn.generation) return;
+    const page = await this.currentPage();
+    if (!page) return;
     this.render(page);
     const pending = this.store.getJSON("pending");
     this.store.setJSON("pending", null);
@@ -474,16 +468,22 @@ class Chat {
 
   /** Show the conversation as the server has it now, and attach to its running turn. */
   async resync() {
-    const generation = this.conn.generation;
-    let page;
-    try {
-      page = await this.history();
-    } catch {
-      return;
-    }
-    if (generation !== this.conn.generation) return;
+    const page = await this.currentPage();
+    if (!page) return;
     this.render(page);
     this.resume(page.messages);
+  }
+
+  /** The history as the server has it now; null when reading it failed or the socket was
+   *  replaced meanwhile (the new one reads its own). */
+  async currentPage() {
+    const generation = this.conn.generation;
+    try {
+      const page = await this.history();
+      return generation === this.conn.generation ? page : null;
+    } catch {
+      return null;
+    }
   }
 
   forgetConversation() {
