@@ -125,11 +125,11 @@ async def test_a_first_visit_greets_then_a_reply_streams_in_as_markdown_with_sou
 
     fake_model.release()
     reply = chat.reply("Returns are accepted")
-    await expect(reply.locator("ol > li")).to_have_text(
+    await expect(reply.locator(".md ol > li")).to_have_text(
         ["Open Orders", "Choose Return next to the item"]
     )
-    await expect(reply.locator("li em")).to_have_text("Orders")
-    await expect(reply.locator("li code")).to_have_text("Return")
+    await expect(reply.locator(".md li em")).to_have_text("Orders")
+    await expect(reply.locator(".md li code")).to_have_text("Return")
     await expect(reply.locator(".code pre")).to_have_text("RMA-ORD-1234")
     await expect(reply.locator(".code button")).to_have_text("Copy")
     link = reply.get_by_role("link", name="the policy")

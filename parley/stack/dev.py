@@ -82,7 +82,11 @@ async def run_dev(settings: Settings) -> None:
             children.append(child)
 
         base = f"http://{settings.host}:{settings.port}"
-        ready = asyncio.create_task(_wait_ready(f"{base}/readyz", children))
+        worker_metrics = (
+            f"http://{settings.worker_metrics_host}:{env['PARLEY_WORKER_METRICS_PORT']}/metrics"
+        )
+        # The banner promises both: the gateway ready and the worker up (its /metrics).
+        ready = asyncio.create_task(_wait_ready([f"{base}/readyz", worker_metrics], children))
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait([ready, stopped], return_when=asyncio.FIRST_COMPLETED)
         if stopped.done():
@@ -90,9 +94,6 @@ async def run_dev(settings: Settings) -> None:
             return
         stopped.cancel()
         ready.result()
-        worker_metrics = (
-            f"http://{settings.worker_metrics_host}:{env['PARLEY_WORKER_METRICS_PORT']}/metrics"
-        )
         _banner(
             settings,
             base,
@@ -116,9 +117,17 @@ async def run_dev(settings: Settings) -> None:
     click.echo("Stopped.")
 
 
-async def _wait_ready(url: str, children: list[ChildProcess]) -> None:
+async def _wait_ready(urls: list[str], children: list[ChildProcess]) -> None:
+    """Until every one of `urls` answers 200; a child that exits during start-up ends it."""
     try:
-        await wait_until(http_ok(url), children, timeout=READY_TIMEOUT, what=url, interval=0.2)
+        probes = [http_ok(url) for url in urls]
+
+        async def all_ok() -> bool:
+            return all([await probe() for probe in probes])
+
+        await wait_until(
+            all_ok, children, timeout=READY_TIMEOUT, what=" and ".join(urls), interval=0.2
+        )
     except ChildExited as err:
         raise click.ClickException(
             f"the {err.child.name} exited during start-up (code {err.code});"
