@@ -10,6 +10,7 @@ attempt first publishes a `reset` so clients drop the partial text of the failed
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ from parley.skills import Skill
 from parley.storage import context, messages, organizations, skills, usage
 from parley.storage.db import Conn, Pool
 from parley.tools import TEAM_SENTENCE, VISITOR, ToolRegistry
-from parley.turn.pricing import cost_usd
+from parley.turn.pricing import PRICES_PER_MTOK, Price, cost_usd
 from parley.turn.types import ModelInput, ModelOutput, ToolCall, Usage
 
 log = get_logger(__name__)
@@ -61,6 +62,7 @@ class ModelActivities:
         self._clients = clients
         self._batch_interval = batch_interval
         self._live = live
+        self._prices = {**PRICES_PER_MTOK, **settings.model_prices}
 
     @activity.defn(name="call_model")
     async def call_model(self, inp: ModelInput) -> ModelOutput:
@@ -226,7 +228,7 @@ class ModelActivities:
             for b in final.content
             if b.type == "tool_use"
         ]
-        usage = _usage(inp.model, final.usage)
+        usage = _usage(inp.model, final.usage, self._prices)
         return ModelOutput(
             text=text, tool_calls=calls, usage=usage, stop_reason=final.stop_reason or ""
         )
@@ -287,12 +289,12 @@ def _retry_after(err: anthropic.APIStatusError) -> timedelta | None:
         return None
 
 
-def _usage(model: str, reported: anthropic.types.Usage) -> Usage:
+def _usage(model: str, reported: anthropic.types.Usage, prices: Mapping[str, Price]) -> Usage:
     """The call's tokens, cache writes and reads apart, priced now (replays keep the price)."""
     tokens_in, tokens_out = reported.input_tokens, reported.output_tokens
     written = reported.cache_creation_input_tokens or 0
     read = reported.cache_read_input_tokens or 0
-    cost = cost_usd(model, tokens_in, tokens_out, written, read)
+    cost = cost_usd(model, tokens_in, tokens_out, written, read, prices=prices)
     return Usage(tokens_in, tokens_out, cost, cache_write_tokens=written, cache_read_tokens=read)
 
 

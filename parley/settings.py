@@ -13,7 +13,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    PositiveFloat,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -123,6 +130,11 @@ class Settings(BaseSettings):
     anthropic_api_key: SecretStr | None = Field(None, validation_alias=_env("ANTHROPIC_API_KEY"))
     anthropic_base_url: str | None = Field(None, validation_alias=_env("ANTHROPIC_BASE_URL"))
     model: str = Field("claude-haiku-4-5", validation_alias=_env("PARLEY_MODEL"))
+    # Prices (USD per million tokens, input and output) for models the built-in table
+    # (parley/turn/pricing.py) lacks or prices wrong: `{"claude-x": [2, 10]}`.
+    model_prices: dict[str, tuple[PositiveFloat, PositiveFloat]] = Field(
+        default_factory=dict, validation_alias=_env("PARLEY_MODEL_PRICES")
+    )
     max_iterations: int = Field(20, ge=1, validation_alias=_env("PARLEY_MAX_ITERATIONS"))
     max_tokens: int = Field(4096, ge=1, validation_alias=_env("PARLEY_MAX_TOKENS"))
 

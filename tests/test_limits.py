@@ -344,13 +344,13 @@ async def test_a_model_outside_the_agents_list_is_refused_and_nothing_starts(
     agent_id = str(uuid.uuid4())
     async with pool.connection() as conn:
         await sessions.upsert_agent(
-            conn, agent_id, name="Picky", org_id="default", models=["claude-sonnet-4-5"]
+            conn, agent_id, name="Picky", org_id="default", models=["claude-sonnet-4-6"]
         )
     picky = await client.create_session(agent_id)
     error = await error_for(client, send(picky["sessionId"], "opus", model="claude-opus-4-1"))
-    assert error["message"].endswith(f"(allowed: {settings.model}, claude-sonnet-4-5)")
-    await run_turn(client, picky["sessionId"], "hi", "sonnet", model="claude-sonnet-4-5")
-    assert [r.body["model"] for r in fake_model.requests] == [settings.model, "claude-sonnet-4-5"]
+    assert error["message"].endswith(f"(allowed: {settings.model}, claude-sonnet-4-6)")
+    await run_turn(client, picky["sessionId"], "hi", "sonnet", model="claude-sonnet-4-6")
+    assert [r.body["model"] for r in fake_model.requests] == [settings.model, "claude-sonnet-4-6"]
 
 
 def test_parley_agent_sets_the_models_a_client_may_pick(settings: Settings) -> None:
@@ -369,7 +369,7 @@ def test_parley_agent_sets_the_models_a_client_may_pick(settings: Settings) -> N
                 "--name",
                 "Shop",
                 "--models",
-                "claude-sonnet-4-5, claude-haiku-4-5",
+                "claude-sonnet-4-6, claude-haiku-4-5",
             ],
             env=env,
         )
@@ -382,7 +382,7 @@ def test_parley_agent_sets_the_models_a_client_may_pick(settings: Settings) -> N
         rows = dict(
             conn.execute("select id, models from agents where id like %s", (agent_id + "%",))
         )
-    assert rows == {agent_id: ["claude-sonnet-4-5", "claude-haiku-4-5"], agent_id + "-2": None}
+    assert rows == {agent_id: ["claude-sonnet-4-6", "claude-haiku-4-5"], agent_id + "-2": None}
 
 
 @pytest.mark.usefixtures("worker")

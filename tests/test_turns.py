@@ -77,12 +77,12 @@ async def test_per_turn_model(client: WsClient, pool, fake_model: FakeAnthropic)
     agent_id = str(uuid.uuid4())
     async with pool.connection() as conn:
         await sessions.upsert_agent(
-            conn, agent_id, name="Picky", org_id="default", models=["claude-sonnet-4-5"]
+            conn, agent_id, name="Picky", org_id="default", models=["claude-sonnet-4-6"]
         )
     session = await client.create_session(agent_id)
     fake_model.enqueue(Reply(text="ok", input_tokens=1000, output_tokens=1000))
-    events = await run_turn(client, session["sessionId"], "hi", "m1", model="claude-sonnet-4-5")
-    assert fake_model.requests[0].body["model"] == "claude-sonnet-4-5"
+    events = await run_turn(client, session["sessionId"], "hi", "m1", model="claude-sonnet-4-6")
+    assert fake_model.requests[0].body["model"] == "claude-sonnet-4-6"
     assert events[-1]["data"]["data"]["usage"]["costUsd"] == pytest.approx(0.018)
 
 
