@@ -81,7 +81,7 @@ class ModelActivities:
             if attempt > 1 and inp.stream:
                 publisher.reset()
             with model_call(request) as call:
-                output = await self._stream(client, request, inp, publisher, call)
+                output, blocks = await self._stream(client, request, inp, publisher, call)
                 call.usage(output.usage)
         # Recorded once the reply is in, off the path to the first token. What the call
         # spent counts against today's budgets at once (a retried call asked the model
@@ -99,9 +99,7 @@ class ModelActivities:
             if inp.user_message is not None:
                 await sources.record_sources(conn, inp.turn_id, grounding, "grounding")
             if output.tool_calls:
-                await context.save_assistant_step(
-                    conn, inp.turn_id, inp.iteration, _assistant_blocks(output)
-                )
+                await context.save_assistant_step(conn, inp.turn_id, inp.iteration, blocks)
         return output
 
     async def _request(self, inp: ModelInput) -> tuple[dict[str, Any], list[types.Hit]]:
@@ -203,7 +201,8 @@ class ModelActivities:
         inp: ModelInput,
         publisher: TurnPublisher,
         call: ModelCall,
-    ) -> ModelOutput:
+    ) -> tuple[ModelOutput, list[dict[str, Any]]]:
+        """The call's output, and its content as the turn's next call sends it back."""
         try:
             final = await self._reply(client, request, inp, publisher, call)
         except anthropic.BadRequestError as err:
@@ -229,9 +228,10 @@ class ModelActivities:
             if b.type == "tool_use"
         ]
         usage = _usage(inp.model, final.usage, self._prices)
-        return ModelOutput(
+        output = ModelOutput(
             text=text, tool_calls=calls, usage=usage, stop_reason=final.stop_reason or ""
         )
+        return output, _assistant_blocks(final)
 
     @staticmethod
     async def _reply(
@@ -298,12 +298,19 @@ def _usage(model: str, reported: anthropic.types.Usage, prices: Mapping[str, Pri
     return Usage(tokens_in, tokens_out, cost, cache_write_tokens=written, cache_read_tokens=read)
 
 
-def _assistant_blocks(output: ModelOutput) -> list[dict[str, Any]]:
+def _assistant_blocks(message: anthropic.types.Message) -> list[dict[str, Any]]:
+    """The reply's blocks as the turn's next model call sends them back: its text and tool
+    calls, and its thinking unchanged and in place (the API refuses a tool loop whose
+    assistant message drops or edits the signed thinking that came before its tool calls;
+    models with thinking on by default send it)."""
     blocks: list[dict[str, Any]] = []
-    if output.text:
-        blocks.append({"type": "text", "text": output.text})
-    blocks += [
-        {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments}
-        for c in output.tool_calls
-    ]
+    for block in message.content:
+        if block.type in ("thinking", "redacted_thinking"):
+            blocks.append(block.model_dump(mode="json", exclude_none=True))
+        elif block.type == "text" and block.text:
+            blocks.append({"type": "text", "text": block.text})
+        elif block.type == "tool_use":
+            blocks.append(
+                {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+            )
     return blocks

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import anthropic
 import httpx
 import pytest
-from anthropic.types import TextBlock, ToolUseBlock
+from anthropic.types import TextBlock, ThinkingBlock, ToolUseBlock
 
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall, parse_stamps
 from parley.stack.processes import ChildProcess
@@ -42,6 +42,31 @@ async def client(fake: FakeAnthropic) -> AsyncIterator[anthropic.AsyncAnthropic]
 
 def stream(client: anthropic.AsyncAnthropic, **kwargs: object):
     return client.messages.stream(model="claude-test", max_tokens=256, messages=MESSAGES, **kwargs)
+
+
+async def test_thinking_is_streamed_signed_and_must_come_back_unchanged(
+    fake: FakeAnthropic, client: anthropic.AsyncAnthropic
+) -> None:
+    fake.enqueue(Reply(thinking="Look it up.", text="One moment.", tool_calls=[ToolCall("lookup")]))
+    async with stream(client) as s:
+        pieces = [piece async for piece in s.text_stream]
+        message = await s.get_final_message()
+    assert pieces == ["One ", "mome", "nt."]  # thinking is not text
+    thinking, text, call = message.content
+    assert isinstance(thinking, ThinkingBlock) and thinking.thinking == "Look it up."
+    assert thinking.signature and isinstance(text, TextBlock) and isinstance(call, ToolUseBlock)
+    result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id}]}
+    sent_back = thinking.model_dump()
+    for assistant, refusal in (
+        ([text.model_dump(), call.model_dump()], "Expected `thinking`"),
+        ([{**sent_back, "thinking": "Edited."}, call.model_dump()], "Invalid `signature`"),
+    ):
+        messages = [*MESSAGES, {"role": "assistant", "content": assistant}, result]
+        with pytest.raises(anthropic.BadRequestError, match=refusal):
+            await client.messages.create(model="claude-test", max_tokens=9, messages=messages)
+    messages = [*MESSAGES, {"role": "assistant", "content": [sent_back, call.model_dump()]}, result]
+    answer = await client.messages.create(model="claude-test", max_tokens=9, messages=messages)
+    assert answer.content[0].type == "text"
 
 
 async def test_streams_text_with_usage(fake: FakeAnthropic, client: anthropic.AsyncAnthropic):

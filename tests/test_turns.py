@@ -146,6 +146,33 @@ async def test_tool_call_turn(
     assert steps == sent
 
 
+async def test_a_tool_loop_sends_the_models_signed_thinking_back_unchanged(
+    client: WsClient, session: dict, fake_model: FakeAnthropic
+) -> None:
+    """Current models think by default: the thinking before a tool call must go back first
+    in that assistant message, signature and all, or the API refuses the next call (the
+    fake refuses as it does). The thinking is never streamed to the visitor."""
+    thought = "The customer wants ORD-7's status: look it up first."
+    fake_model.enqueue(
+        Reply(
+            thinking=thought,
+            text="Let me check.",
+            tool_calls=[ToolCall("order_status", {"order_id": "ORD-7"})],
+        ),
+        Reply(thinking="It shipped.", text="Your order ORD-7 has shipped with DHL."),
+    )
+    events = await run_turn(client, session["sessionId"], "Where is ORD-7?", "think")
+    assert events[-1]["type"] == "eventual_response", events[-1]
+    assert tokens(events) == "Let me check.Your order ORD-7 has shipped with DHL."
+    assert "ORD-7's status" not in str(events)
+    _, second = (r.body for r in fake_model.requests)
+    assistant = second["messages"][-2]
+    assert [b["type"] for b in assistant["content"]] == ["thinking", "text", "tool_use"]
+    assert assistant["content"][0]["thinking"] == thought
+    assert assistant["content"][0]["signature"]
+    assert second["messages"][-1]["content"][0]["type"] == "tool_result"
+
+
 @pytest.mark.parametrize(
     ("call", "expected"),
     [

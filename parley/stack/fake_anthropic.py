@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -117,6 +120,10 @@ class Reply:
 
     text: str = ""
     tool_calls: list[ToolCall] = field(default_factory=list)
+    # A signed `thinking` block first, as models with thinking on by default send. Like the
+    # API, a request that goes on from this reply's tool calls must send it back unchanged,
+    # first in that assistant message, or is refused with a 400.
+    thinking: str | None = None
     input_tokens: int | None = None  # None: estimated from the request's size, less the cache's
     output_tokens: int | None = None  # None: estimated from the output's size
     cache_creation_input_tokens: int = 0  # prompt tokens reported as written to the cache
@@ -277,6 +284,8 @@ class FakeAnthropic:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self.default_reply: Reply | ReplyFactory = Reply(text="Hello from the fake model.")
+        self._signing_key = secrets.token_bytes(32)
+        self._thought: dict[str, JSONDict] = {}  # tool_use id -> the thinking block before it
         self.paused = threading.Event()  # set while any stream waits at its `pause_after`
         self.disconnected = threading.Event()  # set once a client hangs up mid-response
         self.disconnects = 0
@@ -419,6 +428,7 @@ class FakeAnthropic:
         with self._lock:
             self._script.clear()
             self._requests.clear()
+            self._thought.clear()
             self.disconnects = 0
             self.disconnected.clear()
 
@@ -487,6 +497,10 @@ class FakeAnthropic:
             )
             await self._error(ex, 400, "invalid_request_error", message)
             return
+        problem = self._thinking_problem(body["messages"])
+        if problem is not None:
+            await self._error(ex, 400, "invalid_request_error", problem)
+            return
         try:
             reply = self._next_reply(body)
         except Exception as exc:
@@ -507,7 +521,45 @@ class FakeAnthropic:
     def _next_reply(self, body: JSONDict) -> Reply:
         with self._lock:
             entry = self._script.popleft() if self._script else self.default_reply
-        return entry if isinstance(entry, Reply) else entry(body)
+        reply = entry if isinstance(entry, Reply) else entry(body)
+        if reply.thinking is not None:
+            block = self._thinking_block(reply.thinking)
+            with self._lock:
+                self._thought.update((call.id, block) for call in reply.tool_calls)
+        return reply
+
+    def _thinking_block(self, thinking: str) -> JSONDict:
+        mac = hmac.new(self._signing_key, thinking.encode(), hashlib.sha256).digest()
+        return {
+            "type": "thinking",
+            "thinking": thinking,
+            "signature": base64.b64encode(mac).decode(),
+        }
+
+    def _thinking_problem(self, messages: Any) -> str | None:
+        """What the API would refuse: the last assistant message goes on from tool calls
+        that came after a thinking block, and does not start with that block unchanged."""
+        if not isinstance(messages, list):
+            return None
+        last = next((m for m in reversed(messages) if m.get("role") == "assistant"), None)
+        content = last.get("content") if isinstance(last, dict) else None
+        if not isinstance(content, list) or not content:
+            return None
+        ids = [b.get("id") for b in content if b.get("type") == "tool_use"]
+        with self._lock:
+            expected = next((self._thought[i] for i in ids if i in self._thought), None)
+        if expected is None:
+            return None
+        first = {k: v for k, v in content[0].items() if k != "cache_control"}
+        if first.get("type") != "thinking":
+            return (
+                f"Expected `thinking` or `redacted_thinking`, but found `{first.get('type')}`."
+                " With thinking on, an assistant message that goes on from tool use must"
+                " start with the thinking block it was sent"
+            )
+        if first != expected:
+            return "Invalid `signature` in `thinking` block"
+        return None
 
     async def _error(
         self,
@@ -540,7 +592,8 @@ class FakeAnthropic:
         prompt = json.dumps([body.get("system"), body.get("messages"), body.get("tools")])
         if reply.stamp:
             text = "<0000000000.000000>" * reply.deltas
-        out = text + "".join(json.dumps(call.input) for call in reply.tool_calls)
+        out = (reply.thinking or "") + text
+        out += "".join(json.dumps(call.input) for call in reply.tool_calls)
         cached = reply.cache_creation_input_tokens + reply.cache_read_input_tokens
         input_tokens = reply.input_tokens
         if input_tokens is None:
@@ -566,6 +619,8 @@ class FakeAnthropic:
         if reply.stamp:
             text = "".join(f"<{time.time():.6f}>" for _ in range(reply.deltas))
         content: list[JSONDict] = []
+        if reply.thinking is not None:
+            content.append(self._thinking_block(reply.thinking))
         if text or not reply.tool_calls:
             content.append({"type": "text", "text": text})
         content += [
@@ -601,13 +656,16 @@ class FakeAnthropic:
         await ex.event({"type": "message_start", "message": start})
         await ex.event({"type": "ping"})
         index = 0
+        if reply.thinking is not None:
+            await self._thinking(ex, reply)
+            index = 1
         if reply.text or reply.stamp or not reply.tool_calls:
             block: JSONDict = {"type": "text", "text": ""}
-            await ex.event({"type": "content_block_start", "index": 0, "content_block": block})
-            if not await self._text_deltas(ex, reply):
+            await ex.event({"type": "content_block_start", "index": index, "content_block": block})
+            if not await self._text_deltas(ex, reply, index):
                 return
-            await ex.event({"type": "content_block_stop", "index": 0})
-            index = 1
+            await ex.event({"type": "content_block_stop", "index": index})
+            index += 1
         for call in reply.tool_calls:
             block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
             await ex.event({"type": "content_block_start", "index": index, "content_block": block})
@@ -627,8 +685,22 @@ class FakeAnthropic:
         )
         await ex.event({"type": "message_stop"}, last=True)
 
-    async def _text_deltas(self, ex: _Exchange, reply: Reply) -> bool:
-        """Stream block 0's text; False if the stream ended with an `error` event instead."""
+    async def _thinking(self, ex: _Exchange, reply: Reply) -> None:
+        """Block 0: the reply's thinking in pieces, then its signature, as the API streams it."""
+        assert reply.thinking is not None
+        signed = self._thinking_block(reply.thinking)
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        await ex.event({"type": "content_block_start", "index": 0, "content_block": start})
+        for piece in _chunks(reply.thinking, reply.chunk_chars):
+            await ex.sleep(reply.delay)
+            delta = {"type": "thinking_delta", "thinking": piece}
+            await ex.event({"type": "content_block_delta", "index": 0, "delta": delta})
+        delta = {"type": "signature_delta", "signature": signed["signature"]}
+        await ex.event({"type": "content_block_delta", "index": 0, "delta": delta})
+        await ex.event({"type": "content_block_stop", "index": 0})
+
+    async def _text_deltas(self, ex: _Exchange, reply: Reply, index: int) -> bool:
+        """Stream block `index`'s text; False if the stream ended with an `error` event."""
         loop = asyncio.get_running_loop()
         began = loop.time()
         count = len(_chunks(reply.text, reply.chunk_chars)) if not reply.stamp else reply.deltas
@@ -651,7 +723,7 @@ class FakeAnthropic:
                 await ex.sleep(reply.delay)
                 text = next(pieces)
             delta = {"type": "text_delta", "text": text}
-            await ex.event({"type": "content_block_delta", "index": 0, "delta": delta})
+            await ex.event({"type": "content_block_delta", "index": index, "delta": delta})
         return True
 
 
