@@ -19,7 +19,6 @@ from parley.webhooks import NoticeInput, notice_id
 
 log = get_logger(__name__)
 
-TIMEOUT = httpx.Timeout(10.0)
 NOTICE_WORKFLOW = "ApprovalNotice"  # workflows.notify
 
 
@@ -71,16 +70,14 @@ class NotifyActivities:
             "User-Agent": "parley-webhooks",
         }
         try:
-            if not self._allow_private:
-                await webhooks.check_public(hook.url)
+            target = await webhooks.resolve(hook.url, allow_private=self._allow_private)
         except webhooks.PrivateAddress as err:
             log.warning("webhook refused", reason=str(err))
             raise ApplicationError(f"webhook refused: {err}", non_retryable=True) from None
         except OSError as err:  # the name did not resolve (now): retried like no answer
             raise ApplicationError(f"webhook unreachable: {type(err).__name__}") from None
         try:
-            async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False) as http:
-                answer = await http.post(hook.url, content=body, headers=headers)
+            answer = await webhooks.post(target, body, headers)
         except httpx.HTTPError as err:
             raise ApplicationError(f"webhook unreachable: {type(err).__name__}") from None
         if not 200 <= answer.status_code < 300:

@@ -12,9 +12,12 @@ import asyncio
 import hashlib
 import hmac
 import ipaddress
+import ssl
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import httpx
 
 SIGNATURE_HEADER = "X-Parley-Signature"
 EVENT_HEADER = "X-Parley-Event"
@@ -71,21 +74,70 @@ class PrivateAddress(ValueError):
     """A webhook URL that reaches this network's own hosts (loopback, private, link-local)."""
 
 
-async def check_public(url: str) -> None:
-    """Refuse a URL whose host resolves to a non-public address: an organization's admin
-    sets the webhook, and the worker must not become their way into the operator's network
-    (PARLEY_WEBHOOK_ALLOW_PRIVATE lifts this for a private deployment). The name is
-    resolved here and again by the HTTP client, so a rebinding DNS server could still win
-    that race; a firewall on the worker's egress is the complete answer."""
+@dataclass(frozen=True)
+class Target:
+    """Where one delivery goes: the URL with its host replaced by the address that was
+    checked, the `Host` header and the TLS server name the original URL implies. Posting
+    here connects to that address and no other, so a DNS server that answers a public
+    address to the check and a private one to the connection (rebinding) gains nothing;
+    TLS still verifies the certificate against the URL's host name."""
+
+    url: str
+    host_header: str
+    server_name: str | None  # https only
+
+
+async def resolve(url: str, *, allow_private: bool = False) -> Target:
+    """The delivery target for `url`, refusing (PrivateAddress) a URL any of whose host's
+    addresses is not public: an organization's admin sets the webhook, and the worker must
+    not become their way into the operator's network (PARLEY_WEBHOOK_ALLOW_PRIVATE lifts
+    this for a private deployment). OSError when the name does not resolve."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise PrivateAddress("the webhook URL must be http(s) with a host")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port)
-    for *_, sockaddr in infos:
-        address = ipaddress.ip_address(sockaddr[0])
+    addresses = [ipaddress.ip_address(sockaddr[0]) for *_, sockaddr in infos]
+    if not addresses:
+        raise OSError(f"{parts.hostname} has no address")
+    for address in addresses:
+        if allow_private:
+            break
         if not address.is_global or address.is_multicast or _translated(address):
             raise PrivateAddress(f"the webhook host resolves to a non-public address ({address})")
+    pinned = addresses[0]
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    host = f"[{pinned}]" if pinned.version == 6 else str(pinned)
+    netloc = (f"{userinfo}@" if userinfo else "") + (f"{host}:{parts.port}" if parts.port else host)
+    return Target(
+        url=parts._replace(netloc=netloc).geturl(),
+        host_header=hostport,
+        server_name=parts.hostname if parts.scheme == "https" else None,
+    )
+
+
+async def post(
+    target: Target,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    verify: ssl.SSLContext | bool = True,
+) -> httpx.Response:
+    """POST `body` to the target's pinned address (no redirects followed; 10 s at most
+    for each of connect, write and read)."""
+    extensions = {"sni_hostname": target.server_name} if target.server_name else {}
+    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False, verify=verify) as http:
+        return await http.post(
+            target.url,
+            content=body,
+            headers={**headers, "Host": target.host_header},
+            extensions=extensions,
+        )
+
+
+async def check_public(url: str) -> None:
+    """Refuse (PrivateAddress) a URL whose host resolves to a non-public address."""
+    await resolve(url)
 
 
 # IPv6 prefixes that carry an IPv4 address on to an IPv4 network (NAT64, 6to4): Python calls

@@ -7,9 +7,11 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +19,7 @@ import pytest
 
 from parley import webhooks
 from parley.stack.fake_anthropic import FakeAnthropic
+from tests.certificates import local_certificates
 from tests.helpers import GatewayServer, collapse, is_terminal, kinds
 from tests.test_desk import RESUMED, desk, desk_token, park, park_hasty, row
 from tests.test_desk import desk_gateway as desk_gateway
@@ -213,6 +216,43 @@ async def test_a_webhook_must_reach_a_public_address(url: str, public: bool) -> 
     else:
         with pytest.raises(webhooks.PrivateAddress):
             await webhooks.check_public(url)
+
+
+async def test_a_delivery_connects_to_the_address_that_was_checked(tmp_path: Path) -> None:
+    """The name is resolved once: the POST goes to the vetted address (so a rebinding DNS
+    server cannot swap in a private one between check and connect), with the URL's own
+    Host header, and TLS still verifies the certificate against the URL's host name."""
+    ca, cert, key = local_certificates(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+    hosts: list[str] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        hosts.extend(line[6:] for line in head.split("\r\n") if line.lower().startswith("host: "))
+        writer.write(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=served)
+    port = server.sockets[0].getsockname()[1]
+    trusted = ssl.create_default_context(cafile=str(ca))
+    async with server:
+        with pytest.raises(webhooks.PrivateAddress):  # by default: refused
+            await webhooks.resolve(f"https://localhost:{port}/hook")
+        target = await webhooks.resolve(f"https://localhost:{port}/hook", allow_private=True)
+        assert target == webhooks.Target(
+            f"https://127.0.0.1:{port}/hook", f"localhost:{port}", "localhost"
+        )
+        answered = await webhooks.post(target, b"{}", {}, verify=trusted)
+        assert answered.status_code == 204 and hosts == [f"localhost:{port}"]
+        # The certificate names localhost: a target naming another host fails verification.
+        other = webhooks.Target(target.url, f"example.com:{port}", "example.com")
+        with pytest.raises(httpx.ConnectError):
+            await webhooks.post(other, b"{}", {}, verify=trusted)
+    plain = await webhooks.resolve("http://user:pw@localhost:8080/x?y=1", allow_private=True)
+    assert plain.host_header == "localhost:8080" and plain.server_name is None
+    assert plain.url.startswith("http://user:pw@") and plain.url.endswith(":8080/x?y=1")
 
 
 @pytest.mark.parametrize("header", ["t=\u00b2,v1=abc", "t=1,v1=\u00e9", "v1=abc", "t=1", ""])

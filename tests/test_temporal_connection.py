@@ -5,17 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from temporalio.client import Client
 from temporalio.service import TLSConfig
 from temporalio.testing import WorkflowEnvironment
@@ -23,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from parley import temporal_client
 from parley.settings import Settings
 from parley.stores import resolve_stores
+from tests.certificates import local_certificates
 from tests.helpers import running_gateway
 
 TEMPORAL_VARS = (
@@ -80,49 +76,6 @@ async def test_a_profile_names_the_cluster(monkeypatch: pytest.MonkeyPatch, tmp_
     assert client.service_client.config.tls  # an API key implies TLS
 
 
-def _certificates(where: Path) -> tuple[Path, Path, Path]:
-    """A private CA and a server certificate for `localhost` signed by it."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key, server_key = (
-        ec.generate_private_key(ec.SECP256R1()),
-        ec.generate_private_key(ec.SECP256R1()),
-    )
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Parley test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = where / "ca.pem", where / "server.pem", where / "server.key"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 @contextlib.asynccontextmanager
 async def tls_frontend(target: str, cert: Path, key: Path) -> AsyncIterator[str]:
     """A TLS-only frontend (gRPC over HTTP/2 needs ALPN `h2`) that relays to `target`."""
@@ -155,7 +108,7 @@ async def test_a_tls_only_frontend_is_reachable(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    ca, cert, key = _certificates(tmp_path)
+    ca, cert, key = local_certificates(tmp_path)
     target = temporal_env.client.service_client.config.target_host
     async with tls_frontend(target, cert, key) as frontend:
         with pytest.raises(RuntimeError):  # it speaks TLS only
