@@ -135,11 +135,6 @@ async def post(
         )
 
 
-async def check_public(url: str) -> None:
-    """Refuse (PrivateAddress) a URL whose host resolves to a non-public address."""
-    await resolve(url)
-
-
 # IPv6 prefixes that carry an IPv4 address on to an IPv4 network (NAT64, 6to4): Python calls
 # them global, but `64:ff9b::a9fe:a9fe` reaches 169.254.169.254 through a NAT64 gateway.
 _TRANSLATED = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16")]

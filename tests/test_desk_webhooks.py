@@ -212,10 +212,10 @@ async def test_a_webhook_must_reach_a_public_address(url: str, public: bool) -> 
     """Unless PARLEY_WEBHOOK_ALLOW_PRIVATE, the worker refuses (for good, no retries) to
     POST to this network's own hosts: an organization's admin sets the URL."""
     if public:
-        await webhooks.check_public(url)
+        await webhooks.resolve(url)
     else:
         with pytest.raises(webhooks.PrivateAddress):
-            await webhooks.check_public(url)
+            await webhooks.resolve(url)
 
 
 async def test_a_delivery_connects_to_the_address_that_was_checked(tmp_path: Path) -> None:
