@@ -135,8 +135,10 @@ async def _serve(websocket: WebSocket, services: Services, client_ip: str) -> No
 
 
 async def healthz(_: Request) -> PlainTextResponse:
-    """The process is alive (no dependency checks: that is /readyz)."""
-    return PlainTextResponse("ok")
+    """The process is alive (no dependency checks: that is /readyz). Readable from any
+    site: the widget asks it whether a refused WebSocket upgrade came from a gateway that
+    is up (a browser does not say why an upgrade failed)."""
+    return PlainTextResponse("ok", headers={"Access-Control-Allow-Origin": "*"})
 
 
 async def readyz(request: Request) -> JSONResponse:

@@ -12,6 +12,16 @@
  *
  *   window.ParleyWidget = { authContext: async () => (await fetch("/parley-auth")).json() };
  *
+ * or, when the gateway verifies JWTs (PARLEY_AUTH=jwt), the customer's token: a string, or a
+ * function returning one or a Promise of one (null: signed out). It is asked before every
+ * (re)connect, since tokens expire, and sent only as `?token=` on the WebSocket's URL:
+ *
+ *   window.ParleyWidget = { token: async () => (await fetch("/parley-token")).text() };
+ *
+ * When the gateway keeps refusing the connection (an expired or invalid token under
+ * PARLEY_AUTH_STRICT), the chat stops after a few tries and asks the customer to sign in
+ * again; its Retry button asks the hook for a fresh token.
+ *
  * Then `ParleyWidget.open()`, `.close()` and `.toggle()` drive the panel. Attributes:
  * `data-agent-id` (required), `data-debug` (show tool names, arguments and error codes).
  */
@@ -122,6 +132,11 @@
     return typeof hook === "function" ? hook() : hook || null;
   }
 
+  function token() {
+    var hook = (window.ParleyWidget || {}).token;
+    return typeof hook === "function" ? hook() : hook || null;
+  }
+
   function mount() {
     if (!loading) {
       loading = import(base + "static/chat.js").then(function (module) {
@@ -132,6 +147,7 @@
           debug: debug,
           profile: profile,
           authContext: authContext,
+          token: token,
           heartbeat: config.heartbeat,
           onClose: close,
           onReply: function () { if (panel.hidden) unread.hidden = false; },
