@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from playwright.async_api import Browser, Page, expect
@@ -197,6 +198,30 @@ async def test_a_site_the_policy_does_not_allow_gets_no_chat(
         await expect(widget.input).to_be_hidden()
         await screenshot(page, "widget-refused")
     assert await sessions_of(pool, agent) == []
+    widget.errors.check()
+
+
+async def test_a_rate_limited_profile_still_shows_the_chat(
+    page: Page, settings: Settings, pool: Any, fake_model: FakeAnthropic
+) -> None:
+    limited = settings.model_copy(update={"http_requests_per_ip_per_minute": 1})
+    pages: dict[str, str] = {}
+    async with running_gateway(limited) as gateway, serve_html(pages) as site:
+        agent = await register_shop_agent(pool, origins=[site])
+        pages["/"] = host_page(gateway, agent)
+        async with httpx.AsyncClient() as http:  # this address's one profile read a minute
+            assert (await http.get(f"{gateway.http_url}/widget/agents/{agent}")).status_code == 200
+        widget = Widget(page)
+        async with page.expect_console_message(lambda m: "too many requests" in m.text):
+            await page.goto(site + "/")
+        await expect(widget.launcher).to_be_visible()  # not taken for a refused site
+        await widget.launcher.click()
+        await widget.online()
+        fake_model.enqueue(Reply(text="Hello from the shop."))
+        await widget.ask("Hi")
+        await expect(widget.reply("Hello from the shop.")).to_have_count(1)
+        await expect(widget.stop).to_be_hidden()
+        await screenshot(page, "widget-profile-rate-limited")
     widget.errors.check()
 
 

@@ -90,17 +90,28 @@
   shadow.appendChild(widget);
 
   // The profile says who the agent is, and (403) when this site may not embed it: then no
-  // launcher is shown (ParleyWidget.open() still opens a panel that says so).
+  // launcher is shown (ParleyWidget.open() still opens a panel that says so). Too many
+  // page views from this address (429) show the launcher without the profile: the socket
+  // still tells whether this site may embed the agent.
   var profile = fetch(base + "widget/agents/" + encodeURIComponent(agentId), { credentials: "omit" })
     .then(function (response) {
-      if (!response.ok) throw new Error("HTTP " + response.status);
+      if (!response.ok) {
+        var err = new Error("HTTP " + response.status);
+        err.status = response.status;
+        throw err;
+      }
       return response.json();
     });
   var styled = new Promise(function (resolve) {
     link.addEventListener("load", resolve);
     link.addEventListener("error", resolve);
   });
-  Promise.all([profile, styled]).then(function (results) {
+  var shown = profile.catch(function (err) {
+    if (err.status !== 429) throw err;
+    console.warn("Parley: too many requests for the agent's profile; the chat shows without it.");
+    return {};
+  });
+  Promise.all([shown, styled]).then(function (results) {
     var p = results[0];
     var name = p.name || "Chat";
     launcher.setAttribute("aria-label", "Chat with " + name);
