@@ -36,6 +36,7 @@ from gateway.connection import Connection
 from gateway.dispatch import Dispatcher
 from gateway.feed import Feeds
 from gateway.frames import FrameError, decode_frame
+from gateway.http_limits import AddressRates
 from gateway.live import LiveListener
 from gateway.outbox import Outbox
 from gateway.reconciler import Reconciler
@@ -135,8 +136,10 @@ async def _serve(websocket: WebSocket, services: Services, client_ip: str) -> No
 
 
 async def healthz(_: Request) -> PlainTextResponse:
-    """The process is alive (no dependency checks: that is /readyz)."""
-    return PlainTextResponse("ok")
+    """The process is alive (no dependency checks: that is /readyz). Readable from any
+    site: the widget asks it whether a refused WebSocket upgrade came from a gateway that
+    is up (a browser does not say why an upgrade failed)."""
+    return PlainTextResponse("ok", headers={"Access-Control-Allow-Origin": "*"})
 
 
 async def readyz(request: Request) -> JSONResponse:
@@ -198,6 +201,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             feeds=feeds,
             verifier=TokenVerifier(settings) if settings.auth == "jwt" else None,
             ip_connections=IpConnections(settings.ws_connections_per_ip),
+            http_rates=AddressRates(settings.http_requests_per_ip_per_minute),
         )
         listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None
         if listener is not None:

@@ -9,6 +9,7 @@ from temporalio.client import Client
 
 from gateway.auth import TokenVerifier
 from gateway.feed import Feeds
+from gateway.http_limits import AddressRates
 from gateway.parsing import DocumentParser
 from gateway.socket_limits import IpConnections
 from parley.model_keys import ModelKeys
@@ -30,3 +31,4 @@ class Services:
         self.model_keys = ModelKeys(self.settings)
 
     ip_connections: IpConnections = field(default_factory=lambda: IpConnections(0))
+    http_rates: AddressRates = field(default_factory=lambda: AddressRates(0))

@@ -141,6 +141,12 @@ class FrameRate:
             self.flooding = True
         return (1 - self._tokens) / self.rate
 
+    def full(self) -> bool:
+        """The bucket has refilled to its burst: a fresh one would admit the same."""
+        if not self.rate:
+            return True
+        return self._tokens + (self._clock() - self._updated) * self.rate >= self.burst
+
 
 class SocketGuard:
     """One socket's frame rate, flooding and idleness, for the endpoint's receive loop.

@@ -25,7 +25,8 @@ from parley.protocol import MAX_ID
 from parley.storage import agent_widget, sessions, tool_labels
 from parley.widget_auth import origin_allowed
 
-_AGENT_ID = re.compile(r"^[\w.:-]+$")
+# What an agent id may be here; anything else is answered as an unknown agent, unqueried.
+_AGENT_ID = re.compile(r"[\w.:-]+")
 
 STATIC = Path(__file__).parent / "static"
 _STATIC_NAME = re.compile(r"^[a-z0-9-]+\.(js|css|svg|ico)$")
@@ -88,9 +89,13 @@ def _not_found() -> JSONResponse:
 
 
 async def agent_profile(request: Request) -> Response:
+    """`GET /widget/agents/{id}`, anonymous: counted per address first (a refusal queries
+    nothing), then a malformed id gets the unknown agent's 404 without a query."""
     services: Services = request.app.state.services
+    if (refused := services.http_rates.refuse(request)) is not None:
+        return refused
     agent_id = request.path_params["agent_id"]
-    if len(agent_id) > MAX_ID or not _AGENT_ID.match(agent_id):
+    if len(agent_id) > MAX_ID or not _AGENT_ID.fullmatch(agent_id):
         return _not_found()
     async with services.pool.connection() as conn:
         agent = await sessions.get_agent(conn, agent_id, services.settings.org)
@@ -108,10 +113,18 @@ async def agent_profile(request: Request) -> Response:
     return JSONResponse(body, headers=headers)
 
 
+async def no_agent(request: Request) -> Response:
+    """A path under `/widget/agents/` that holds no id (empty, or with a slash): the same
+    404 as any malformed id, counted the same."""
+    services: Services = request.app.state.services
+    return services.http_rates.refuse(request) or _not_found()
+
+
 routes = [
     Route("/", chat_page, methods=["GET"]),
     Route("/widget.js", widget_script, methods=["GET"]),
     Route("/static/{name}", static_file, methods=["GET"]),
     Route("/favicon.ico", favicon, methods=["GET"]),
     Route("/widget/agents/{agent_id}", agent_profile, methods=["GET"]),
+    Route("/widget/agents/{rest:path}", no_agent, methods=["GET"]),
 ]

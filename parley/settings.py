@@ -228,7 +228,8 @@ class Settings(BaseSettings):
     org: str = Field("default", validation_alias=_env("PARLEY_ORG"))
 
     # Cost and abuse limits (README, "Limits"); 0 or `off` turns one off. Per socket and per
-    # gateway process: frames, connections, idleness. Shared by every gateway (PostgreSQL):
+    # gateway process: frames, connections, idleness, anonymous HTTP reads. Shared by every
+    # gateway (PostgreSQL):
     # sessions and turns per minute, daily budgets. The per-turn token budget rides in the
     # turn's input.
     turn_token_budget: Limit = Field(100_000, validation_alias=_env("PARLEY_TURN_TOKEN_BUDGET"))
@@ -240,6 +241,9 @@ class Settings(BaseSettings):
     ws_connections_per_ip: Limit = Field(20, validation_alias=_env("PARLEY_WS_CONNECTIONS_PER_IP"))
     ws_idle_timeout: LimitDuration = Field(
         timedelta(minutes=10), validation_alias=_env("PARLEY_WS_IDLE_TIMEOUT")
+    )
+    http_requests_per_ip_per_minute: Limit = Field(
+        120, validation_alias=_env("PARLEY_HTTP_REQUESTS_PER_IP_PER_MINUTE")
     )
     sessions_per_ip_per_minute: Limit = Field(
         20, validation_alias=_env("PARLEY_SESSIONS_PER_IP_PER_MINUTE")

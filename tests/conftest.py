@@ -78,6 +78,7 @@ SUITE_LIMITS = {
     "ws_frame_rate": 100_000.0,
     "ws_frame_burst": 100_000,
     "ws_connections_per_ip": 10_000,
+    "http_requests_per_ip_per_minute": 1_000_000,
     "sessions_per_ip_per_minute": 1_000_000,
     "turns_per_session_per_minute": 1_000_000,
     "turns_per_ip_per_minute": 1_000_000,

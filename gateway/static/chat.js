@@ -47,7 +47,13 @@ const STATUS_TEXT = {
   offline: "Reconnecting…",
   idle: "Paused while you're away",
   unavailable: "Unavailable",
+  refused: "Not connected",
 };
+// What a visitor reads when the server keeps turning the connection down: with a token,
+// the token (expired, or not valid); without one, a server that wants one, or too many
+// connections from this address.
+const REFUSED_SIGNED_IN = "You need to sign in again to chat. Sign in, then press Retry.";
+const REFUSED = "The chat couldn't connect. Please try again later.";
 
 /**
  * Mount the chat into `container` (an element, typically inside a shadow root).
@@ -55,6 +61,8 @@ const STATUS_TEXT = {
  * options: `base` (the Parley server's URL, default: this module's), `agentId`, `mode`
  * ("page" | "widget"), `debug` (show tool names, arguments, results and error codes),
  * `authContext` (an async function returning `{userId, signature, timestamp}` or null),
+ * `token` (the visitor's JWT, or a function returning it or a Promise of it; null: signed
+ * out. Asked before every (re)connect, sent as `?token=` on the socket's URL only),
  * `profile` (a promise of the agent's widget profile, else fetched), `heartbeat`
  * ({interval, timeout} in ms), `onClose` (the widget's close button and Escape),
  * `onReply` (a reply finished). Returns the chat, with `focus()`.
@@ -116,10 +124,10 @@ class Chat {
     this.unavailable = false;
     this.build(container);
     this.profileLoaded = this.loadProfile(); // labels are needed before the history shows
-    const url = new URL("ws", this.base);
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    this.signedIn = false; // the last connection attempt carried a token
     this.conn = new Connection({
-      url: url.href,
+      url: () => this.socketUrl(),
+      health: new URL("healthz", this.base).href,
       heartbeat: options.heartbeat,
       onOpen: (generation) => this.start(generation),
       onEvent: (event) => this.handle(event),
@@ -241,6 +249,27 @@ class Chat {
     setTimeout(() => { this.politeRegion.textContent = text; }, 50);
   }
 
+  /** The socket's URL, with the visitor's token when the host page gives one. */
+  async socketUrl() {
+    const url = new URL("ws", this.base);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const token = await this.token();
+    this.signedIn = !!token;
+    if (token) url.searchParams.set("token", token);
+    return url.href;
+  }
+
+  async token() {
+    const hook = this.opts.token;
+    try {
+      const token = await (typeof hook === "function" ? hook() : hook);
+      return typeof token === "string" && token.trim() ? token.trim() : null;
+    } catch (err) {
+      console.warn("Parley: the token hook failed; connecting signed out.", err);
+      return null;
+    }
+  }
+
   connectionState(state) {
     if (this.unavailable) return;
     if (state !== "online") this.ready = false;
@@ -251,6 +280,7 @@ class Chat {
     this.statusEl.textContent = STATUS_TEXT[shown] || shown;
     this.banner.hidden = shown !== "offline";
     this.bannerText.textContent = "Connection lost. Reconnecting…";
+    if (state === "refused") this.showAlert(this.signedIn ? REFUSED_SIGNED_IN : REFUSED, "start");
     this.updateComposer();
   }
 

@@ -20,22 +20,33 @@ export function newId() {
 
 // Reconnect at once, then quickly, never waiting more than about 3 s.
 const BACKOFF_MS = [0, 250, 500, 1000, 2000, 3000];
+// Upgrades turned down in a row by a server that is up (401 with PARLEY_AUTH_STRICT, or
+// too many sockets from this address) before the connection gives up and says "refused".
+const MAX_REFUSALS = 3;
 const WAKE_EVENTS = ["pointerdown", "keydown", "focusin", "visibilitychange"];
 
 /**
  * One logical connection that survives its sockets.
  *
+ * `url` is the socket's URL, or a function returning it (or a Promise of it), asked again
+ * before every attempt (a token in it may have expired since the last one). `health` is a
+ * URL that answers 200 while the server is up.
+ *
  * `onOpen(generation)` runs for each new socket (start or resume the session there);
  * `onEvent(event)` gets every event no request is waiting for; `onState(state)` hears
- * "connecting", "online", "offline" (reconnecting) and "idle" (closed by the server for
- * inactivity: it reconnects when the visitor is back).
+ * "connecting", "online", "offline" (reconnecting), "idle" (closed by the server for
+ * inactivity: it reconnects when the visitor is back) and "refused" (the server is up but
+ * turned the upgrade down `MAX_REFUSALS` times in a row: no more tries until
+ * `reconnectNow()`). A browser does not say why an upgrade failed, so a refusal is a socket
+ * that never opened while `health` answered.
  *
  * Heartbeat: a `ping` every `interval` ms; when nothing at all arrives within `timeout` ms
  * of one, the socket is taken for dead (a half-open connection says nothing) and replaced.
  */
 export class Connection {
-  constructor({ url, onOpen, onEvent, onState, heartbeat = {} }) {
+  constructor({ url, health, onOpen, onEvent, onState, heartbeat = {} }) {
     this.url = url;
+    this.health = health;
     this.onOpen = onOpen;
     this.onEvent = onEvent;
     this.onState = onState;
@@ -44,6 +55,8 @@ export class Connection {
     this.ws = null;
     this.generation = 0;
     this.retries = 0;
+    this.refusals = 0;
+    this.attempt = 0;
     this.pending = new Map(); // requestId -> {resolve, reject}
     this.timers = { reconnect: null, beat: null, deadline: null };
     this.lastFrameAt = 0;
@@ -75,20 +88,31 @@ export class Connection {
     this.onState(state);
   }
 
-  connect() {
+  async connect() {
     clearTimeout(this.timers.reconnect);
     if (this.stopped) return;
+    const attempt = ++this.attempt; // a later attempt supersedes this one while it waits
+    this.setState("connecting");
+    let url;
+    try {
+      url = typeof this.url === "function" ? await this.url() : this.url;
+    } catch {
+      url = null;
+    }
+    if (this.stopped || attempt !== this.attempt || this.ws) return;
     let socket;
     try {
-      socket = new WebSocket(this.url);
+      socket = new WebSocket(url);
     } catch {
       this.scheduleReconnect();
       return;
     }
     this.ws = socket;
     const generation = ++this.generation;
-    this.setState("connecting");
+    let opened = false;
     socket.onopen = () => {
+      opened = true;
+      this.refusals = 0;
       this.lastFrameAt = Date.now();
       this.startHeartbeat();
       Promise.resolve(this.onOpen(generation)).catch(() => {});
@@ -102,8 +126,33 @@ export class Connection {
     };
     socket.onclose = (close) => {
       if (socket !== this.ws) return;
-      this.drop(close.code === 1001 && close.reason === "idle timeout" ? "idle" : "lost");
+      if (opened) {
+        this.drop(close.code === 1001 && close.reason === "idle timeout" ? "idle" : "lost");
+      } else {
+        this.notOpened(socket);
+      }
     };
+  }
+
+  /** The socket closed before it opened: the network, or a refusal by a server that is up. */
+  async notOpened(socket) {
+    this.refusals += 1;
+    if (this.refusals < MAX_REFUSALS || !(await this.serverUp())) {
+      if (socket === this.ws) this.drop("lost");
+      return;
+    }
+    if (socket !== this.ws) return; // Retry or a new attempt came first
+    this.drop("refused");
+  }
+
+  async serverUp() {
+    if (!this.health) return false;
+    try {
+      const response = await fetch(this.health, { credentials: "omit", cache: "no-store" });
+      return response.ok;
+    } catch {
+      return false;
+    }
   }
 
   /** The session is usable on this socket: back-off starts again from zero. */
@@ -176,6 +225,10 @@ export class Connection {
     }
     this.pending.clear();
     if (this.stopped || why === "closed") return;
+    if (why === "refused") {
+      this.setState("refused");
+      return;
+    }
     if (why === "idle") {
       this.setState("idle");
       const wake = () => {
@@ -200,6 +253,7 @@ export class Connection {
   reconnectNow() {
     if (this.stopped || this.open) return;
     this.retries = 0;
+    this.refusals = 0;
     if (this.ws) {
       this.drop("lost");
     } else {

@@ -1,6 +1,8 @@
 // The full-page chat at `/`: the widget's chat module, mounted on the whole page.
 // `/?agent=<id>` talks to another agent (e.g. one registered with `parley agent`), and
-// `/?debug=1` shows tool names, arguments, results and error codes.
+// `/?debug=1` shows tool names, arguments, results and error codes. `window.ParleyWidget`
+// (set by a script that runs first) takes the widget's hooks: `token`, `authContext` and
+// `heartbeat` (see widget.js).
 
 import { mountChat } from "./chat.js";
 
@@ -20,5 +22,7 @@ const chat = mountChat(page, {
   mode: "page",
   debug: params.get("debug") === "1",
   heartbeat: config.heartbeat,
+  authContext: () => (typeof config.authContext === "function" ? config.authContext() : config.authContext || null),
+  token: () => (typeof config.token === "function" ? config.token() : config.token || null),
 });
 chat.focus();

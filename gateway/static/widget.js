@@ -12,6 +12,16 @@
  *
  *   window.ParleyWidget = { authContext: async () => (await fetch("/parley-auth")).json() };
  *
+ * or, when the gateway verifies JWTs (PARLEY_AUTH=jwt), the customer's token: a string, or a
+ * function returning one or a Promise of one (null: signed out). It is asked before every
+ * (re)connect, since tokens expire, and sent only as `?token=` on the WebSocket's URL:
+ *
+ *   window.ParleyWidget = { token: async () => (await fetch("/parley-token")).text() };
+ *
+ * When the gateway keeps refusing the connection (an expired or invalid token under
+ * PARLEY_AUTH_STRICT), the chat stops after a few tries and asks the customer to sign in
+ * again; its Retry button asks the hook for a fresh token.
+ *
  * Then `ParleyWidget.open()`, `.close()` and `.toggle()` drive the panel. Attributes:
  * `data-agent-id` (required), `data-debug` (show tool names, arguments and error codes).
  */
@@ -80,17 +90,28 @@
   shadow.appendChild(widget);
 
   // The profile says who the agent is, and (403) when this site may not embed it: then no
-  // launcher is shown (ParleyWidget.open() still opens a panel that says so).
+  // launcher is shown (ParleyWidget.open() still opens a panel that says so). Too many
+  // page views from this address (429) show the launcher without the profile: the socket
+  // still tells whether this site may embed the agent.
   var profile = fetch(base + "widget/agents/" + encodeURIComponent(agentId), { credentials: "omit" })
     .then(function (response) {
-      if (!response.ok) throw new Error("HTTP " + response.status);
+      if (!response.ok) {
+        var err = new Error("HTTP " + response.status);
+        err.status = response.status;
+        throw err;
+      }
       return response.json();
     });
   var styled = new Promise(function (resolve) {
     link.addEventListener("load", resolve);
     link.addEventListener("error", resolve);
   });
-  Promise.all([profile, styled]).then(function (results) {
+  var shown = profile.catch(function (err) {
+    if (err.status !== 429) throw err;
+    console.warn("Parley: too many requests for the agent's profile; the chat shows without it.");
+    return {};
+  });
+  Promise.all([shown, styled]).then(function (results) {
     var p = results[0];
     var name = p.name || "Chat";
     launcher.setAttribute("aria-label", "Chat with " + name);
@@ -122,6 +143,11 @@
     return typeof hook === "function" ? hook() : hook || null;
   }
 
+  function token() {
+    var hook = (window.ParleyWidget || {}).token;
+    return typeof hook === "function" ? hook() : hook || null;
+  }
+
   function mount() {
     if (!loading) {
       loading = import(base + "static/chat.js").then(function (module) {
@@ -132,6 +158,7 @@
           debug: debug,
           profile: profile,
           authContext: authContext,
+          token: token,
           heartbeat: config.heartbeat,
           onClose: close,
           onReply: function () { if (panel.hidden) unread.hidden = false; },
