@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+from async_lru import alru_cache
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -54,6 +55,7 @@ from parley.stores import resolve_stores
 log = get_logger(__name__)
 
 FIRST_READ_DELAY = timedelta(milliseconds=200)
+READINESS_TTL_SECONDS = 1.0
 
 
 # Every protocol action this gateway answers, by the module that handles it.
@@ -144,7 +146,16 @@ async def healthz(_: Request) -> PlainTextResponse:
 
 async def readyz(request: Request) -> JSONResponse:
     """200 when PostgreSQL and Temporal both answer; 503 naming what does not."""
-    services: Services = request.app.state.services
+    problems = await _readiness_problems(request.app.state.services)
+    if problems:
+        return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
+    return JSONResponse({"status": "ready"})
+
+
+@alru_cache(maxsize=8, ttl=READINESS_TTL_SECONDS, key=id)
+async def _readiness_problems(services: Services) -> dict[str, str]:
+    """What does not answer. Anyone may ask /readyz, so one check runs at a time and its
+    answer serves every request for a second: a flood costs one pool connection."""
     problems: dict[str, str] = {}
 
     async def check_db() -> None:
@@ -161,9 +172,7 @@ async def readyz(request: Request) -> JSONResponse:
             problems["temporal"] = f"unreachable: {type(exc).__name__}"
 
     await asyncio.gather(check_db(), check_temporal())
-    if problems:
-        return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
-    return JSONResponse({"status": "ready"})
+    return problems
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from async_lru import alru_cache
 from prometheus_client import REGISTRY, Gauge
 from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
@@ -42,7 +43,10 @@ async def metrics_endpoint(request: Request) -> Response:
     return Response(encoder(REGISTRY), media_type=content_type)
 
 
+@alru_cache(maxsize=8, ttl=0, key=id)
 async def _count_pending(services: Services) -> None:
+    """Scrapes that arrive while a count runs share it (a flood holds one pool connection,
+    not the pool); the next scrape counts afresh."""
     try:
         async with (
             asyncio.timeout(COUNT_TIMEOUT_SECONDS),

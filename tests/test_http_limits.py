@@ -9,6 +9,7 @@ does not is answered at once.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -143,3 +144,17 @@ async def test_unknown_and_malformed_agent_ids_get_the_same_404(settings: Settin
 
 def headers(response: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in response.headers.items() if k not in {"date"}}
+
+
+async def test_a_flood_of_readiness_checks_costs_one_connection(settings: Settings) -> None:
+    """/readyz answers anyone and reads the database: requests share one check, and its
+    answer serves a second's worth of them."""
+    async with (
+        running_gateway(settings) as server,
+        httpx.AsyncClient(base_url=server.http_url, timeout=QUICK) as http,
+    ):
+        pool = server.services.pool
+        before = pool.get_stats().get("requests_num", 0)
+        answers = await asyncio.gather(*(http.get("/readyz") for _ in range(30)))
+        assert all(a.status_code == 200 for a in answers)
+        assert pool.get_stats().get("requests_num", 0) - before == 1
