@@ -32,7 +32,7 @@ from parley.skills import Skill
 from parley.storage import context, messages, organizations, skills, usage
 from parley.storage.db import Conn, Pool
 from parley.tools import TEAM_SENTENCE, VISITOR, ToolRegistry
-from parley.turn.pricing import PRICES_PER_MTOK, Price, cost_usd
+from parley.turn.pricing import PRICES_PER_MTOK, Price, cost_usd, for_model
 from parley.turn.types import ModelInput, ModelOutput, ToolCall, Usage
 
 log = get_logger(__name__)
@@ -118,6 +118,9 @@ class ModelActivities:
             "system": prompts.system_blocks(persona, skill),
             "messages": prompts.messages(conversation, grounding, steps),
         }
+        options = for_model(self._settings.model_options, inp.model)
+        if options is not None:
+            request.update(options.request_fields())
         tools = [t.spec() for t in self._tools.all() if skill is None or skill.allows(t.name)]
         if tools:
             request["tools"] = prompts.tool_specs(tools)

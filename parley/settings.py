@@ -11,11 +11,13 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
+    BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     PositiveFloat,
     SecretStr,
@@ -98,6 +100,25 @@ LimitDuration = Annotated[
 ]
 
 
+class ModelOptions(BaseModel):
+    """Messages API parameters for one model's requests, beside those Parley sets: e.g.
+    `{"output_config": {"effort": "low"}}` for a quicker first token from a model that
+    thinks by default. Models accept different ones; a parameter a model refuses fails
+    its turns (the API answers 400), so set them per model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thinking: dict[str, Any] | None = None
+    output_config: dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0, le=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)
+    service_tier: str | None = None
+
+    def request_fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
 def _env(name: str) -> AliasChoices:
     return AliasChoices(name, name.lower())
 
@@ -134,6 +155,10 @@ class Settings(BaseSettings):
     # (parley/turn/pricing.py) lacks or prices wrong: `{"claude-x": [2, 10]}`.
     model_prices: dict[str, tuple[PositiveFloat, PositiveFloat]] = Field(
         default_factory=dict, validation_alias=_env("PARLEY_MODEL_PRICES")
+    )
+    # Extra request parameters by model id (a snapshot takes its id's): see ModelOptions.
+    model_options: dict[str, ModelOptions] = Field(
+        default_factory=dict, validation_alias=_env("PARLEY_MODEL_OPTIONS")
     )
     max_iterations: int = Field(20, ge=1, validation_alias=_env("PARLEY_MAX_ITERATIONS"))
     max_tokens: int = Field(4096, ge=1, validation_alias=_env("PARLEY_MAX_TOKENS"))

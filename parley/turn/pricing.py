@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import TypeVar
 
 import structlog
 
 log = structlog.get_logger("parley.pricing")
 
+T = TypeVar("T")
 Price = tuple[float, float]  # USD per million tokens: (input, output)
 
 # Anthropic's list prices, by model id. A snapshot of an id ("claude-haiku-4-5-20251001",
@@ -49,12 +51,17 @@ _SNAPSHOT = re.compile(r"(?P<id>.+?)-(?:\d{8}|latest)")
 _unpriced: set[str] = set()  # models already logged as unpriced (once per process)
 
 
+def for_model(table: Mapping[str, T], model: str) -> T | None:
+    """The entry for `model`, or for the id it is a snapshot of; None when there is none."""
+    if model in table:
+        return table[model]
+    snapshot = _SNAPSHOT.fullmatch(model)
+    return table.get(snapshot["id"]) if snapshot else None
+
+
 def price_of(model: str, prices: Mapping[str, Price] = PRICES_PER_MTOK) -> Price | None:
     """The model's price, or None when `prices` does not know it (or its snapshot's id)."""
-    if model in prices:
-        return prices[model]
-    snapshot = _SNAPSHOT.fullmatch(model)
-    return prices.get(snapshot["id"]) if snapshot else None
+    return for_model(prices, model)
 
 
 def cost_usd(

@@ -1,11 +1,14 @@
-"""Model prices: budgets add costs up, so every model must cost what it costs.
+"""Per-model settings: prices and request options.
 
-A newer model id must not price as an older family it shares a prefix with, a model the
-table lacks must not be free, and an operator's `PARLEY_MODEL_PRICES` reaches the worker.
+Budgets add costs up, so every model must cost what it costs: a newer model id must not
+price as an older family it shares a prefix with, a model the table lacks must not be free,
+and an operator's `PARLEY_MODEL_PRICES` reaches the worker. `PARLEY_MODEL_OPTIONS` adds
+request parameters (effort, thinking) to one model's calls and no other's.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -13,6 +16,7 @@ import structlog
 
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply
+from parley.storage import sessions
 from parley.turn.pricing import PRICES_PER_MTOK, cost_usd, price_of
 from tests.conftest import Processes
 from tests.helpers import WsClient, run_turn, running_gateway
@@ -72,3 +76,44 @@ async def test_the_worker_costs_a_turn_at_the_operators_price(
     tokens_in, tokens_out = usage["promptTokens"], usage["completionTokens"]
     assert usage["costUsd"] == pytest.approx((tokens_in * 100 + tokens_out * 1000) / MTOK)
     assert usage["costUsd"] != pytest.approx(cost_usd(model, tokens_in, tokens_out))
+
+
+def test_model_options_are_validated_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    options = '{"claude-sonnet-5-5": {"output_config": {"effort": "low"}, "temperature": 0.2}}'
+    monkeypatch.setenv("PARLEY_MODEL_OPTIONS", options)
+    (only,) = Settings().model_options.values()
+    assert only.request_fields() == {"output_config": {"effort": "low"}, "temperature": 0.2}
+    # Parley's own parameters cannot be overridden, and values are checked.
+    for bad in ('{"m": {"messages": []}}', '{"m": {"max_tokens": 9}}', '{"m": {"temperature": 3}}'):
+        monkeypatch.setenv("PARLEY_MODEL_OPTIONS", bad)
+        with pytest.raises(ValueError):
+            Settings()
+
+
+async def test_a_models_options_go_with_its_calls_only(
+    isolated_settings: Settings, processes: Processes, fake_model: FakeAnthropic
+) -> None:
+    model, other = isolated_settings.model, "claude-sonnet-4-6"
+    options = {model: {"output_config": {"effort": "low"}, "thinking": {"type": "adaptive"}}}
+    processes.worker(isolated_settings, PARLEY_MODEL_OPTIONS=json.dumps(options))
+    picky = f"picky-{uuid.uuid4().hex[:6]}"
+    fake_model.enqueue(Reply(text="Quick."), Reply(text="Also quick."))
+    async with (
+        running_gateway(isolated_settings) as gateway,
+        await WsClient.open(gateway.ws_url) as client,
+    ):
+        async with gateway.services.pool.connection() as conn:
+            await sessions.upsert_agent(conn, picky, name="Picky", org_id="default", models=[other])
+        session = await client.create_session(picky)
+        for request_id, chosen in (("default", None), ("other", other)):
+            extra = {"model": chosen} if chosen else {}
+            events = await run_turn(
+                client, session["sessionId"], "hi", request_id, timeout=60, **extra
+            )
+            assert events[-1]["type"] == "eventual_response", events[-1]
+    default_call, other_call = (r.body for r in fake_model.requests)
+    assert default_call["model"] == model
+    assert default_call["output_config"] == {"effort": "low"}
+    assert default_call["thinking"] == {"type": "adaptive"}
+    assert other_call["model"] == other
+    assert "output_config" not in other_call and "thinking" not in other_call
