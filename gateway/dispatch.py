@@ -70,7 +70,13 @@ class Dispatcher:
             )
             return
         raw_request_id = frame.get("requestId")
-        request_id = raw_request_id if isinstance(raw_request_id, str) else None
+        # Echoed in replies and logged: one too long to be valid is neither (its action is
+        # refused for it anyway), so a huge id does not come back twice in every error.
+        request_id = (
+            raw_request_id
+            if isinstance(raw_request_id, str) and len(raw_request_id) <= protocol.MAX_REQUEST_ID
+            else None
+        )
         name = frame.get("action")
         with structlog.contextvars.bound_contextvars(
             conn=conn.id,

@@ -133,19 +133,23 @@ async def _claim_slot(
                     session_id=session.id,
                     request_id=req.request_id,
                     stream=req.stream,
+                    fingerprint=req.fingerprint(),
                 )
+        except turns.RequestIdTaken:
+            raise ProtocolError(
+                ErrorCode.VALIDATION_ERROR,
+                "this requestId was already used for another message in this session;"
+                " send each new message with a new requestId",
+            ) from None
         except turns.SlotBusy as busy:
             if await _workflow_running(services, busy.holder):
                 raise ProtocolError(
-                    ErrorCode.TURN_IN_PROGRESS,
-                    f"session '{session.id}' already has a turn in progress",
+                    ErrorCode.TURN_IN_PROGRESS, "this session already has a turn in progress"
                 ) from None
             log.warning("taking over a stale turn slot", stale=busy.holder.id)
             async with services.pool.connection() as db:
                 await turns.finish(db, busy.holder.id, "abandoned")
-    raise ProtocolError(
-        ErrorCode.TURN_IN_PROGRESS, f"session '{session.id}' already has a turn in progress"
-    )
+    raise ProtocolError(ErrorCode.TURN_IN_PROGRESS, "this session already has a turn in progress")
 
 
 async def _workflow_running(services: Services, holder: turns.Turn) -> bool:

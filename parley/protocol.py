@@ -8,6 +8,7 @@ clients forbid extra fields and silently drop an event that carries one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from datetime import datetime
@@ -204,6 +205,21 @@ class SendMessage(SessionAction):
         if len(value) > MAX_MESSAGE_CHARS:
             raise ValueError(f"'message' is longer than {MAX_MESSAGE_CHARS} characters")
         return value
+
+    def fingerprint(self) -> bytes:
+        """SHA-256 of what this send asks (message, model, skill, images, files): a retry
+        of it has the same, another message under the same requestId does not."""
+        asked = [
+            self.message,
+            self.model,
+            self.skill,
+            [
+                [i.media_type, i.data.hex() if i.data else None, i.url, i.detail]
+                for i in self.images
+            ],
+            [[f.name, f.url, f.mime_type] for f in self.files],
+        ]
+        return hashlib.sha256(json.dumps(asked).encode()).digest()
 
 
 def _strict_bool(message: str) -> Any:

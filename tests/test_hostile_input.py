@@ -105,6 +105,8 @@ async def test_an_over_long_request_id_starts_no_turn(client: WsClient) -> None:
     }
     event = await client.request(frame)
     assert event["error"]["code"] == "VALIDATION_ERROR"
+    # An id too long to be valid is not echoed (twice) in the reply.
+    assert "requestId" not in event and "requestId" not in event["data"], event
     await assert_still_open(client)
 
 

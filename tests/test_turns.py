@@ -526,3 +526,30 @@ async def test_workflow_ids_do_not_carry_the_session_id(
     history = await gateway.services.temporal.get_workflow_handle(tid).fetch_history()
     assert history.workflow_id == tid
     assert turn_id(session["sessionId"], "opaque") == tid  # the same on every gateway
+
+
+async def test_a_requestid_reused_for_another_message_is_refused_not_dropped(
+    client: WsClient, session: dict, fake_model: FakeAnthropic
+) -> None:
+    """A retry of the same send re-attaches to its turn; another message under a used
+    requestId would otherwise be answered with the old turn's reply and never stored."""
+    fake_model.enqueue(Reply(text="First answer."))
+    first = await run_turn(client, session["sessionId"], "first message", "same")
+    assert tokens(first) == "First answer."
+    retried = await run_turn(client, session["sessionId"], "first message", "same")
+    assert retried[-1]["type"] == "eventual_response"
+    assert retried[-1]["data"]["data"]["messageId"] == first[-1]["data"]["data"]["messageId"]
+    other = await client.request(
+        {
+            "action": "send_message",
+            "requestId": "same",
+            "sessionId": session["sessionId"],
+            "message": "second message",
+        }
+    )
+    assert other["type"] == "error" and other["requestId"] == "same", other
+    assert other["error"]["code"] == "VALIDATION_ERROR"
+    assert "already used for another message" in other["error"]["message"]
+    assert len(fake_model.requests) == 1  # nothing new started
+    texts = [m["content"]["text"] for m in await history(client, session["sessionId"])]
+    assert sorted(texts) == ["First answer.", "first message"]  # and no "second message"

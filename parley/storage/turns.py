@@ -33,6 +33,10 @@ class Turn:
     created_at: datetime
 
 
+class RequestIdTaken(Exception):
+    """The turn id exists, and its send asked something else (another message)."""
+
+
 class SlotBusy(Exception):
     """Another turn holds the session's slot."""
 
@@ -56,23 +60,35 @@ def _turn(row: dict) -> Turn:
 
 
 async def claim(
-    conn: Conn, *, turn_id: str, session_id: str, request_id: str, stream: bool
+    conn: Conn,
+    *,
+    turn_id: str,
+    session_id: str,
+    request_id: str,
+    stream: bool,
+    fingerprint: bytes,
 ) -> tuple[Turn, bool]:
     """Take the session's slot for `turn_id`: (turn, True) when this call created it,
-    (existing turn, False) when the same turn id exists; raises SlotBusy otherwise."""
+    (existing turn, False) when the same turn id exists and asked the same (`fingerprint`);
+    raises RequestIdTaken when it asked something else, SlotBusy when another turn holds
+    the slot."""
     for _ in range(3):  # a holder finishing between our statements: just try again
         cur = await conn.execute(
-            f"insert into turns (id, session_id, request_id, stream) values (%s, %s, %s, %s)"
-            f" on conflict do nothing returning {_COLUMNS}",
-            (turn_id, session_id, request_id, stream),
+            "insert into turns (id, session_id, request_id, stream, message_sha256)"
+            f" values (%s, %s, %s, %s, %s) on conflict do nothing returning {_COLUMNS}",
+            (turn_id, session_id, request_id, stream, fingerprint),
         )
         row = await cur.fetchone()
         if row is not None:
             metrics.TURNS_STARTED.inc()
             return _turn(row), True
-        cur = await conn.execute(f"select {_COLUMNS} from turns where id = %s", (turn_id,))
+        cur = await conn.execute(
+            f"select {_COLUMNS}, message_sha256 from turns where id = %s", (turn_id,)
+        )
         row = await cur.fetchone()
         if row is not None:
+            if row["message_sha256"] not in (None, fingerprint):
+                raise RequestIdTaken(turn_id)
             return _turn(row), False
         holder = await running_turn(conn, session_id)
         if holder is not None:
