@@ -24,8 +24,10 @@ from temporalio.worker import (
 class _BindTurn(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         info = activity.info()
+        # Most activities run for a turn; others (an approval notice) name their workflow.
+        key = "turn_id" if info.workflow_type == "Turn" else "workflow_id"
         with structlog.contextvars.bound_contextvars(
-            turn_id=info.workflow_id, activity=info.activity_type, attempt=info.attempt
+            **{key: info.workflow_id}, activity=info.activity_type, attempt=info.attempt
         ):
             try:
                 return await super().execute_activity(input)

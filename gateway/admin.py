@@ -35,6 +35,7 @@ from gateway.auth import InvalidToken, principal_of
 from gateway.parsing import DocumentRejected, Limits, ParseTimedOut
 from gateway.services import Services
 from parley import skills
+from parley import webhooks as webhook_targets
 from parley.knowledge import access, documents
 from parley.knowledge.embeddings import load_embedder
 from parley.knowledge.types import Access, Document, file_name
@@ -434,6 +435,15 @@ async def put_webhook(request: Request, services: Services) -> Response:
     (never shown again, never sent)."""
     body = parse_body(WebhookIn, await read_body(request, 16 * 1024))
     org = _org(request, services, body.org)
+    # Checked again at each delivery (the name may move); refused here so the admin hears.
+    try:
+        await webhook_targets.resolve(
+            body.url, allow_private=services.settings.webhook_allow_private
+        )
+    except webhook_targets.PrivateAddress as err:
+        raise Refused(400, str(err)) from None
+    except OSError:
+        raise Refused(400, "the webhook URL's host does not resolve") from None
     async with services.pool.connection() as conn:
         await webhooks.set_webhook(conn, org, body.url, body.secret)
     return JSONResponse({"org": org, "url": body.url})

@@ -18,13 +18,14 @@ import httpx
 import pytest
 
 from parley import webhooks
+from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic
 from tests.certificates import local_certificates
-from tests.helpers import GatewayServer, collapse, is_terminal, kinds
+from tests.helpers import GatewayServer, collapse, is_terminal, kinds, running_gateway
 from tests.test_desk import RESUMED, desk, desk_token, park, park_hasty, row
 from tests.test_desk import desk_gateway as desk_gateway
 from tests.test_desk import org as org
-from tests.test_identity import hs256
+from tests.test_identity import hs256, jwt_settings
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -92,6 +93,26 @@ async def configure(gateway: GatewayServer, org: str, url: str) -> None:
         assert done.status_code == 200, done.text
         shown = (await http.get("/admin/webhook")).json()
         assert shown == {"org": org, "url": url}  # the secret is never shown
+
+
+async def test_an_admin_hears_at_once_that_a_private_webhook_url_is_refused(
+    settings: Settings, org: str
+) -> None:
+    strict = jwt_settings(settings).model_copy(update={"webhook_allow_private": False})
+    headers = {"Authorization": f"Bearer {hs256(sub='boss', org=org, role='admin')}"}
+    async with (
+        running_gateway(strict) as gateway,
+        httpx.AsyncClient(base_url=gateway.http_url, headers=headers) as http,
+    ):
+        for url, reason in (
+            ("http://127.0.0.1:9/hook", "non-public address (127.0.0.1)"),
+            ("https://no-such-host.invalid/hook", "does not resolve"),
+        ):
+            refused = await http.put("/admin/webhook", json={"url": url, "secret": SECRET})
+            assert refused.status_code == 400 and reason in refused.json()["error"], refused.text
+        assert (await http.get("/admin/webhook")).status_code == 404  # nothing was stored
+        public = "https://93.184.216.34/hook"
+        assert (await http.put("/admin/webhook", json={"url": public, "secret": SECRET})).is_success
 
 
 def test_signatures_bind_the_body_and_the_time() -> None:

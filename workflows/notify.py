@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.notify import NotifyActivities
@@ -38,6 +38,8 @@ class ApprovalNoticeWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=DELIVERY_RETRY,
             )
-        except ActivityError:
-            workflow.logger.warning("approval notice not delivered: retries ran out")
+        except ActivityError as err:
+            refused = isinstance(err.cause, ApplicationError) and err.cause.non_retryable
+            why = "refused" if refused else "retries ran out"
+            workflow.logger.warning(f"approval notice not delivered: {why}")
             return "undelivered"
