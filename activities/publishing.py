@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import Self
 
 from temporalio.contrib.workflow_streams import WorkflowStreamClient
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.live import LiveNotifier
 from parley.logs import get_logger
@@ -65,6 +66,7 @@ class TurnPublisher:
         self._interval = batch_interval.total_seconds()
         self._wake = asyncio.Event()
         self._closing = False
+        self._gone = False  # the turn's workflow closed: nothing more is published
         self._sent_first = live is not None  # with a live lane the first item waits too
         self._task: asyncio.Task[None] | None = None
 
@@ -90,6 +92,8 @@ class TurnPublisher:
         self._wake.set()
         if self._task is not None:
             await asyncio.shield(self._task)
+        if self._gone:
+            return
         # The last round sent the queue; this retries a batch that failed in it. After a
         # failed call its error is the one that matters (the retry's reset follows).
         try:
@@ -112,6 +116,8 @@ class TurnPublisher:
         return self._seq - 1
 
     def _publish(self, event: Token | Reset) -> None:
+        if self._gone:
+            return
         if self._live is not None:
             self._live.send(LiveItem(self._turn_key, self._position.after, event, time.time()))
         self._queue.append(event)
@@ -128,6 +134,11 @@ class TurnPublisher:
             try:
                 await self._send()
             except Exception as err:  # retried on the next round; surfaced at exit
+                if _turn_closed(err):
+                    # Stopped (or ended) under the call: nobody reads its stream any more.
+                    log.info("turn closed while its model call streamed; publishing stops")
+                    self._gone = True
+                    return
                 log.warning("publishing turn events failed", error=str(err))
 
     async def _send(self) -> None:
@@ -137,3 +148,8 @@ class TurnPublisher:
         for event in queued:
             self._topic.publish(event)
         await self._client.flush()
+
+
+def _turn_closed(err: Exception) -> bool:
+    """The signal failed because the turn's workflow has closed (stopped, or ended)."""
+    return isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND
