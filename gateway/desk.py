@@ -8,8 +8,12 @@ note?}` decides one: edited `arguments` are validated against the tool's schema 
 the errors, nothing decided), the decision is one guarded UPDATE (of concurrent deciders,
 the visitor's confirm and the expiry, exactly one wins; the others get 409), bound by a hash
 to the requested and approved arguments, then signalled to the same durable turn, which
-goes on where it parked (the visitor's open socket sees the rest of it). Nobody decides
-on their own request: a principal whose session asked gets 403.
+goes on where it parked (the visitor's open socket sees the rest of it).
+
+Four eyes: nobody decides or extends their own request. A principal who is the approval's
+requester (its session's verified user id, or the principal that owns the session, in the
+same organization) gets 403 and decides nothing; the listing shows the item marked
+`ownRequest`.
 
 Both need a JWT (PARLEY_AUTH=jwt, `Authorization: Bearer`); with identity off they answer
 404, as if they did not exist.
@@ -53,6 +57,7 @@ MAX_LIST = 200
 
 
 MAX_EXTEND_SECONDS = 7 * 24 * 3600
+OWN_REQUEST = "this is your own request: a colleague must decide or extend it"
 
 
 class ExtendIn(BaseModel):
@@ -95,7 +100,7 @@ def _roles(principal: Principal) -> list[str]:
     return [role for role in principal.roles if role != VISITOR]
 
 
-def _pending_json(p: approvals.Pending) -> dict[str, Any]:
+def _pending_json(p: approvals.Pending, principal: Principal) -> dict[str, Any]:
     return {
         "id": p.id,
         "tool": p.tool_name,
@@ -108,6 +113,7 @@ def _pending_json(p: approvals.Pending) -> dict[str, Any]:
         "requestedAt": p.created_at.isoformat(),
         "deadline": p.deadline.isoformat(),
         "excerpt": p.excerpt,
+        "ownRequest": p.requested_by(principal.org, principal.subject),
     }
 
 
@@ -125,7 +131,9 @@ async def list_approvals(request: Request) -> Response:
     async with services.pool.connection() as conn:
         roles = _roles(principal)
         found = await approvals.pending_for(conn, principal.org, roles, limit=int(limit))
-    return JSONResponse({"org": principal.org, "approvals": [_pending_json(p) for p in found]})
+    return JSONResponse(
+        {"org": principal.org, "approvals": [_pending_json(p, principal) for p in found]}
+    )
 
 
 async def _body(request: Request, model: type[M]) -> M | Response:
@@ -164,9 +172,8 @@ async def decide(request: Request) -> Response:
             if await approvals.decided_in_org(conn, approval_id, principal.org):
                 return _error(409, "this approval was decided (or expired) first")
             return _error(404, "no such pending approval")
-        if pending.owner_subject == principal.subject:
-            # Four eyes: whoever asked (their session's principal) does not approve it.
-            return _error(403, "you cannot decide on your own request")
+        if pending.requested_by(principal.org, principal.subject):
+            return _error(403, OWN_REQUEST)
         edited = decision.arguments
         if edited is not None:
             if pending.parameters is None:
@@ -196,6 +203,7 @@ async def decide(request: Request) -> Response:
             arguments=edited,
             note=decision.note,
             binding=binding,
+            subject=principal.subject,
         )
     if claimed is None:
         return _error(409, "this approval was decided (or expired) first")
@@ -226,13 +234,17 @@ async def extend(request: Request) -> Response:
         return body
     services: Services = request.app.state.services
     approval_id = request.path_params["approval_id"]
+    roles = _roles(principal)
     async with services.pool.connection() as conn:
         extended = await approvals.extend(
-            conn, approval_id, principal.org, _roles(principal), body.seconds
+            conn, approval_id, principal.org, roles, body.seconds, subject=principal.subject
         )
         if extended is None:
             if await approvals.decided_in_org(conn, approval_id, principal.org):
                 return _error(409, "this approval was decided (or expired) first")
+            pending = await approvals.pending_one(conn, approval_id, principal.org, roles)
+            if pending is not None and pending.requested_by(principal.org, principal.subject):
+                return _error(403, OWN_REQUEST)
             return _error(404, "no such pending approval")
     # Told now, or by the reconciler (any gateway's) if this one fails or dies first.
     await EXTENSIONS.deliver(services.temporal, services.pool, extended)

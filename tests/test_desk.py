@@ -4,6 +4,7 @@ a parked write, from another gateway process, with edits; the same durable turn 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,8 +17,9 @@ from smooth_operator.types import GetMessagesResponse
 
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
-from parley.storage import approvals
+from parley.storage import approvals, sessions
 from parley.tools import TEAM_SENTENCE, ToolRegistry
+from parley.widget_auth import sign_auth_context
 from tests.conftest import Processes
 from tests.helpers import GatewayServer, WsClient, collapse, is_terminal, kinds, running_gateway
 from tests.test_identity import SECRET, hs256, jwt_settings
@@ -442,13 +444,84 @@ async def test_a_team_member_does_not_approve_their_own_request(
         )
         await client.recv_until(lambda e: e["type"] == "stream_chunk")
         pending = await row(pool, session["sessionId"])
+        await refused_to_the_requester(desk_gateway, pool, own, pending)
         url = f"/api/approvals/{pending['id']}/decision"
-        async with desk(desk_gateway.http_url, own) as http:
-            refused = await http.post(url, json={"approved": True})
-            assert refused.status_code == 403 and "own request" in refused.json()["error"]
-        assert (await row(pool, session["sessionId"]))["decision"] is None
         async with desk(desk_gateway.http_url, desk_token(org, sub="kim")) as colleague:
+            [item] = (await colleague.get("/api/approvals")).json()["approvals"]
+            assert item["ownRequest"] is False
             assert (await colleague.post(url, json={"approved": False})).status_code == 200
+        events = await client.recv_until(is_terminal("t1"))
+        assert collapse(kinds(events)) == RESUMED
+
+
+async def refused_to_the_requester(
+    gateway: GatewayServer, pool, token: str, pending: dict[str, Any]
+) -> None:
+    """The requester sees their approval marked as their own, and can neither decide nor
+    extend it (403, nothing changed); nor can the statements themselves be made to."""
+    async with desk(gateway.http_url, token) as http:
+        [item] = (await http.get("/api/approvals")).json()["approvals"]
+        assert item["id"] == str(pending["id"]) and item["ownRequest"] is True
+        url = f"/api/approvals/{pending['id']}"
+        refused = await http.post(f"{url}/decision", json={"approved": True})
+        assert refused.status_code == 403 and "own request" in refused.json()["error"]
+        longer = await http.post(f"{url}/extend", json={"seconds": 600})
+        assert longer.status_code == 403 and "own request" in longer.json()["error"]
+    unchanged = await row(pool, pending["session_id"])
+    assert unchanged["decision"] is None and unchanged["deadline"] == pending["deadline"]
+    async with pool.connection() as conn:
+        aid, org = str(pending["id"]), pending["org_id"]
+        assert await approvals.extend(conn, aid, org, ["support"], 60, subject="sam") is None
+        claimed = await approvals.claim_at_desk(
+            conn,
+            aid,
+            org,
+            ["support"],
+            approved=True,
+            decided_by="sam (support)",
+            arguments=None,
+            note=None,
+            binding="x",
+            subject="sam",
+        )
+        assert claimed is None
+    assert (await row(pool, pending["session_id"]))["decision"] is None
+
+
+async def test_a_visitor_verified_by_auth_context_does_not_approve_their_own_request(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    """The requester is the session's verified user id, not only a token's owner: a support
+    agent who chats through a site's widget (a signed authContext) is still themselves."""
+    agent, key = f"agent-{org}", "desk-signing-key"
+    async with pool.connection() as conn:
+        await sessions.upsert_agent(
+            conn, agent, name="Shop", org_id=org, allowed_origins=["*"], auth_key=key
+        )
+    fake_model.enqueue(Reply(tool_calls=[REFUND]), Reply(text="A colleague approved it."))
+    now = int(time.time())
+    context = {"userId": "sam", "timestamp": now, "signature": sign_auth_context(key, "sam", now)}
+    headers = {"Origin": "https://shop.test"}
+    async with await WsClient.open(desk_gateway.ws_url, additional_headers=headers) as client:
+        session = await client.create_session(agent, authContext=context)
+        await client.send(
+            {
+                "action": "send_message",
+                "requestId": "t1",
+                "sessionId": session["sessionId"],
+                "message": "refund my own order",
+            }
+        )
+        await client.recv_until(lambda e: e["type"] == "stream_chunk")
+        pending = await row(pool, session["sessionId"])
+        assert pending["org_id"] == org
+        await refused_to_the_requester(desk_gateway, pool, desk_token(org, sub="sam"), pending)
+        # The same user id in another organization is somebody else.
+        async with desk(desk_gateway.http_url, desk_token(f"{org}-x", sub="sam")) as other:
+            assert (await other.get("/api/approvals")).json()["approvals"] == []
+        url = f"/api/approvals/{pending['id']}/decision"
+        async with desk(desk_gateway.http_url, desk_token(org, sub="kim")) as colleague:
+            assert (await colleague.post(url, json={"approved": True})).status_code == 200
         events = await client.recv_until(is_terminal("t1"))
         assert collapse(kinds(events)) == RESUMED
 
@@ -460,7 +533,9 @@ async def test_an_extension_whose_gateway_died_before_the_signal_is_retold(
     asked = await row(pool, session_id)
     # What a gateway that died between the UPDATE and the signal leaves behind.
     async with pool.connection() as conn:
-        extended = await approvals.extend(conn, str(asked["id"]), org, ["support"], 600)
+        extended = await approvals.extend(
+            conn, str(asked["id"]), org, ["support"], 600, subject="kim"
+        )
     assert extended is not None
     # The reconciler tells the turn: its extension is marked delivered...
     async with asyncio.timeout(20):
