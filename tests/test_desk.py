@@ -378,6 +378,42 @@ async def test_the_desk_extends_a_deadline_past_the_tools_timeout(
     assert (await row(pool, session_id))["decision"] == "approved"
 
 
+async def test_a_later_deadline_in_the_database_outlives_the_turns_timer(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    """An extension whose signal has not reached the turn (here: the row moved by hand, so
+    no signal and no reconciler) must not be expired at the turn's old deadline."""
+    client, session_id = await park_hasty(desk_gateway, org, fake_model)
+    asked = await row(pool, session_id)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "update approvals set deadline = deadline + interval '10 minutes' where id = %s",
+            (asked["id"],),
+        )
+    # The tool's 2 s timer fires, the expiry finds the later deadline, and the turn waits
+    # again: a second approval timer starts after the expiry's activity.
+    handle = desk_gateway.services.temporal.get_workflow_handle(asked["turn_id"])
+    async with asyncio.timeout(30):
+        while (
+            sum(
+                e.HasField("timer_started_event_attributes")
+                for e in (await handle.fetch_history()).events
+            )
+            < 2
+        ):
+            await asyncio.sleep(0.2)
+    waiting = await row(pool, session_id)
+    assert waiting["decision"] is None and waiting["deadline"] > asked["deadline"]
+    async with desk(desk_gateway.http_url, desk_token(org)) as http:
+        decided = await http.post(f"/api/approvals/{asked['id']}/decision", json={"approved": True})
+        assert decided.status_code == 200, decided.text
+    events = await client.recv_until(is_terminal("h1"))
+    await client.close()
+    result = events[0]["data"]["state"]["rawResponse"]["toolResult"]
+    assert result["isError"] is False and result["result"]["refunded"] is True
+    assert (await row(pool, session_id))["decision"] == "approved"
+
+
 def test_the_tool_api_checks_approvers_and_timeouts() -> None:
     registry = ToolRegistry()
     schema = {"type": "object", "properties": {}}

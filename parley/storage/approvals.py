@@ -100,22 +100,35 @@ async def claim(conn: Conn, session_id: str, *, approved: bool, decided_by: str)
 
 
 async def expire(conn: Conn, approval_id: str) -> Verdict:
-    """Mark the approval expired unless it was decided first; returns its decision."""
+    """Mark the approval expired unless it was decided first; returns its decision (the
+    expiry of turns that parked before `expire_if_due`)."""
+    decision, _ = await _expire(conn, approval_id, "")
+    assert decision is not None
+    return decision
+
+
+async def expire_if_due(conn: Conn, approval_id: str) -> tuple[Verdict | None, datetime]:
+    """Expire the approval only when it is undecided and its deadline has passed by the
+    database's clock (the desk may have moved it later than the turn knows); returns the
+    decision that stands (None: still pending) and the stored deadline."""
+    return await _expire(conn, approval_id, " and deadline <= now()")
+
+
+async def _expire(conn: Conn, approval_id: str, due: str) -> tuple[Verdict | None, datetime]:
+    aid = uuid.UUID(approval_id)
     cur = await conn.execute(
         "update approvals set decision = 'expired', decided_by = 'timeout', decided_at = now()"
-        " where id = %s and decision is null returning decision",
-        (uuid.UUID(approval_id),),
+        " where id = %s and decision is null" + due + " returning decision, deadline",
+        (aid,),
     )
     row = await cur.fetchone()
     if row is not None:
         metrics.APPROVALS_DECIDED.labels("expired").inc()
     else:
-        cur = await conn.execute(
-            "select decision from approvals where id = %s", (uuid.UUID(approval_id),)
-        )
+        cur = await conn.execute("select decision, deadline from approvals where id = %s", (aid,))
         row = await cur.fetchone()
     assert row is not None, f"approval {approval_id} vanished"
-    return row["decision"]
+    return row["decision"], row["deadline"]
 
 
 async def cancel_pending(conn: Conn, turn_id: str) -> None:
