@@ -21,7 +21,6 @@ Both need a JWT (PARLEY_AUTH=jwt, `Authorization: Bearer`); with identity off th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, TypeVar
 
 import jsonschema
@@ -33,7 +32,7 @@ from pydantic import (
     StrictInt,
 )
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.admin import Refused, parse_body, read_body
@@ -41,6 +40,7 @@ from gateway.approvals import VERDICTS
 from gateway.auth import InvalidToken, principal_of
 from gateway.reconciler import Decisions
 from gateway.services import Services
+from gateway.widget import page
 from parley.identity import Principal
 from parley.logs import get_logger
 from parley.storage import approvals
@@ -74,8 +74,16 @@ class DecisionIn(BaseModel):
     note: str | None = Field(None, max_length=MAX_NOTE)
 
 
+# Answers carry approvals, arguments and conversation excerpts: no cache keeps them.
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def _json(body: dict[str, Any], status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=_NO_STORE)
+
+
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, **extra}, status_code=status)
+    return _json({"error": message, **extra}, status)
 
 
 async def _approver(request: Request) -> Principal | Response:
@@ -131,9 +139,7 @@ async def list_approvals(request: Request) -> Response:
     async with services.pool.connection() as conn:
         roles = _roles(principal)
         found = await approvals.pending_for(conn, principal.org, roles, limit=int(limit))
-    return JSONResponse(
-        {"org": principal.org, "approvals": [_pending_json(p, principal) for p in found]}
-    )
+    return _json({"org": principal.org, "approvals": [_pending_json(p, principal) for p in found]})
 
 
 async def _body(request: Request, model: type[M]) -> M | Response:
@@ -209,7 +215,7 @@ async def decide(request: Request) -> Response:
         return _error(409, "this approval was decided (or expired) first")
     log.info("desk decision", approval=claimed.approval_id, approved=decision.approved)
     await VERDICTS.deliver(services.temporal, services.pool, claimed)
-    return JSONResponse(
+    return _json(
         {
             "id": claimed.approval_id,
             "decision": "approved" if claimed.approved else "denied",
@@ -249,7 +255,7 @@ async def extend(request: Request) -> Response:
     # Told now, or by the reconciler (any gateway's) if this one fails or dies first.
     await EXTENSIONS.deliver(services.temporal, services.pool, extended)
     log.info("approval extended", approval=extended.approval_id)
-    return JSONResponse({"id": extended.approval_id, "deadline": extended.deadline.isoformat()})
+    return _json({"id": extended.approval_id, "deadline": extended.deadline.isoformat()})
 
 
 EXTENSIONS = Decisions[approvals.Extended](
@@ -264,12 +270,10 @@ EXTENSIONS = Decisions[approvals.Extended](
 )
 
 
-DESK_PAGE = Path(__file__).parent / "static" / "desk.html"
-
-
-async def desk_page(_: Request) -> FileResponse:
-    """The approvals desk page: team members sign in with a token and decide."""
-    return FileResponse(DESK_PAGE, media_type="text/html")
+async def desk_page(_: Request) -> Response:
+    """The approvals desk page: team members sign in with a token and decide (under the
+    chat page's strict policy: its script and style are files of their own)."""
+    return page("desk.html")
 
 
 routes = [

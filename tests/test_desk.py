@@ -4,6 +4,7 @@ a parked write, from another gateway process, with edits; the same durable turn 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -163,6 +164,7 @@ async def test_a_team_members_decision_from_another_process_resumes_the_visitors
         )
         assert decided.status_code == 200, decided.text
         assert decided.json()["decision"] == "approved" and decided.json()["edited"] is False
+        assert decided.headers["cache-control"] == "no-store"
 
         # The visitor's open socket sees the rest of the same turn.
         events = await client.recv_until(is_terminal("t1"))
@@ -461,6 +463,44 @@ async def test_without_identity_the_desk_api_does_not_exist(gateway: GatewayServ
         assert (await http.get("/api/approvals")).status_code == 404
         decision = await http.post(f"/api/approvals/{uuid.uuid4()}/decision", json={})
         assert decision.status_code == 404
+
+
+async def test_the_desk_page_and_api_send_strict_headers(
+    desk_gateway: GatewayServer, org: str
+) -> None:
+    """The page runs only its own files (no inline script or style), is never framed and
+    sends no referrer; no API answer (approvals, arguments, excerpts) is cached."""
+    async with httpx.AsyncClient(base_url=desk_gateway.http_url) as http:
+        page = await http.get("/desk")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        for directive in (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ):
+            assert directive in policy
+        assert "unsafe" not in policy
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert "<script>" not in page.text and "<style" not in page.text
+        assert not re.search(r"\s(style|on[a-z]+)\s*=", page.text)  # no inline attributes
+        for name, kind in (("desk.js", "text/javascript"), ("desk.css", "text/css")):
+            asset = await http.get(f"/static/{name}")
+            assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+            assert f"/static/{name}" in page.text
+        assert (await http.get("/api/approvals")).headers["cache-control"] == "no-store"
+    async with desk(desk_gateway.http_url, desk_token(org)) as http:
+        answers = [
+            await http.get("/api/approvals?status=pending"),
+            await http.get("/api/approvals?status=decided"),
+            await http.post(f"/api/approvals/{uuid.uuid4()}/decision", json={"approved": True}),
+            await http.post(f"/api/approvals/{uuid.uuid4()}/extend", json={"seconds": 60}),
+        ]
+        assert [a.status_code for a in answers] == [200, 400, 404, 404]
+        assert all(a.headers["cache-control"] == "no-store" for a in answers)
 
 
 async def test_a_team_member_does_not_approve_their_own_request(
