@@ -15,12 +15,18 @@ requester (its session's verified user id, or the principal that owns the sessio
 same organization) gets 403 and decides nothing; the listing shows the item marked
 `ownRequest`.
 
-Both need a JWT (PARLEY_AUTH=jwt, `Authorization: Bearer`); with identity off they answer
+The listing carries its set's `version`; `?wait=25&since=<version>` makes it a long poll,
+answered as soon as the set differs (woken by PostgreSQL NOTIFY through `desk_watch`).
+Every answer is `Cache-Control: no-store`.
+
+All need a JWT (PARLEY_AUTH=jwt, `Authorization: Bearer`); with identity off they answer
 404, as if they did not exist.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 from typing import Any, TypeVar
 
 import jsonschema
@@ -40,6 +46,7 @@ from gateway.approvals import VERDICTS
 from gateway.auth import InvalidToken, principal_of
 from gateway.reconciler import Decisions
 from gateway.services import Services
+from gateway.socket_limits import client_key
 from gateway.widget import page
 from parley.identity import Principal
 from parley.logs import get_logger
@@ -57,6 +64,8 @@ MAX_LIST = 200
 
 
 MAX_EXTEND_SECONDS = 7 * 24 * 3600
+MAX_WAIT = 25  # a long poll's longest wait, in seconds (below common proxies' idle timeouts)
+_VERSION = re.compile(r"[0-9a-f]{1,64}")
 OWN_REQUEST = "this is your own request: a colleague must decide or extend it"
 
 
@@ -126,20 +135,84 @@ def _pending_json(p: approvals.Pending, principal: Principal) -> dict[str, Any]:
 
 
 async def list_approvals(request: Request) -> Response:
+    """The pending approvals, with their set's `version`; with `wait` and `since` (a version
+    seen before), a long poll: it answers when the set differs from `since`, at once or
+    when woken by a change (PostgreSQL NOTIFY), else after `wait` seconds (at most 25)."""
     principal = await _approver(request)
     if isinstance(principal, Response):
         return principal
-    status = request.query_params.get("status", "pending")
-    if status != "pending":
+    query = request.query_params
+    if query.get("status", "pending") != "pending":
         return _error(400, "status must be pending")
-    limit = request.query_params.get("limit", "100")
-    if not (limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_LIST):
+    limit = _number(query.get("limit", "100"))
+    if limit is None or not 1 <= limit <= MAX_LIST:
         return _error(400, f"limit must be a number from 1 to {MAX_LIST}")
+    wait = _number(query.get("wait", "0"))
+    if wait is None:
+        return _error(400, f"wait must be a number of seconds (at most {MAX_WAIT} are waited)")
+    since = query.get("since")
+    if since is not None and not _VERSION.fullmatch(since):
+        return _error(400, "since must be a version from an earlier answer")
     services: Services = request.app.state.services
+    roles = _roles(principal)
+    if wait > 0 and since is not None:
+        watch = services.approval_watch
+        who = f"{principal.org}\x00{principal.subject}"
+        with watch.admit(who, client_key(request.client)) as admitted:
+            if not admitted:
+                refused = _error(429, "too many waiting requests; try again in 5 s")
+                refused.headers["Retry-After"] = "5"
+                return refused
+            if not await _until_changed(request, principal.org, roles, limit, since, wait):
+                return Response(status_code=204)  # nobody is listening any more
     async with services.pool.connection() as conn:
-        roles = _roles(principal)
-        found = await approvals.pending_for(conn, principal.org, roles, limit=int(limit))
-    return _json({"org": principal.org, "approvals": [_pending_json(p, principal) for p in found]})
+        found = await approvals.pending_for(conn, principal.org, roles, limit=limit)
+    return _json(
+        {
+            "org": principal.org,
+            "version": approvals.pending_version([(p.id, p.deadline) for p in found]),
+            "approvals": [_pending_json(p, principal) for p in found],
+        }
+    )
+
+
+def _number(text: str) -> int | None:
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 6 else None
+
+
+async def _until_changed(
+    request: Request, org: str, roles: list[str], limit: int, since: str, wait: int
+) -> bool:
+    """Return once the pending set's version is not `since` (checked at once, then at every
+    change of the organization's approvals) or after `wait` seconds (at most MAX_WAIT);
+    False when the caller left first. Holds no database connection while it waits."""
+    services: Services = request.app.state.services
+    loop = asyncio.get_running_loop()
+    until = loop.time() + min(wait, MAX_WAIT)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        with services.approval_watch.subscribe(org) as woken:
+            while not gone.done():
+                woken.clear()  # before reading: a change during the read wakes the next wait
+                async with services.pool.connection() as conn:
+                    now = await approvals.pending_version_for(conn, org, roles, limit=limit)
+                left = until - loop.time()
+                if now != since or left <= 0:
+                    return True
+                waiter = asyncio.ensure_future(woken.wait())
+                await asyncio.wait(
+                    {waiter, gone}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+        return False
+    finally:
+        gone.cancel()
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client closes the request (a closed tab frees its wait at once)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _body(request: Request, model: type[M]) -> M | Response:

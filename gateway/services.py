@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from temporalio.client import Client
 
 from gateway.auth import TokenVerifier
+from gateway.desk_watch import ApprovalWatch
 from gateway.feed import Feeds
 from gateway.parsing import DocumentParser
 from gateway.socket_limits import IpConnections
@@ -30,3 +31,4 @@ class Services:
         self.model_keys = ModelKeys(self.settings)
 
     ip_connections: IpConnections = field(default_factory=lambda: IpConnections(0))
+    approval_watch: ApprovalWatch = field(default_factory=ApprovalWatch)  # the desk's polls

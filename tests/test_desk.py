@@ -16,13 +16,22 @@ import httpx
 import pytest
 from smooth_operator.types import GetMessagesResponse
 
+from gateway.desk_watch import MAX_WAITS_PER_PRINCIPAL
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from parley.storage import approvals, sessions
 from parley.tools import TEAM_SENTENCE, ToolRegistry
 from parley.widget_auth import sign_auth_context
 from tests.conftest import Processes
-from tests.helpers import GatewayServer, WsClient, collapse, is_terminal, kinds, running_gateway
+from tests.helpers import (
+    GatewayServer,
+    WsClient,
+    collapse,
+    history_holds,
+    is_terminal,
+    kinds,
+    running_gateway,
+)
 from tests.test_identity import SECRET, hs256, jwt_settings
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -52,6 +61,19 @@ async def desk(base_url: str, token: str) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as http:
         yield http
+
+
+async def ask(client: WsClient, session_id: str, request_id: str, message: str) -> None:
+    """Send `message` and read the turn up to where it parks (its first stream chunk)."""
+    await client.send(
+        {
+            "action": "send_message",
+            "requestId": request_id,
+            "sessionId": session_id,
+            "message": message,
+        }
+    )
+    await client.recv_until(lambda e: e["type"] == "stream_chunk")
 
 
 async def park(gateway: GatewayServer, org: str, fake_model: FakeAnthropic, after: str) -> Any:
@@ -395,15 +417,7 @@ async def test_a_later_deadline_in_the_database_outlives_the_turns_timer(
     # The tool's 2 s timer fires, the expiry finds the later deadline, and the turn waits
     # again: a second approval timer starts after the expiry's activity.
     handle = desk_gateway.services.temporal.get_workflow_handle(asked["turn_id"])
-    async with asyncio.timeout(30):
-        while (
-            sum(
-                e.HasField("timer_started_event_attributes")
-                for e in (await handle.fetch_history()).events
-            )
-            < 2
-        ):
-            await asyncio.sleep(0.2)
+    await history_holds(handle, "timer_started_event_attributes", 2)
     waiting = await row(pool, session_id)
     assert waiting["decision"] is None and waiting["deadline"] > asked["deadline"]
     async with desk(desk_gateway.http_url, desk_token(org)) as http:
@@ -503,6 +517,83 @@ async def test_the_desk_page_and_api_send_strict_headers(
         assert all(a.headers["cache-control"] == "no-store" for a in answers)
 
 
+async def waiting(gateway: GatewayServer, count: int) -> None:
+    """Until `count` desk polls wait on this gateway (each subscribed to its org's changes)."""
+    async with asyncio.timeout(10):
+        while gateway.services.approval_watch.waiting() != count:
+            await asyncio.sleep(0.02)
+
+
+async def test_a_long_poll_answers_when_the_pending_set_changes(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    """`wait`+`since` answer when an approval is asked, extended or decided (woken by
+    PostgreSQL NOTIFY while waiting, not by a timer), and after `wait` when nothing did."""
+    async with (
+        desk(desk_gateway.http_url, desk_token(org)) as http,
+        desk(desk_gateway.http_url, desk_token(org, sub="kim")) as kim,
+    ):
+        empty = (await http.get("/api/approvals?status=pending")).json()
+        assert empty["approvals"] == [] and empty["version"]
+        quiet = await http.get(f"/api/approvals?wait=1&since={empty['version']}")
+        assert quiet.json()["version"] == empty["version"]  # nothing changed: after 1 s
+
+        async def poll(since: str) -> dict[str, Any]:
+            started = asyncio.get_running_loop().time()
+            answer = await http.get(f"/api/approvals?status=pending&wait=25&since={since}")
+            assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+            assert asyncio.get_running_loop().time() - started < 20  # woken, not timed out
+            return answer.json()
+
+        asked = asyncio.create_task(poll(empty["version"]))
+        await waiting(desk_gateway, 1)
+        client, session_id, _ = await park(desk_gateway, org, fake_model, "Refunded.")
+        listed = await asked
+        [item] = listed["approvals"]
+        assert item["id"] == str((await row(pool, session_id))["id"])
+        assert listed["version"] != empty["version"]
+
+        extended = asyncio.create_task(poll(listed["version"]))
+        await waiting(desk_gateway, 1)
+        url = f"/api/approvals/{item['id']}"
+        assert (await kim.post(f"{url}/extend", json={"seconds": 60})).status_code == 200
+        later = await extended
+        assert later["approvals"][0]["deadline"] > item["deadline"]
+
+        decided = asyncio.create_task(poll(later["version"]))
+        await waiting(desk_gateway, 1)
+        assert (await kim.post(f"{url}/decision", json={"approved": True})).status_code == 200
+        assert (await decided)["approvals"] == []
+        await client.recv_until(is_terminal("t1"))
+        await client.close()
+
+
+async def test_long_polls_are_bounded_per_principal_and_freed_when_the_caller_leaves(
+    desk_gateway: GatewayServer, org: str
+) -> None:
+    async with desk(desk_gateway.http_url, desk_token(org)) as http:
+        version = (await http.get("/api/approvals")).json()["version"]
+        for bad in ("wait=soon", "wait=-1", "since=..%2f", f"since={'a' * 65}"):
+            refused = await http.get(f"/api/approvals?{bad}")
+            assert refused.status_code == 400 and refused.headers["cache-control"] == "no-store"
+        polls = [
+            asyncio.create_task(http.get(f"/api/approvals?wait=25&since={version}"))
+            for _ in range(MAX_WAITS_PER_PRINCIPAL)
+        ]
+        await waiting(desk_gateway, MAX_WAITS_PER_PRINCIPAL)
+        over = await http.get(f"/api/approvals?wait=25&since={version}")
+        assert over.status_code == 429 and over.headers["retry-after"] == "5"
+        assert "too many" in over.json()["error"]
+        async with desk(desk_gateway.http_url, desk_token(org, sub="kim")) as kim:
+            other = asyncio.create_task(kim.get(f"/api/approvals?wait=1&since={version}"))
+            assert (await other).status_code == 200  # another principal is not held back
+        for task in polls:
+            task.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
+    # The callers hung up: their waits end and free their places without waiting 25 s.
+    await waiting(desk_gateway, 0)
+
+
 async def test_a_team_member_does_not_approve_their_own_request(
     desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
 ) -> None:
@@ -510,15 +601,7 @@ async def test_a_team_member_does_not_approve_their_own_request(
     own = hs256(sub="sam", org=org, role="support")  # a support agent chatting as a visitor
     async with await WsClient.open(desk_gateway.ws_url + f"?token={own}") as client:
         session = await client.create_session(str(uuid.uuid4()))
-        await client.send(
-            {
-                "action": "send_message",
-                "requestId": "t1",
-                "sessionId": session["sessionId"],
-                "message": "refund my own order",
-            }
-        )
-        await client.recv_until(lambda e: e["type"] == "stream_chunk")
+        await ask(client, session["sessionId"], "t1", "refund my own order")
         pending = await row(pool, session["sessionId"])
         await refused_to_the_requester(desk_gateway, pool, own, pending)
         url = f"/api/approvals/{pending['id']}/decision"
@@ -580,15 +663,7 @@ async def test_a_visitor_verified_by_auth_context_does_not_approve_their_own_req
     headers = {"Origin": "https://shop.test"}
     async with await WsClient.open(desk_gateway.ws_url, additional_headers=headers) as client:
         session = await client.create_session(agent, authContext=context)
-        await client.send(
-            {
-                "action": "send_message",
-                "requestId": "t1",
-                "sessionId": session["sessionId"],
-                "message": "refund my own order",
-            }
-        )
-        await client.recv_until(lambda e: e["type"] == "stream_chunk")
+        await ask(client, session["sessionId"], "t1", "refund my own order")
         pending = await row(pool, session["sessionId"])
         assert pending["org_id"] == org
         await refused_to_the_requester(desk_gateway, pool, desk_token(org, sub="sam"), pending)

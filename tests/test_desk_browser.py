@@ -11,7 +11,7 @@ from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from tests.browser import ChatUI, PageErrors, chromium, screenshot
 from tests.helpers import GatewayServer, WsClient, is_terminal
-from tests.test_desk import REFUND, desk_token
+from tests.test_desk import REFUND, ask, desk_token
 from tests.test_desk import desk_gateway as desk_gateway
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -69,6 +69,11 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         await agent.click("#signin-button")
         await expect(agent.locator("#status")).to_have_attribute("data-state", "online")
         await expect(agent.locator(".empty")).to_have_text("Nothing waits for you.")
+        listings: list[str] = []
+        agent.on(
+            "request",
+            lambda r: listings.append(r.url) if "/api/approvals?" in r.url else None,
+        )
 
         visitor = await (await browser.new_context()).new_page()
         chat = ChatUI(visitor)
@@ -81,8 +86,12 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         await expect(waiting.get_by_role("button", name="Approve")).to_have_count(0)
         await screenshot(visitor, "desk-visitor-waiting")
 
+        # The approval was recorded before the visitor saw it: the desk's waiting long poll,
+        # woken by PostgreSQL NOTIFY, shows it within about a second, not at a poll's tick.
         card = agent.locator("article.approval", has_text="ORD-4242")
-        await expect(card).to_contain_text("Refund 120 EUR on order ORD-4242")
+        await expect(card).to_contain_text("Refund 120 EUR on order ORD-4242", timeout=1500)
+        assert listings and all("wait=25&since=" in url for url in listings), listings
+        assert len(listings) <= 3  # one waiting request per change, not one every 2 s
         await expect(card.locator(".excerpt")).to_contain_text(MESSAGE)
         amount = card.locator("input[data-arg=amount]")
         await expect(amount).to_have_value("120")
@@ -139,15 +148,7 @@ async def test_your_own_request_is_shown_but_not_yours_to_decide(
     own = desk_token(settings.org, sub="sam")
     async with await WsClient.open(desk_gateway.ws_url + f"?token={own}") as client:
         session = await client.create_session("agent-desk-own")
-        await client.send(
-            {
-                "action": "send_message",
-                "requestId": "o1",
-                "sessionId": session["sessionId"],
-                "message": "refund my own order ORD-77",
-            }
-        )
-        await client.recv_until(lambda e: e["type"] == "stream_chunk")
+        await ask(client, session["sessionId"], "o1", "refund my own order ORD-77")
         async with chromium() as browser:
             for sub, mine in (("sam", True), ("kim", False)):
                 page = await (await browser.new_context()).new_page()

@@ -41,7 +41,15 @@ from parley import temporal_client
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from parley.turn.types import TurnInput, TurnOutcome
-from tests.helpers import GatewayServer, WsClient, is_terminal, kinds, run_turn, tokens
+from tests.helpers import (
+    GatewayServer,
+    WsClient,
+    history_holds,
+    is_terminal,
+    kinds,
+    run_turn,
+    tokens,
+)
 from tests.test_approvals import REFUND, confirm, park
 from tests.test_identity import AUDIENCE, ISSUER, SECRET, hs256
 from tests.test_interactions import ASK_CONTACT, SUPPORTS, submit
@@ -197,15 +205,8 @@ async def expiry_deferred(t: Take) -> None:
         asked = await cur.fetchone()
     assert asked is not None
     handle = t.gateway.services.temporal.get_workflow_handle(asked["turn_id"])
-    async with asyncio.timeout(30):  # the second approval timer: it waits again
-        while (
-            sum(
-                e.HasField("timer_started_event_attributes")
-                for e in (await handle.fetch_history()).events
-            )
-            < 2
-        ):
-            await asyncio.sleep(0.2)
+    # The second approval timer: it waits again.
+    await history_holds(handle, "timer_started_event_attributes", 2)
     await t.client.send(confirm(t.session, True))
     events = await t.client.recv_until(is_terminal(t.request_id))
     assert tool_result(events)["isError"] is False

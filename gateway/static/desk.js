@@ -2,12 +2,14 @@
 // (script-src 'self') needs no inline script.
 "use strict";
 (() => {
-  const POLL_MS = 2000;
+  // A long poll answers as soon as the pending set changes (the server waits up to
+  // WAIT_S for it); the slow poll only covers a long poll that silently died.
+  const WAIT_S = 25, FALLBACK_MS = 30000, RETRY_MS = 3000;
   const $ = (id) => document.getElementById(id);
   const list = $("list"), status = $("status");
   const cards = new Map(); // approval id -> {node, item, inputs, busy}
   let token = sessionStorage.getItem("parley:desk:token") || "";
-  let timer = null;
+  let timers = [], version = null, running = 0, aborter = null;
 
   function el(tag, props = {}, ...children) {
     const node = Object.assign(document.createElement(tag), props);
@@ -22,6 +24,7 @@
 
   async function api(path, options = {}) {
     const response = await fetch(path, {
+      signal: aborter ? aborter.signal : undefined,
       ...options,
       headers: { "Authorization": `Bearer ${token}`, "Content-Type": "application/json" },
     });
@@ -171,7 +174,14 @@
 
   async function extendCard(card) {
     setBusy(card, true);
-    const answer = await api(`/api/approvals/${encodeURIComponent(card.item.id)}/extend`, { method: "POST", body: JSON.stringify({ seconds: 900 }) });
+    let answer;
+    try {
+      answer = await api(`/api/approvals/${encodeURIComponent(card.item.id)}/extend`, { method: "POST", body: JSON.stringify({ seconds: 900 }) });
+    } catch {
+      setBusy(card, false);
+      card.formError.textContent = "Could not reach the server; try again.";
+      return;
+    }
     setBusy(card, false);
     if (answer.status === 200) {
       card.item.deadline = answer.body.deadline;
@@ -187,19 +197,25 @@
     if (cards.size > 0 && empty) empty.remove();
   }
 
-  async function refresh() {
+  // One listing: at once, or (wait) a long poll that answers when the set differs from
+  // the version last seen. Returns whether to go on polling at once.
+  async function refresh(wait = false) {
+    const run = running;
+    const query = wait && version ? `&wait=${WAIT_S}&since=${encodeURIComponent(version)}` : "";
     let answer;
     try {
-      answer = await api("/api/approvals?status=pending");
+      answer = await api(`/api/approvals?status=pending${query}`);
     } catch {
-      setStatus("Offline: retrying", "error");
-      return;
+      if (run === running) setStatus("Offline: retrying", "error");
+      return false;
     }
+    if (run !== running) return false; // signed out (or in again) meanwhile
     if (answer.status !== 200) {
       setStatus(answer.body.error || `Refused (${answer.status})`, "error");
       if (answer.status === 401 || answer.status === 403) stop();
-      return;
+      return false;
     }
+    version = answer.body.version;
     setStatus(`Signed in · ${answer.body.org} · ${answer.body.approvals.length} pending`, "online");
     const seen = new Set();
     for (const item of answer.body.approvals) {
@@ -216,22 +232,45 @@
     for (const [id, card] of cards) {
       if (!seen.has(id) && !card.done && !card.busy) { card.node.remove(); cards.delete(id); }
     }
+    tick();
+    showEmpty();
+    return true;
+  }
+
+  function tick() {
     for (const card of cards.values()) {
       card.deadline.textContent = remaining(card.item.deadline);
       card.deadline.classList.toggle("soon", new Date(card.item.deadline) - Date.now() < 120000);
     }
-    showEmpty();
+  }
+
+  function pause(ms) {
+    return new Promise((resolve) => {
+      const t = setTimeout(() => { timers = timers.filter((x) => x !== t); resolve(); }, ms);
+      timers.push(t);
+    });
+  }
+
+  async function longPoll(run) {
+    while (run === running) {
+      if (!(await refresh(true)) && run === running) await pause(RETRY_MS);
+    }
   }
 
   function stop() {
-    if (timer) clearInterval(timer);
-    timer = null;
+    running += 1;
+    for (const t of timers) { clearInterval(t); clearTimeout(t); }
+    timers = [];
+    if (aborter) aborter.abort();
+    aborter = null;
+    version = null;
   }
 
   function start() {
     stop();
-    refresh();
-    timer = setInterval(refresh, POLL_MS);
+    aborter = new AbortController();
+    longPoll(running);
+    timers.push(setInterval(() => refresh(false), FALLBACK_MS), setInterval(tick, 1000));
   }
 
   $("signin").addEventListener("submit", (event) => {

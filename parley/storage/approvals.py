@@ -316,18 +316,38 @@ _NOT_REQUESTED_BY = (
 )
 
 
+# An organization's pending, unexpired approvals for some roles, the nearest deadline first.
+_PENDING_FOR = (
+    " where a.org_id = %s and a.decision is null and a.deadline > now()"
+    " and a.approvers && %s::text[] order by a.deadline, a.id limit %s"
+)
+# Every change to an organization's pending approvals NOTIFYs its id here (migration 0015).
+CHANGES_CHANNEL = "parley_approvals"
+
+
 async def pending_for(
     conn: Conn, org_id: str, roles: list[str], *, limit: int = 100, excerpt: int = 6
 ) -> list[Pending]:
     """The organization's pending, unexpired approvals that one of `roles` may decide,
     the nearest deadline first, each with the conversation's last `excerpt` messages."""
-    cur = await conn.execute(
-        PENDING_COLUMNS + " where a.org_id = %s and a.decision is null and a.deadline > now()"
-        " and a.approvers && %s::text[] order by a.deadline limit %s",
-        (org_id, roles, limit),
-    )
+    cur = await conn.execute(PENDING_COLUMNS + _PENDING_FOR, (org_id, roles, limit))
     rows = await cur.fetchall()
     return [_pending(r, await _excerpt(conn, r["conversation_id"], excerpt)) for r in rows]
+
+
+def pending_version(items: list[tuple[str, datetime]]) -> str:
+    """An opaque version of a pending set (its ids and deadlines): a desk's long poll
+    answers at once when the set it last saw has a different version."""
+    body = "\n".join(sorted(f"{aid} {deadline.isoformat()}" for aid, deadline in items))
+    return hashlib.sha256(body.encode()).hexdigest()[:24]
+
+
+async def pending_version_for(conn: Conn, org_id: str, roles: list[str], *, limit: int) -> str:
+    """The version of what `pending_for` would list now, from one cheap query."""
+    cur = await conn.execute(
+        "select a.id, a.deadline from approvals a" + _PENDING_FOR, (org_id, roles, limit)
+    )
+    return pending_version([(str(r["id"]), r["deadline"]) for r in await cur.fetchall()])
 
 
 async def pending_one(
