@@ -76,6 +76,7 @@ def turn_activities(
         storage.finish_turn,
         approval.record_approval,
         approval.expire_approval,
+        approval.expire_due_approval,
         interaction.record_interaction,
         interaction.expire_interaction,
     ]

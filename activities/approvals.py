@@ -8,7 +8,7 @@ from activities.notify import announce
 from parley.storage import approvals
 from parley.storage.db import Pool
 from parley.tools import ToolRegistry
-from parley.turn.types import ApprovalInput, Verdict
+from parley.turn.types import ApprovalDue, ApprovalInput, Verdict
 
 
 class ApprovalActivities:
@@ -44,6 +44,17 @@ class ApprovalActivities:
 
     @activity.defn(name="expire_approval")
     async def expire_approval(self, approval_id: str) -> Verdict:
-        """Expire the approval; returns the decision that stands (a confirm may have won)."""
+        """Expire the approval; returns the decision that stands (a confirm may have won).
+
+        Only turns that parked before the `approval-expiry-honours-db` patch still call it
+        (kept registered for them): newer ones use `expire_due_approval`."""
         async with self._pool.connection() as conn:
             return await approvals.expire(conn, approval_id)
+
+    @activity.defn(name="expire_due_approval")
+    async def expire_due_approval(self, approval_id: str) -> ApprovalDue:
+        """Expire the approval if its stored deadline has passed (PostgreSQL's clock);
+        otherwise report the later deadline, which the turn then waits for."""
+        async with self._pool.connection() as conn:
+            decision, deadline = await approvals.expire_if_due(conn, approval_id)
+        return ApprovalDue(decision, deadline)

@@ -38,7 +38,7 @@ from gateway.dispatch import Dispatcher
 from gateway.feed import Feeds
 from gateway.frames import FrameError, decode_frame
 from gateway.http_limits import AddressRates
-from gateway.live import LiveListener
+from gateway.live import LiveListener, live_lane
 from gateway.outbox import Outbox
 from gateway.reconciler import Reconciler
 from gateway.services import Services
@@ -49,7 +49,8 @@ from parley.logs import get_logger
 from parley.metrics import CONNECTIONS
 from parley.protocol import ErrorCode
 from parley.settings import Settings, get_settings
-from parley.storage import db
+from parley.storage import approvals as approvals_store
+from parley.storage import db, live
 from parley.stores import resolve_stores
 
 log = get_logger(__name__)
@@ -212,9 +213,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
             ip_connections=IpConnections(settings.ws_connections_per_ip),
             http_rates=AddressRates(settings.http_requests_per_ip_per_minute),
         )
-        listener = LiveListener(stores.database_url, feeds) if settings.live_lane else None
-        if listener is not None:
-            listener.start()
+        # One listening connection: the live lane (when on) and the desk's approval changes.
+        watch = app.state.services.approval_watch
+        handlers = {approvals_store.CHANGES_CHANNEL: watch.changed}
+        if settings.live_lane:
+            handlers[live.CHANNEL] = live_lane(feeds)
+        listener = LiveListener(stores.database_url, handlers, watch.changed_everywhere)
+        listener.start()
         reconciler = Reconciler(
             temporal, pool, [approvals.VERDICTS, interactions.ANSWERS, desk.EXTENSIONS]
         )
@@ -224,8 +229,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             yield
         finally:
             await reconciler.stop()
-            if listener is not None:
-                await listener.stop()
+            await listener.stop()
             await feeds.aclose()
             app.state.services.parser.close()
             await pool.close()

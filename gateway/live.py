@@ -1,12 +1,17 @@
-"""The gateway's side of the live lane: one connection LISTENing, items handed to feeds.
+"""The gateway's one LISTENing connection: the live lane's items handed to feeds, and the
+desk's approval changes handed to its waiting polls.
 
-While the connection is down (PostgreSQL restarting, a network blip) feeds simply run on
-the durable record alone; the listener reconnects with backoff.
+One connection per gateway process whatever the number of turns and desks: each channel's
+payloads go to its handler. While the connection is down (PostgreSQL restarting, a network
+blip) feeds simply run on the durable record alone and desk polls on their timeouts; the
+listener reconnects with backoff and then calls `on_connect` (notifications sent while it
+was down are lost, so whoever waits on them re-checks).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Mapping
 
 from gateway.feed import Feeds
 from parley.logs import get_logger
@@ -17,11 +22,30 @@ log = get_logger(__name__)
 
 MAX_BACKOFF_SECONDS = 10.0
 
+Handler = Callable[[str], None]
+
+
+def live_lane(feeds: Feeds) -> Handler:
+    """The live lane's handler: decode each item and offer it to the feeds."""
+
+    def offer(payload: str) -> None:
+        item = live.decode(payload)
+        if item is not None:
+            feeds.offer(item)
+
+    return offer
+
 
 class LiveListener:
-    def __init__(self, conninfo: str, feeds: Feeds) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        handlers: Mapping[str, Handler],
+        on_connect: Callable[[], None] | None = None,
+    ) -> None:
         self._conninfo = conninfo
-        self._feeds = feeds
+        self._handlers = dict(handlers)
+        self._on_connect = on_connect
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -37,12 +61,15 @@ class LiveListener:
         while True:
             try:
                 async with await Conn.connect(self._conninfo, autocommit=True) as conn:
-                    await live.listen(conn)
+                    for channel in self._handlers:
+                        await live.listen(conn, channel)
                     backoff = 0.2
+                    if self._on_connect is not None:
+                        self._on_connect()
                     async for notify in conn.notifies():
-                        item = live.decode(notify.payload)
-                        if item is not None:
-                            self._feeds.offer(item)
+                        handler = self._handlers.get(notify.channel)
+                        if handler is not None:
+                            handler(notify.payload)
             except asyncio.CancelledError:
                 raise
             except Exception as err:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from temporalio.client import Client
 
 from gateway.auth import TokenVerifier
+from gateway.desk_watch import ApprovalWatch
 from gateway.feed import Feeds
 from gateway.http_limits import AddressRates
 from gateway.parsing import DocumentParser
@@ -32,3 +33,4 @@ class Services:
 
     ip_connections: IpConnections = field(default_factory=lambda: IpConnections(0))
     http_rates: AddressRates = field(default_factory=lambda: AddressRates(0))
+    approval_watch: ApprovalWatch = field(default_factory=ApprovalWatch)  # the desk's polls

@@ -50,6 +50,18 @@ _PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
     " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
+_PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Content-Security-Policy": _PAGE_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def page(name: str) -> FileResponse:
+    """One of the gateway's own HTML pages (the chat, the desk), under the strict policy:
+    no inline script or style, no other host, never framed, no referrer."""
+    return FileResponse(STATIC / name, media_type="text/html", headers=_PAGE_HEADERS)
 
 
 def _static(name: str) -> Response:
@@ -61,13 +73,7 @@ def _static(name: str) -> Response:
 
 async def chat_page(_: Request) -> Response:
     """The full-page chat: a shell that mounts the widget's chat module."""
-    headers = {
-        "Cache-Control": "no-cache",
-        "Content-Security-Policy": _PAGE_POLICY,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "no-referrer",
-    }
-    return FileResponse(STATIC / "index.html", media_type="text/html", headers=headers)
+    return page("index.html")
 
 
 async def static_file(request: Request) -> Response:

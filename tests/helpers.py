@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from smooth_operator.types import parse_event
+from temporalio.client import WorkflowHandle
 from websockets.asyncio.client import ClientConnection, connect
 
 from gateway.serve import Listeners
@@ -201,3 +202,13 @@ def kinds(events: list[Event]) -> list[str]:
 def collapse(seq: list[str]) -> list[str]:
     """Runs of the same kind as one (many tokens read as one `stream_token`)."""
     return [k for i, k in enumerate(seq) if i == 0 or seq[i - 1] != k]
+
+
+async def history_holds(
+    handle: WorkflowHandle[Any, Any], attribute: str, count: int = 1, timeout: float = 30
+) -> None:
+    """Until the workflow's history holds `count` events with `attribute` (say
+    `timer_started_event_attributes`): what a turn did, read from Temporal itself."""
+    async with asyncio.timeout(timeout):
+        while sum(e.HasField(attribute) for e in (await handle.fetch_history()).events) < count:
+            await asyncio.sleep(0.2)

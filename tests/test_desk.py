@@ -4,6 +4,8 @@ a parked write, from another gateway process, with edits; the same durable turn 
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,12 +16,22 @@ import httpx
 import pytest
 from smooth_operator.types import GetMessagesResponse
 
+from gateway.desk_watch import MAX_WAITS_PER_PRINCIPAL
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
-from parley.storage import approvals
+from parley.storage import approvals, sessions
 from parley.tools import TEAM_SENTENCE, ToolRegistry
+from parley.widget_auth import sign_auth_context
 from tests.conftest import Processes
-from tests.helpers import GatewayServer, WsClient, collapse, is_terminal, kinds, running_gateway
+from tests.helpers import (
+    GatewayServer,
+    WsClient,
+    collapse,
+    history_holds,
+    is_terminal,
+    kinds,
+    running_gateway,
+)
 from tests.test_identity import SECRET, hs256, jwt_settings
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -49,6 +61,19 @@ async def desk(base_url: str, token: str) -> AsyncIterator[httpx.AsyncClient]:
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as http:
         yield http
+
+
+async def ask(client: WsClient, session_id: str, request_id: str, message: str) -> None:
+    """Send `message` and read the turn up to where it parks (its first stream chunk)."""
+    await client.send(
+        {
+            "action": "send_message",
+            "requestId": request_id,
+            "sessionId": session_id,
+            "message": message,
+        }
+    )
+    await client.recv_until(lambda e: e["type"] == "stream_chunk")
 
 
 async def park(gateway: GatewayServer, org: str, fake_model: FakeAnthropic, after: str) -> Any:
@@ -161,6 +186,7 @@ async def test_a_team_members_decision_from_another_process_resumes_the_visitors
         )
         assert decided.status_code == 200, decided.text
         assert decided.json()["decision"] == "approved" and decided.json()["edited"] is False
+        assert decided.headers["cache-control"] == "no-store"
 
         # The visitor's open socket sees the rest of the same turn.
         events = await client.recv_until(is_terminal("t1"))
@@ -376,6 +402,34 @@ async def test_the_desk_extends_a_deadline_past_the_tools_timeout(
     assert (await row(pool, session_id))["decision"] == "approved"
 
 
+async def test_a_later_deadline_in_the_database_outlives_the_turns_timer(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    """An extension whose signal has not reached the turn (here: the row moved by hand, so
+    no signal and no reconciler) must not be expired at the turn's old deadline."""
+    client, session_id = await park_hasty(desk_gateway, org, fake_model)
+    asked = await row(pool, session_id)
+    async with pool.connection() as conn:
+        await conn.execute(
+            "update approvals set deadline = deadline + interval '10 minutes' where id = %s",
+            (asked["id"],),
+        )
+    # The tool's 2 s timer fires, the expiry finds the later deadline, and the turn waits
+    # again: a second approval timer starts after the expiry's activity.
+    handle = desk_gateway.services.temporal.get_workflow_handle(asked["turn_id"])
+    await history_holds(handle, "timer_started_event_attributes", 2)
+    waiting = await row(pool, session_id)
+    assert waiting["decision"] is None and waiting["deadline"] > asked["deadline"]
+    async with desk(desk_gateway.http_url, desk_token(org)) as http:
+        decided = await http.post(f"/api/approvals/{asked['id']}/decision", json={"approved": True})
+        assert decided.status_code == 200, decided.text
+    events = await client.recv_until(is_terminal("h1"))
+    await client.close()
+    result = events[0]["data"]["state"]["rawResponse"]["toolResult"]
+    assert result["isError"] is False and result["result"]["refunded"] is True
+    assert (await row(pool, session_id))["decision"] == "approved"
+
+
 def test_the_tool_api_checks_approvers_and_timeouts() -> None:
     registry = ToolRegistry()
     schema = {"type": "object", "properties": {}}
@@ -425,6 +479,121 @@ async def test_without_identity_the_desk_api_does_not_exist(gateway: GatewayServ
         assert decision.status_code == 404
 
 
+async def test_the_desk_page_and_api_send_strict_headers(
+    desk_gateway: GatewayServer, org: str
+) -> None:
+    """The page runs only its own files (no inline script or style), is never framed and
+    sends no referrer; no API answer (approvals, arguments, excerpts) is cached."""
+    async with httpx.AsyncClient(base_url=desk_gateway.http_url) as http:
+        page = await http.get("/desk")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        for directive in (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ):
+            assert directive in policy
+        assert "unsafe" not in policy
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert "<script>" not in page.text and "<style" not in page.text
+        assert not re.search(r"\s(style|on[a-z]+)\s*=", page.text)  # no inline attributes
+        for name, kind in (("desk.js", "text/javascript"), ("desk.css", "text/css")):
+            asset = await http.get(f"/static/{name}")
+            assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+            assert f"/static/{name}" in page.text
+        assert (await http.get("/api/approvals")).headers["cache-control"] == "no-store"
+    async with desk(desk_gateway.http_url, desk_token(org)) as http:
+        answers = [
+            await http.get("/api/approvals?status=pending"),
+            await http.get("/api/approvals?status=decided"),
+            await http.post(f"/api/approvals/{uuid.uuid4()}/decision", json={"approved": True}),
+            await http.post(f"/api/approvals/{uuid.uuid4()}/extend", json={"seconds": 60}),
+        ]
+        assert [a.status_code for a in answers] == [200, 400, 404, 404]
+        assert all(a.headers["cache-control"] == "no-store" for a in answers)
+
+
+async def waiting(gateway: GatewayServer, count: int) -> None:
+    """Until `count` desk polls wait on this gateway (each subscribed to its org's changes)."""
+    async with asyncio.timeout(10):
+        while gateway.services.approval_watch.waiting() != count:
+            await asyncio.sleep(0.02)
+
+
+async def test_a_long_poll_answers_when_the_pending_set_changes(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    """`wait`+`since` answer when an approval is asked, extended or decided (woken by
+    PostgreSQL NOTIFY while waiting, not by a timer), and after `wait` when nothing did."""
+    async with (
+        desk(desk_gateway.http_url, desk_token(org)) as http,
+        desk(desk_gateway.http_url, desk_token(org, sub="kim")) as kim,
+    ):
+        empty = (await http.get("/api/approvals?status=pending")).json()
+        assert empty["approvals"] == [] and empty["version"]
+        quiet = await http.get(f"/api/approvals?wait=1&since={empty['version']}")
+        assert quiet.json()["version"] == empty["version"]  # nothing changed: after 1 s
+
+        async def poll(since: str) -> dict[str, Any]:
+            started = asyncio.get_running_loop().time()
+            answer = await http.get(f"/api/approvals?status=pending&wait=25&since={since}")
+            assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+            assert asyncio.get_running_loop().time() - started < 20  # woken, not timed out
+            return answer.json()
+
+        asked = asyncio.create_task(poll(empty["version"]))
+        await waiting(desk_gateway, 1)
+        client, session_id, _ = await park(desk_gateway, org, fake_model, "Refunded.")
+        listed = await asked
+        [item] = listed["approvals"]
+        assert item["id"] == str((await row(pool, session_id))["id"])
+        assert listed["version"] != empty["version"]
+
+        extended = asyncio.create_task(poll(listed["version"]))
+        await waiting(desk_gateway, 1)
+        url = f"/api/approvals/{item['id']}"
+        assert (await kim.post(f"{url}/extend", json={"seconds": 60})).status_code == 200
+        later = await extended
+        assert later["approvals"][0]["deadline"] > item["deadline"]
+
+        decided = asyncio.create_task(poll(later["version"]))
+        await waiting(desk_gateway, 1)
+        assert (await kim.post(f"{url}/decision", json={"approved": True})).status_code == 200
+        assert (await decided)["approvals"] == []
+        await client.recv_until(is_terminal("t1"))
+        await client.close()
+
+
+async def test_long_polls_are_bounded_per_principal_and_freed_when_the_caller_leaves(
+    desk_gateway: GatewayServer, org: str
+) -> None:
+    async with desk(desk_gateway.http_url, desk_token(org)) as http:
+        version = (await http.get("/api/approvals")).json()["version"]
+        for bad in ("wait=soon", "wait=-1", "since=..%2f", f"since={'a' * 65}"):
+            refused = await http.get(f"/api/approvals?{bad}")
+            assert refused.status_code == 400 and refused.headers["cache-control"] == "no-store"
+        polls = [
+            asyncio.create_task(http.get(f"/api/approvals?wait=25&since={version}"))
+            for _ in range(MAX_WAITS_PER_PRINCIPAL)
+        ]
+        await waiting(desk_gateway, MAX_WAITS_PER_PRINCIPAL)
+        over = await http.get(f"/api/approvals?wait=25&since={version}")
+        assert over.status_code == 429 and over.headers["retry-after"] == "5"
+        assert "too many" in over.json()["error"]
+        async with desk(desk_gateway.http_url, desk_token(org, sub="kim")) as kim:
+            other = asyncio.create_task(kim.get(f"/api/approvals?wait=1&since={version}"))
+            assert (await other).status_code == 200  # another principal is not held back
+        for task in polls:
+            task.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
+    # The callers hung up: their waits end and free their places without waiting 25 s.
+    await waiting(desk_gateway, 0)
+
+
 async def test_a_team_member_does_not_approve_their_own_request(
     desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
 ) -> None:
@@ -432,23 +601,78 @@ async def test_a_team_member_does_not_approve_their_own_request(
     own = hs256(sub="sam", org=org, role="support")  # a support agent chatting as a visitor
     async with await WsClient.open(desk_gateway.ws_url + f"?token={own}") as client:
         session = await client.create_session(str(uuid.uuid4()))
-        await client.send(
-            {
-                "action": "send_message",
-                "requestId": "t1",
-                "sessionId": session["sessionId"],
-                "message": "refund my own order",
-            }
-        )
-        await client.recv_until(lambda e: e["type"] == "stream_chunk")
+        await ask(client, session["sessionId"], "t1", "refund my own order")
         pending = await row(pool, session["sessionId"])
+        await refused_to_the_requester(desk_gateway, pool, own, pending)
         url = f"/api/approvals/{pending['id']}/decision"
-        async with desk(desk_gateway.http_url, own) as http:
-            refused = await http.post(url, json={"approved": True})
-            assert refused.status_code == 403 and "own request" in refused.json()["error"]
-        assert (await row(pool, session["sessionId"]))["decision"] is None
         async with desk(desk_gateway.http_url, desk_token(org, sub="kim")) as colleague:
+            [item] = (await colleague.get("/api/approvals")).json()["approvals"]
+            assert item["ownRequest"] is False
             assert (await colleague.post(url, json={"approved": False})).status_code == 200
+        events = await client.recv_until(is_terminal("t1"))
+        assert collapse(kinds(events)) == RESUMED
+
+
+async def refused_to_the_requester(
+    gateway: GatewayServer, pool, token: str, pending: dict[str, Any]
+) -> None:
+    """The requester sees their approval marked as their own, and can neither decide nor
+    extend it (403, nothing changed); nor can the statements themselves be made to."""
+    async with desk(gateway.http_url, token) as http:
+        [item] = (await http.get("/api/approvals")).json()["approvals"]
+        assert item["id"] == str(pending["id"]) and item["ownRequest"] is True
+        url = f"/api/approvals/{pending['id']}"
+        refused = await http.post(f"{url}/decision", json={"approved": True})
+        assert refused.status_code == 403 and "own request" in refused.json()["error"]
+        longer = await http.post(f"{url}/extend", json={"seconds": 600})
+        assert longer.status_code == 403 and "own request" in longer.json()["error"]
+    unchanged = await row(pool, pending["session_id"])
+    assert unchanged["decision"] is None and unchanged["deadline"] == pending["deadline"]
+    async with pool.connection() as conn:
+        aid, org = str(pending["id"]), pending["org_id"]
+        assert await approvals.extend(conn, aid, org, ["support"], 60, subject="sam") is None
+        claimed = await approvals.claim_at_desk(
+            conn,
+            aid,
+            org,
+            ["support"],
+            approved=True,
+            decided_by="sam (support)",
+            arguments=None,
+            note=None,
+            binding="x",
+            subject="sam",
+        )
+        assert claimed is None
+    assert (await row(pool, pending["session_id"]))["decision"] is None
+
+
+async def test_a_visitor_verified_by_auth_context_does_not_approve_their_own_request(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    """The requester is the session's verified user id, not only a token's owner: a support
+    agent who chats through a site's widget (a signed authContext) is still themselves."""
+    agent, key = f"agent-{org}", "desk-signing-key"
+    async with pool.connection() as conn:
+        await sessions.upsert_agent(
+            conn, agent, name="Shop", org_id=org, allowed_origins=["*"], auth_key=key
+        )
+    fake_model.enqueue(Reply(tool_calls=[REFUND]), Reply(text="A colleague approved it."))
+    now = int(time.time())
+    context = {"userId": "sam", "timestamp": now, "signature": sign_auth_context(key, "sam", now)}
+    headers = {"Origin": "https://shop.test"}
+    async with await WsClient.open(desk_gateway.ws_url, additional_headers=headers) as client:
+        session = await client.create_session(agent, authContext=context)
+        await ask(client, session["sessionId"], "t1", "refund my own order")
+        pending = await row(pool, session["sessionId"])
+        assert pending["org_id"] == org
+        await refused_to_the_requester(desk_gateway, pool, desk_token(org, sub="sam"), pending)
+        # The same user id in another organization is somebody else.
+        async with desk(desk_gateway.http_url, desk_token(f"{org}-x", sub="sam")) as other:
+            assert (await other.get("/api/approvals")).json()["approvals"] == []
+        url = f"/api/approvals/{pending['id']}/decision"
+        async with desk(desk_gateway.http_url, desk_token(org, sub="kim")) as colleague:
+            assert (await colleague.post(url, json={"approved": True})).status_code == 200
         events = await client.recv_until(is_terminal("t1"))
         assert collapse(kinds(events)) == RESUMED
 
@@ -460,7 +684,9 @@ async def test_an_extension_whose_gateway_died_before_the_signal_is_retold(
     asked = await row(pool, session_id)
     # What a gateway that died between the UPDATE and the signal leaves behind.
     async with pool.connection() as conn:
-        extended = await approvals.extend(conn, str(asked["id"]), org, ["support"], 600)
+        extended = await approvals.extend(
+            conn, str(asked["id"]), org, ["support"], 600, subject="kim"
+        )
     assert extended is not None
     # The reconciler tells the turn: its extension is marked delivered...
     async with asyncio.timeout(20):

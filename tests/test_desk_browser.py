@@ -5,18 +5,44 @@ note; the visitor's chat page (another browser context) shows the rest of the tu
 from __future__ import annotations
 
 import pytest
-from playwright.async_api import expect
+from playwright.async_api import Page, expect
 
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
-from tests.browser import ChatUI, chromium, screenshot
-from tests.helpers import GatewayServer
+from tests.browser import ChatUI, PageErrors, chromium, screenshot
+from tests.helpers import GatewayServer, WsClient, is_terminal
+from tests.test_desk import REFUND, ask, desk_token
 from tests.test_desk import desk_gateway as desk_gateway
-from tests.test_desk import desk_token
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 MESSAGE = "My blender arrived broken, please refund 120 EUR on ORD-4242."
+
+
+class Watched:
+    """What a page's policy refused (Chromium logs each refusal) and what its scripts threw."""
+
+    def __init__(self, page: Page) -> None:
+        self.errors = PageErrors(page)
+        self.policy_violations: list[str] = []
+        page.on(
+            "console",
+            lambda m: (
+                self.policy_violations.append(m.text)
+                if "Content Security Policy" in m.text
+                else None
+            ),
+        )
+
+
+async def open_desk(page: Page, gateway: GatewayServer) -> Watched:
+    """Open `/desk`, checking it is served under the strict page policy."""
+    watched = Watched(page)
+    response = await page.goto(gateway.http_url + "/desk")
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    return watched
 
 
 async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
@@ -34,7 +60,7 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
     async with chromium() as browser:
         # The desk is open before anything waits: the approval appears without a reload.
         agent = await (await browser.new_context()).new_page()
-        await agent.goto(desk_gateway.http_url + "/desk")
+        refused = await open_desk(agent, desk_gateway)
         await agent.fill("#token", desk_token(settings.org, sub="nobody", role=None))
         await agent.click("#signin-button")
         await expect(agent.locator("#status")).to_have_attribute("data-state", "error")
@@ -43,6 +69,11 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         await agent.click("#signin-button")
         await expect(agent.locator("#status")).to_have_attribute("data-state", "online")
         await expect(agent.locator(".empty")).to_have_text("Nothing waits for you.")
+        listings: list[str] = []
+        agent.on(
+            "request",
+            lambda r: listings.append(r.url) if "/api/approvals?" in r.url else None,
+        )
 
         visitor = await (await browser.new_context()).new_page()
         chat = ChatUI(visitor)
@@ -55,8 +86,12 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         await expect(waiting.get_by_role("button", name="Approve")).to_have_count(0)
         await screenshot(visitor, "desk-visitor-waiting")
 
+        # The approval was recorded before the visitor saw it: the desk's waiting long poll,
+        # woken by PostgreSQL NOTIFY, shows it within about a second, not at a poll's tick.
         card = agent.locator("article.approval", has_text="ORD-4242")
-        await expect(card).to_contain_text("Refund 120 EUR on order ORD-4242")
+        await expect(card).to_contain_text("Refund 120 EUR on order ORD-4242", timeout=1500)
+        assert listings and all("wait=25&since=" in url for url in listings), listings
+        assert len(listings) <= 3  # one waiting request per change, not one every 2 s
         await expect(card.locator(".excerpt")).to_contain_text(MESSAGE)
         amount = card.locator("input[data-arg=amount]")
         await expect(amount).to_have_value("120")
@@ -89,6 +124,8 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
             'Approved with your changes. team_refund (amount=80, order_id="ORD-4242")'
         )
         await expect(agent.locator(".empty")).to_have_text("Nothing waits for you.")
+        assert refused.policy_violations == []
+        refused.errors.check()
 
     async with pool.connection() as conn:
         cur = await conn.execute(
@@ -100,3 +137,40 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         row = await cur.fetchone()
     assert row["approved_arguments"] == row["arguments"] == {"order_id": "ORD-4242", "amount": 80}
     assert row["note"] == "One item only; the other was fine."
+
+
+async def test_your_own_request_is_shown_but_not_yours_to_decide(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic, settings: Settings
+) -> None:
+    """Four eyes on the page: sam's own refund is listed with its buttons disabled and a
+    short reason; a colleague's page offers them."""
+    fake_model.enqueue(Reply(tool_calls=[REFUND]), Reply(text="Approved by a colleague."))
+    own = desk_token(settings.org, sub="sam")
+    async with await WsClient.open(desk_gateway.ws_url + f"?token={own}") as client:
+        session = await client.create_session("agent-desk-own")
+        await ask(client, session["sessionId"], "o1", "refund my own order ORD-77")
+        async with chromium() as browser:
+            for sub, mine in (("sam", True), ("kim", False)):
+                page = await (await browser.new_context()).new_page()
+                watched = await open_desk(page, desk_gateway)
+                await page.fill("#token", desk_token(settings.org, sub=sub))
+                await page.click("#signin-button")
+                card = page.locator("article.approval", has_text="ORD-77")
+                await expect(card).to_contain_text("Refund 120 EUR on order ORD-77")
+                for name in ("Approve", "Decline", "+15 min"):
+                    button = expect(card.get_by_role("button", name=name))
+                    await (button.to_be_disabled() if mine else button.to_be_enabled())
+                reason = card.locator(".own")
+                if mine:
+                    await expect(reason).to_have_text(
+                        "This is your own request: a colleague must decide or extend it."
+                    )
+                    await screenshot(page, "desk-own-request")
+                else:
+                    await expect(reason).to_have_count(0)
+                    await card.get_by_role("button", name="Approve").click()
+                    await expect(card.locator(".outcome")).to_have_text("Approved.")
+                assert watched.policy_violations == []
+                watched.errors.check()
+        events = await client.recv_until(is_terminal("o1"))
+        assert events[-1]["type"] == "eventual_response"

@@ -274,7 +274,7 @@ async def test_twenty_tool_iterations_with_long_replies(
 async def test_without_the_live_lane_the_durable_record_carries_every_item(
     isolated_settings: Settings, fake_model: FakeAnthropic
 ) -> None:
-    """`live_lane=False`: nothing is NOTIFYed or LISTENed for, and the relay alone, in short
+    """`live_lane=False`: no item is NOTIFYed or LISTENed for, and the relay alone, in short
     batches, still delivers tokens, tool chunks and the answer complete and in order."""
     settings = isolated_settings.model_copy(
         update={"live_lane": False, "relay_batch_interval": timedelta(milliseconds=30)}

@@ -41,7 +41,15 @@ from parley import temporal_client
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from parley.turn.types import TurnInput, TurnOutcome
-from tests.helpers import GatewayServer, WsClient, is_terminal, kinds, run_turn, tokens
+from tests.helpers import (
+    GatewayServer,
+    WsClient,
+    history_holds,
+    is_terminal,
+    kinds,
+    run_turn,
+    tokens,
+)
 from tests.test_approvals import REFUND, confirm, park
 from tests.test_identity import AUDIENCE, ISSUER, SECRET, hs256
 from tests.test_interactions import ASK_CONTACT, SUPPORTS, submit
@@ -104,7 +112,7 @@ WRITE = ("call_model", "record_approval", "run_tool", "call_model", "finish_turn
 EXPIRED = (
     "call_model",
     "record_approval",
-    "expire_approval",
+    "expire_due_approval",
     "run_tool",
     "call_model",
     "finish_turn",
@@ -179,6 +187,29 @@ async def expired_approval(t: Take) -> None:
     await park(t.client, t.session, t.request_id)
     events = await t.client.recv_until(is_terminal(t.request_id))
     assert "expired" in tool_result(events)["result"] and events[-1]["type"] == "eventual_response"
+
+
+async def expiry_deferred(t: Take) -> None:
+    """The approval's deadline moved later in PostgreSQL only (an extension whose signal
+    never came): at the turn's timer the expiry finds it and waits again; the visitor then
+    approves."""
+    assert t.gateway is not None
+    t.model.enqueue(Reply(tool_calls=[REFUND]), Reply(text="Done."))
+    await park(t.client, t.session, t.request_id)
+    async with t.gateway.services.pool.connection() as conn:
+        cur = await conn.execute(
+            "update approvals set deadline = deadline + interval '10 minutes'"
+            " where session_id = %s returning turn_id",
+            (t.session_id,),
+        )
+        asked = await cur.fetchone()
+    assert asked is not None
+    handle = t.gateway.services.temporal.get_workflow_handle(asked["turn_id"])
+    # The second approval timer: it waits again.
+    await history_holds(handle, "timer_started_event_attributes", 2)
+    await t.client.send(confirm(t.session, True))
+    events = await t.client.recv_until(is_terminal(t.request_id))
+    assert tool_result(events)["isError"] is False
 
 
 async def cancelled_mid_stream(t: Take) -> None:
@@ -306,6 +337,13 @@ SCENARIOS: dict[str, Scenario] = {
     "expired_approval": Scenario(
         expired_approval,
         Shape(EXPIRED, timers_fired=2),
+        settings={"approval_timeout": timedelta(seconds=1)},
+    ),
+    # The approval timer fired, the expiry found a later deadline in PostgreSQL and started
+    # another timer, which the verdict then cancelled (the linger is the other timer fired).
+    "expiry_deferred": Scenario(
+        expiry_deferred,
+        Shape(EXPIRED, verdicts=1, timers_fired=2),
         settings={"approval_timeout": timedelta(seconds=1)},
     ),
     "cancelled_mid_stream": Scenario(cancelled_mid_stream, Shape(ANSWER, ending="canceled")),

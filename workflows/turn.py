@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from parley.turn.types import (
         Answered,
+        ApprovalDue,
         ApprovalInput,
         Decision,
         EndStatus,
@@ -113,6 +114,12 @@ TRUNCATED_NOTICE = "\n\n[This reply was cut short: it reached the length limit.]
 # while the model still wanted tools: the turn stops there, and the tools are not run.
 BUDGET_NOTICE = "\n\n[This reply was cut short: it reached this turn's token budget.]"
 TOKEN_BUDGET_PATCH = "turn-token-budget"
+# At the deadline, expire only when PostgreSQL's deadline has passed too (an extension whose
+# signal has not arrived moved it later); turns that expired before it replay the old path.
+EXPIRY_PATCH = "approval-expiry-honours-db"
+# The least wait before asking PostgreSQL again when it holds a later deadline: the worker's
+# and the database's clocks may disagree by a little, and each ask is an activity.
+RECHECK = timedelta(seconds=1)
 
 
 # Not sandboxed: this module imports only dataclasses and the activity classes (passed
@@ -349,9 +356,25 @@ class TurnWorkflow:
             if remaining <= timedelta(0):
                 break
             waited = await self._until(decided, remaining, "approval (extended)")
-        if not waited:
+        if waited:
+            return "approved" if self.decisions[approval_id] else "denied"
+        if not workflow.patched(EXPIRY_PATCH):
             return await self._activity(ApprovalActivities.expire_approval, approval_id, STORAGE)
-        return "approved" if self.decisions[approval_id] else "denied"
+        return await self._expire_when_due(approval_id, decided)
+
+    async def _expire_when_due(self, approval_id: str, decided: Callable[[], bool]) -> Verdict:
+        """Expire the approval if PostgreSQL agrees its deadline has passed (its clock, its
+        deadline); when the row holds a later one (the desk extended it, and the signal is
+        late or lost), wait again until then, still woken by a decision."""
+        while True:
+            due: ApprovalDue = await self._activity(
+                ApprovalActivities.expire_due_approval, approval_id, STORAGE
+            )
+            if due.decision is not None:
+                return due.decision
+            wait = max(due.deadline - workflow.now(), RECHECK)
+            if await self._until(decided, wait, "approval (extended)"):
+                return "approved" if self.decisions[approval_id] else "denied"
 
     @workflow.signal(name="interaction_answered")
     def interaction_answered(self, answer: Answered) -> None:

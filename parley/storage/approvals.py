@@ -100,22 +100,35 @@ async def claim(conn: Conn, session_id: str, *, approved: bool, decided_by: str)
 
 
 async def expire(conn: Conn, approval_id: str) -> Verdict:
-    """Mark the approval expired unless it was decided first; returns its decision."""
+    """Mark the approval expired unless it was decided first; returns its decision (the
+    expiry of turns that parked before `expire_if_due`)."""
+    decision, _ = await _expire(conn, approval_id, "")
+    assert decision is not None
+    return decision
+
+
+async def expire_if_due(conn: Conn, approval_id: str) -> tuple[Verdict | None, datetime]:
+    """Expire the approval only when it is undecided and its deadline has passed by the
+    database's clock (the desk may have moved it later than the turn knows); returns the
+    decision that stands (None: still pending) and the stored deadline."""
+    return await _expire(conn, approval_id, " and deadline <= now()")
+
+
+async def _expire(conn: Conn, approval_id: str, due: str) -> tuple[Verdict | None, datetime]:
+    aid = uuid.UUID(approval_id)
     cur = await conn.execute(
         "update approvals set decision = 'expired', decided_by = 'timeout', decided_at = now()"
-        " where id = %s and decision is null returning decision",
-        (uuid.UUID(approval_id),),
+        " where id = %s and decision is null" + due + " returning decision, deadline",
+        (aid,),
     )
     row = await cur.fetchone()
     if row is not None:
         metrics.APPROVALS_DECIDED.labels("expired").inc()
     else:
-        cur = await conn.execute(
-            "select decision from approvals where id = %s", (uuid.UUID(approval_id),)
-        )
+        cur = await conn.execute("select decision, deadline from approvals where id = %s", (aid,))
         row = await cur.fetchone()
     assert row is not None, f"approval {approval_id} vanished"
-    return row["decision"]
+    return row["decision"], row["deadline"]
 
 
 async def cancel_pending(conn: Conn, turn_id: str) -> None:
@@ -235,12 +248,23 @@ class Pending:
     conversation_id: str
     requester: dict[str, Any]
     excerpt: list[dict[str, Any]] = field(default_factory=list)
-    owner_subject: str | None = None  # the session's principal, when a token opened it
+    org_id: str | None = None
+    requester_id: str | None = None  # the session's verified user id (token or authContext)
+    owner_org: str | None = None  # with owner_subject: the session's principal, if a token
+    owner_subject: str | None = None  # opened it
+
+    def requested_by(self, org_id: str, subject: str) -> bool:
+        """Four eyes: this principal is whoever the turn ran for (the session's verified
+        user, or its owning principal, in the same organization), so not its decider."""
+        if (self.owner_org, self.owner_subject) == (org_id, subject):
+            return True
+        return (self.org_id, self.requester_id) == (org_id, subject)
 
 
 PENDING_COLUMNS = (
     "select a.id, a.tool_name, a.description, a.arguments, a.parameters, a.approvers,"
-    " a.created_at, a.deadline, s.conversation_id, s.owner_subject, p.external_id, p.name"
+    " a.created_at, a.deadline, a.org_id, s.conversation_id, s.owner_org, s.owner_subject,"
+    " p.external_id, p.name"
     " from approvals a join sessions s on s.id = a.session_id"
     " join participants p on p.id = s.user_participant_id"
 )
@@ -259,6 +283,9 @@ def _pending(row: dict[str, Any], excerpt: list[dict[str, Any]]) -> Pending:
         conversation_id=str(row["conversation_id"]),
         requester={"userId": row["external_id"], "name": row["name"]},
         excerpt=excerpt,
+        org_id=row["org_id"],
+        requester_id=row["external_id"],
+        owner_org=row["owner_org"],
         owner_subject=row["owner_subject"],
     )
 
@@ -280,18 +307,47 @@ async def _excerpt(conn: Conn, conversation_id: Any, limit: int) -> list[dict[st
     ]
 
 
+# Four eyes, in the statement that decides (as `Pending.requested_by`): the approval `a`'s
+# session is not the subject's own (its owning principal, or its verified user id).
+_NOT_REQUESTED_BY = (
+    " and not exists (select 1 from sessions s join participants p"
+    " on p.id = s.user_participant_id where s.id = a.session_id"
+    " and ((s.owner_org = a.org_id and s.owner_subject = %s) or p.external_id = %s))"
+)
+
+
+# An organization's pending, unexpired approvals for some roles, the nearest deadline first.
+_PENDING_FOR = (
+    " where a.org_id = %s and a.decision is null and a.deadline > now()"
+    " and a.approvers && %s::text[] order by a.deadline, a.id limit %s"
+)
+# Every change to an organization's pending approvals NOTIFYs its id here (migration 0015).
+CHANGES_CHANNEL = "parley_approvals"
+
+
 async def pending_for(
     conn: Conn, org_id: str, roles: list[str], *, limit: int = 100, excerpt: int = 6
 ) -> list[Pending]:
     """The organization's pending, unexpired approvals that one of `roles` may decide,
     the nearest deadline first, each with the conversation's last `excerpt` messages."""
-    cur = await conn.execute(
-        PENDING_COLUMNS + " where a.org_id = %s and a.decision is null and a.deadline > now()"
-        " and a.approvers && %s::text[] order by a.deadline limit %s",
-        (org_id, roles, limit),
-    )
+    cur = await conn.execute(PENDING_COLUMNS + _PENDING_FOR, (org_id, roles, limit))
     rows = await cur.fetchall()
     return [_pending(r, await _excerpt(conn, r["conversation_id"], excerpt)) for r in rows]
+
+
+def pending_version(items: list[tuple[str, datetime]]) -> str:
+    """An opaque version of a pending set (its ids and deadlines): a desk's long poll
+    answers at once when the set it last saw has a different version."""
+    body = "\n".join(sorted(f"{aid} {deadline.isoformat()}" for aid, deadline in items))
+    return hashlib.sha256(body.encode()).hexdigest()[:24]
+
+
+async def pending_version_for(conn: Conn, org_id: str, roles: list[str], *, limit: int) -> str:
+    """The version of what `pending_for` would list now, from one cheap query."""
+    cur = await conn.execute(
+        "select a.id, a.deadline from approvals a" + _PENDING_FOR, (org_id, roles, limit)
+    )
+    return pending_version([(str(r["id"]), r["deadline"]) for r in await cur.fetchall()])
 
 
 async def pending_one(
@@ -336,16 +392,19 @@ async def claim_at_desk(
     arguments: dict[str, Any] | None,
     note: str | None,
     binding: str,
+    subject: str,
 ) -> Claimed | None:
     """Decide one approval from the desk (one guarded UPDATE: of concurrent deciders,
-    confirms and the expiry exactly one wins); None when another decision came first."""
+    confirms and the expiry exactly one wins); None when another decision came first, or
+    when `subject` is its requester (four eyes, held here too, not only by the caller)."""
     decision = "approved" if approved else "denied"
     cur = await conn.execute(
         "update approvals a set decision = %s, decided_by = %s, decided_at = now(),"
         " approved_arguments = %s, note = %s, decision_hash = %s"
         " from turns t where t.id = a.turn_id and a.id = %s and a.org_id = %s"
         " and a.decision is null and a.deadline > now() and a.approvers && %s::text[]"
-        " returning a.id, a.turn_id, a.request_id, t.stream",
+        + _NOT_REQUESTED_BY
+        + " returning a.id, a.turn_id, a.request_id, t.stream",
         (
             decision,
             decided_by,
@@ -355,6 +414,8 @@ async def claim_at_desk(
             uuid.UUID(approval_id),
             org_id,
             roles,
+            subject,
+            subject,
         ),
     )
     row = await cur.fetchone()
@@ -430,19 +491,21 @@ class Extended:
 
 
 async def extend(
-    conn: Conn, approval_id: str, org_id: str, roles: list[str], seconds: int
+    conn: Conn, approval_id: str, org_id: str, roles: list[str], seconds: int, *, subject: str
 ) -> Extended | None:
     """Move a pending, unexpired approval's deadline `seconds` later (at most 30 days from
-    now); None when it is not pending (or not the desk's to extend)."""
+    now); None when it is not pending (or not the desk's to extend, or `subject` asked)."""
     aid = as_uuid(approval_id)
     if aid is None:
         return None
     cur = await conn.execute(
-        "update approvals set deadline = least(deadline + make_interval(secs => %s),"
+        "update approvals a set deadline = least(a.deadline + make_interval(secs => %s),"
         " now() + interval '30 days'), extended_at = now(), extension_delivered_at = null"
-        " where id = %s and org_id = %s and decision is null and deadline > now()"
-        " and approvers && %s::text[] returning id, turn_id, deadline",
-        (seconds, aid, org_id, roles),
+        " where a.id = %s and a.org_id = %s and a.decision is null and a.deadline > now()"
+        " and a.approvers && %s::text[]"
+        + _NOT_REQUESTED_BY
+        + " returning a.id, a.turn_id, a.deadline",
+        (seconds, aid, org_id, roles, subject, subject),
     )
     row = await cur.fetchone()
     if row is None:

@@ -82,6 +82,6 @@ async def notify(conn: Conn, payloads: list[str]) -> None:
         await conn.execute(_NOTIFY, (payloads,))
 
 
-async def listen(conn: Conn) -> None:
-    """Subscribe `conn` (autocommit) to the live lane."""
-    await conn.execute(sql.SQL("listen {}").format(sql.Identifier(CHANNEL)))
+async def listen(conn: Conn, channel: str = CHANNEL) -> None:
+    """Subscribe `conn` (autocommit) to the live lane (or another channel)."""
+    await conn.execute(sql.SQL("listen {}").format(sql.Identifier(channel)))

@@ -169,6 +169,16 @@ class Extension:
 
 
 @dataclass
+class ApprovalDue:
+    """What the deadline's expiry found in PostgreSQL: the decision that stands (`expired`
+    when it expired the approval now), or None with the later deadline the row holds (an
+    extension the turn was not told of yet)."""
+
+    decision: Verdict | None
+    deadline: datetime
+
+
+@dataclass
 class InteractionInput:
     """A raise tool's call: the question to record, if the visitor's client can show it."""
 
