@@ -362,6 +362,33 @@ async def test_resume_turn_from_another_connection(
         assert missing["error"]["code"] == "NO_ACTIVE_TURN"
 
 
+async def test_resume_turn_on_a_socket_that_already_follows_the_turn_repeats_nothing(
+    client: WsClient, session: dict, fake_model: FakeAnthropic
+):
+    """A client that asks to resume the turn its socket already relays (twice, even) gets
+    each event once: nothing is replayed over what it already has."""
+    reply = "one two three four five six"
+    fake_model.enqueue(Reply(text=reply, pause_after=3))
+    await client.send(
+        {
+            "action": "send_message",
+            "requestId": "rr",
+            "sessionId": session["sessionId"],
+            "message": "go",
+        }
+    )
+    await fake_model.await_paused()
+    first = await client.recv_until(lambda e: e["type"] == "stream_token")
+    for _ in range(2):
+        await client.send(
+            {"action": "resume_turn", "requestId": "rr", "sessionId": session["sessionId"]}
+        )
+    fake_model.release()
+    events = [*first, *await client.recv_until(is_terminal("rr"))]
+    assert tokens(events) == reply
+    assert [e["type"] for e in events].count("eventual_response") == 1
+
+
 async def test_stream_false_sends_only_the_final_event(
     client: WsClient, session: dict, fake_model: FakeAnthropic
 ):
