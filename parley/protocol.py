@@ -478,6 +478,7 @@ class RecordedToolCall(_Payload):
     arguments: dict[str, Any] | str
     is_error: bool | None = None  # with `result`: absent when the tool did not return
     result: Any = None
+    iteration: int | None = None  # the model call that asked for it (index into `texts`)
 
 
 class RecordedDecision(_Payload):
@@ -499,6 +500,7 @@ class StructuredResponse(_Payload):
     citations: list[Citation]
     tool_calls: list[RecordedToolCall]
     decisions: list[RecordedDecision]
+    texts: list[str] | None = None  # each model call's text, when the reply called tools
 
 
 def eventual_response(request_id: str, payload: EventualData) -> dict[str, Any]:
@@ -582,7 +584,12 @@ def structured_response(record: ReplyRecord) -> dict[str, Any]:
         citations=[_citation(c) for c in record.citations],
         tool_calls=[
             RecordedToolCall(
-                id=c.id, name=c.name, arguments=c.arguments, is_error=c.is_error, result=c.result
+                id=c.id,
+                name=c.name,
+                arguments=c.arguments,
+                is_error=c.is_error,
+                result=c.result,
+                iteration=c.iteration,
             )
             for c in record.tool_calls
         ],
@@ -596,4 +603,5 @@ def structured_response(record: ReplyRecord) -> dict[str, Any]:
             )
             for d in record.decisions
         ],
+        texts=record.texts or None,
     ).wire()

@@ -198,6 +198,34 @@ async def test_an_approved_refund_ends_done_and_customers_see_labels_not_interna
     await expect(chat.replies.locator(".step")).to_have_text(["Order lookup"])
 
 
+async def parts_of(chat: ChatUI) -> list[str]:
+    """The last reply's parts, top to bottom: a text's words, or a tool step's label."""
+    return await chat.replies.last.locator(".parts > *").evaluate_all(
+        "els => els.map(e => e.classList.contains('step') ? `[${e.innerText.trim()}]`"
+        " : e.innerText.trim())"
+    )
+
+
+async def test_text_around_a_tool_call_keeps_its_order_after_a_reload(
+    chats: Chats, agent: str, fake_model: FakeAnthropic
+) -> None:
+    fake_model.enqueue(
+        Reply(text="Let me do that.", tool_calls=[LOOKUP]),
+        Reply(text="Tool finished: it shipped yesterday."),
+    )
+    chat = await chats.open(f"?agent={agent}")
+    await chat.ask("Where is ORD-1234?")
+    await expect(chat.announcer).to_contain_text("replied")
+    live = ["Let me do that.", "[Order lookup]", "Tool finished: it shipped yesterday."]
+    assert await parts_of(chat) == live
+    await screenshot(chat.page, "page-text-around-tool")
+    await chat.page.reload()
+    await chat.online()
+    await expect(chat.reply("Tool finished")).to_have_count(1)
+    assert await parts_of(chat) == live  # not one merged bubble under the step
+    await screenshot(chat.page, "page-text-around-tool-reloaded")
+
+
 async def test_a_declined_refund_says_so_in_dark_mode(
     chats: Chats, agent: str, fake_model: FakeAnthropic
 ) -> None:

@@ -567,29 +567,40 @@ class Chat {
     if (m.createdAt) box.title = new Date(m.createdAt).toLocaleString();
     const status = record?.status;
     const cut = status === "cancelled" || status === "failed";
-    if (record) {
-      const decisions = new Map((record.decisions || []).map((d) => [d.toolCallId, d]));
-      for (const call of record.toolCalls || []) {
-        const decision = decisions.get(call.id);
-        if (decision) {
-          box.parts.append(decisionCard(decision, { label: this.labels[call.name], failed: call.isError }));
-        } else if (!RAISE_TOOLS.has(call.name) || this.debug) {
-          const state = !("result" in call) ? "skipped" : call.isError ? "error" : "done";
-          const step = this.stepEl(call.name, call.arguments, state, call.result);
-          if (step) box.parts.append(step);
-        }
-        if (decision && this.debug) box.parts.append(this.stepEl(call.name, call.arguments, "result" in call ? (call.isError ? "error" : "done") : "skipped", call.result));
-      }
-    }
     const partial = cut && status === "cancelled" ? this.partials()[m.id] : null;
     const text = cut ? partial : m.content.text;
-    if (text) box.parts.append(h("div", { className: "bubble md" }, renderMarkdown(text)));
+    const bubble = (t) => { if (t) box.parts.append(h("div", { className: "bubble md" }, renderMarkdown(t))); };
+    const calls = record?.toolCalls || [];
+    const decisions = new Map((record?.decisions || []).map((d) => [d.toolCallId, d]));
+    const texts = !cut && Array.isArray(record?.texts) ? record.texts : null;
+    if (texts) { // each model call's text, then the tools it called: the order they happened
+      texts.forEach((t, i) => {
+        bubble(t);
+        for (const call of calls) if (call.iteration === i) this.recordedCallEls(call, decisions.get(call.id), box);
+      });
+      for (const call of calls) if (!(call.iteration < texts.length)) this.recordedCallEls(call, decisions.get(call.id), box);
+    } else { // a record kept before the order was (or a stopped reply): tools, then the text
+      for (const call of calls) this.recordedCallEls(call, decisions.get(call.id), box);
+      bubble(text);
+    }
     if (record?.citations?.length) box.append(this.sourcesEl(record.citations));
     if (record?.needsEscalation) box.append(handoffEl());
     if (status === "cancelled") box.append(h("p", { className: "note", textContent: "You stopped this reply." }));
     if (status === "failed") box.append(h("p", { className: "note error", textContent: "Sorry, this reply couldn't be completed." }));
     if (record?.truncated && !cut) box.append(h("p", { className: "note", textContent: "This reply was cut short." }));
     return box;
+  }
+
+  /** A recorded tool call's card (its decision's, when a person was asked) into `box`. */
+  recordedCallEls(call, decision, box) {
+    const state = !("result" in call) ? "skipped" : call.isError ? "error" : "done";
+    if (decision) {
+      box.parts.append(decisionCard(decision, { label: this.labels[call.name], failed: call.isError }));
+      if (this.debug) box.parts.append(this.stepEl(call.name, call.arguments, state, call.result));
+    } else if (!RAISE_TOOLS.has(call.name) || this.debug) {
+      const step = this.stepEl(call.name, call.arguments, state, call.result);
+      if (step) box.parts.append(step);
+    }
   }
 
   /** A tool step as customers see it: its label (none: not shown), or everything in debug. */
@@ -1025,7 +1036,10 @@ class Turn {
       return;
     }
     const text = (data.response?.responseParts || []).join("");
-    if (this.text().trim() !== text.trim()) { // not streamed (or not all of it): show the reply
+    // Not streamed (or not all of it): show the reply. The reply's paragraphs between tool
+    // calls were streamed as separate segments, so whitespace does not count.
+    const bare = (t) => t.replace(/\s+/g, "");
+    if (bare(this.text()) !== bare(text)) {
       for (const segment of this.segments) segment.el.remove();
       this.segments = [];
       this.segment = null;

@@ -219,6 +219,9 @@ class FinishInput:
     user_message: UserMessage | None = None
     # The reply was ended early by the output limit ("length") or the turn's token budget.
     truncated: Literal["length", "budget"] | None = None
+    # The length of each model call's text in `text` (`parley.turn.record.paragraph_lengths`):
+    # the record keeps which text came before which tool call. Empty from older workflows.
+    text_lengths: list[int] = field(default_factory=list)
 
 
 @dataclass
