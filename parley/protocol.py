@@ -487,6 +487,7 @@ class RecordedDecision(_Payload):
     tool: str
     outcome: str
     description: str | None = None
+    decided_by: Literal["visitor", "team"] | None = None  # an approval's decider
 
 
 class StructuredResponse(_Payload):
@@ -532,6 +533,8 @@ def turn_event(request_id: str, event: turn.TurnEvent, stream: bool) -> dict[str
             return stream_chunk(request_id, name, call) if stream else None
         case turn.ToolResult(name=name, is_error=is_error, result=result):
             outcome = {"toolResult": {"name": name, "isError": is_error, "result": result}}
+            if event.description is not None:  # an approver changed the action: what ran
+                outcome["toolResult"]["actionDescription"] = event.description
             return stream_chunk(request_id, name, outcome) if stream else None
         case turn.ApprovalAsked(tool_name=tool_name, description=description):
             return write_confirmation_required(request_id, tool_name, description)
@@ -600,6 +603,7 @@ def structured_response(record: ReplyRecord) -> dict[str, Any]:
                 tool=d.tool,
                 outcome=d.outcome,
                 description=d.description,
+                decided_by=d.decided_by,
             )
             for d in record.decisions
         ],

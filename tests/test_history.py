@@ -100,6 +100,7 @@ async def test_a_reload_shows_the_approved_refund_and_the_citations(
             "tool": "issue_refund",
             "outcome": "approved",
             "description": "Issue a refund for order ORD-1234 (damaged)",
+            "decidedBy": "visitor",
         }
     ]
 

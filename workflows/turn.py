@@ -309,7 +309,9 @@ class TurnWorkflow:
             ),
             TOOL_CALL,
         )
-        self._publish(ToolResult(call.id, call.name, result.is_error, result.result))
+        self._publish(
+            ToolResult(call.id, call.name, result.is_error, result.result, result.description)
+        )
 
     def _publish_call(self, call: ToolCall) -> None:
         self._publish(ToolCallStarted(call.id, call.name, call.arguments))

@@ -972,7 +972,7 @@ class Turn {
     if (!card) this.waiting(tool.step ? "" : "Working on it…");
   }
 
-  toolResult({ name, isError, result }) {
+  toolResult({ name, isError, result, actionDescription }) {
     let tool = this.tools.find((t) => t.name === name && !t.out);
     if (!tool) { this.toolCall({ name, arguments: {} }); tool = this.tools[this.tools.length - 1]; }
     tool.out = true;
@@ -981,7 +981,7 @@ class Turn {
       tool.step.replaceWith(step);
       tool.step = step;
     }
-    tool.card?.card.result({ isError, result });
+    tool.card?.card.result({ isError, result, actionDescription });
     this.waiting();
   }
 

@@ -67,7 +67,11 @@ class RecordedDecision:
     tool_call_id: str
     tool: str
     outcome: str
-    description: str | None = None  # what the person was asked
+    description: str | None = None  # what the person was asked (what ran, if they changed it)
+    # Who decided an approval: "visitor", or "team" (a team member, at the desk); for one
+    # nobody decided (expired, cancelled), who was asked. None: an interaction, or a record
+    # stored before this was kept.
+    decided_by: Literal["visitor", "team"] | None = None
 
 
 @dataclass(frozen=True)

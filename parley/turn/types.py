@@ -205,6 +205,8 @@ class Answered:
 class ToolOutput:
     is_error: bool
     result: Any  # what the toolResult chunk shows: the value, bounded in size
+    # The sentence of the action that ran, when its approver changed it from the one asked.
+    description: str | None = None
 
 
 @dataclass
