@@ -522,6 +522,23 @@ async def test_a_dropped_connection_recovers_and_the_reply_arrives_once(
         await expect(chat.replies).to_have_count(1)
 
 
+async def test_going_offline_says_so_at_once_and_coming_back_reconnects(
+    chats: Chats, agent: str, fake_model: FakeAnthropic
+) -> None:
+    chat = await chats.open(f"?agent={agent}")
+    await chats.context.set_offline(True)
+    # At once, not when the heartbeat (10 s + 5 s) finds the socket dead.
+    await expect(chat.status).to_have_attribute("data-state", "offline", timeout=2000)
+    await expect(chat.status).to_have_text("Offline")
+    await expect(chat.page.locator(".parley .banner")).to_contain_text("You're offline.")
+    await screenshot(chat.page, "page-browser-offline")
+    await chats.context.set_offline(False)
+    await chat.online()
+    fake_model.enqueue(Reply(text="Back online."))
+    await chat.ask("Are you there?")
+    await expect(chat.reply("Back online.")).to_have_count(1)
+
+
 async def test_the_heartbeat_replaces_a_half_open_connection(
     chats: Chats, agent: str, gateway: GatewayServer, fake_model: FakeAnthropic
 ) -> None:

@@ -276,10 +276,14 @@ class Chat {
     if (state === "online") this.wasOnline = true;
     // Once connected, every attempt until the next success is a reconnection.
     const shown = state === "connecting" && this.wasOnline ? "offline" : state;
+    // No network at all (the browser says so): nothing to retry until it is back.
+    const noNetwork = shown === "offline" && navigator.onLine === false;
     this.statusEl.dataset.state = shown;
-    this.statusEl.textContent = STATUS_TEXT[shown] || shown;
+    this.statusEl.textContent = noNetwork ? "Offline" : STATUS_TEXT[shown] || shown;
     this.banner.hidden = shown !== "offline";
-    this.bannerText.textContent = "Connection lost. Reconnecting…";
+    this.bannerText.textContent = noNetwork
+      ? "You're offline. The chat reconnects when your network is back."
+      : "Connection lost. Reconnecting…";
     if (state === "refused") this.showAlert(this.signedIn ? REFUSED_SIGNED_IN : REFUSED, "start");
     this.updateComposer();
   }
