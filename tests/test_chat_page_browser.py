@@ -539,6 +539,26 @@ async def test_going_offline_says_so_at_once_and_coming_back_reconnects(
     await expect(chat.reply("Back online.")).to_have_count(1)
 
 
+async def test_a_bad_agent_id_shows_no_chat_and_does_not_connect(chats: Chats) -> None:
+    page = await chats.context.new_page()
+    chat = ChatUI(page)
+    chats.opened.append(chat)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    async with page.expect_console_message(lambda m: "has no chat here" in m.text):
+        await page.goto(f"{chats.base}/?agent={'a' * 300}")
+    await expect(page.locator(".parley .unavailable")).to_have_text("This chat isn't available.")
+    await expect(chat.status).to_have_attribute("data-state", "unavailable")
+    await expect(chat.status).to_have_text("Unavailable")
+    await expect(chat.input).to_be_hidden()
+    await expect(chat.alert).to_be_hidden()  # not "That message couldn't be sent."
+    await screenshot(page, "page-bad-agent-id")
+    # Still so once the browser comes back online: it never tries to connect.
+    await page.evaluate("window.dispatchEvent(new Event('online'))")
+    await expect(chat.status).to_have_attribute("data-state", "unavailable")
+    assert sockets == []
+
+
 async def test_the_heartbeat_replaces_a_half_open_connection(
     chats: Chats, agent: str, gateway: GatewayServer, fake_model: FakeAnthropic
 ) -> None:

@@ -38,6 +38,9 @@ const FRIENDLY = {
   DISCONNECTED: "Not sent: the connection dropped.",
 };
 const UNAVAILABLE = new Set(["ORIGIN_NOT_ALLOWED", "AGENT_NOT_AUTHORIZED"]);
+// What an agent id may be (the gateway's rule): any other names no chat, so none starts.
+const AGENT_ID = /^[\w.:-]{1,128}$/;
+const NO_SUCH_CHAT = "This chat isn't available.";
 // Errors that answer a card's submit_interaction (it carries the turn's requestId), not the turn.
 const SUBMISSION_ERRORS = new Set(["NO_PENDING_INTERACTION", "INTERACTION_MISMATCH", "VALIDATION_ERROR",
   "SESSION_NOT_FOUND", "RATE_LIMITED", "INTERNAL_ERROR"]);
@@ -123,7 +126,9 @@ class Chat {
     this.olderCursor = null;
     this.unavailable = false;
     this.build(container);
-    this.profileLoaded = this.loadProfile(); // labels are needed before the history shows
+    const valid = AGENT_ID.test(this.agentId || "");
+    // Labels are needed before the history shows.
+    this.profileLoaded = valid ? this.loadProfile() : Promise.resolve();
     this.signedIn = false; // the last connection attempt carried a token
     this.conn = new Connection({
       url: () => this.socketUrl(),
@@ -133,7 +138,12 @@ class Chat {
       onEvent: (event) => this.handle(event),
       onState: (state) => this.connectionState(state),
     });
-    this.conn.start();
+    if (valid) {
+      this.conn.start();
+    } else { // nothing to connect to: say so, rather than "Connecting…" and a failed start
+      this.conn.close();
+      this.showUnavailable(NO_SUCH_CHAT, "its id is not valid");
+    }
   }
 
   // ------------------------------------------------------------------------------ layout
@@ -389,21 +399,26 @@ class Chat {
 
   startFailed(err) {
     if (UNAVAILABLE.has(err.code)) {
-      this.unavailable = true;
-      this.statusEl.dataset.state = "unavailable";
-      this.statusEl.textContent = STATUS_TEXT.unavailable;
-      this.banner.hidden = true;
-      this.thread.replaceChildren(h("p", { className: "unavailable", attrs: { role: "alert" },
-        textContent: friendly(err.code, err.message, this.debug) }));
-      this.starters.replaceChildren();
-      this.welcome.hidden = true;
-      this.composer.hidden = this.hint.hidden = this.newChatButton.hidden = true;
-      console.warn(`Parley: agent ${this.agentId} may not be embedded on ${location.origin} (${err.code}).`);
+      this.showUnavailable(friendly(err.code, err.message, this.debug),
+        `it may not be embedded on ${location.origin} (${err.code})`);
       return;
     }
     this.showAlert(err.code === "AUTH_CONTEXT_INVALID"
       ? `${friendly(err.code, err.message, this.debug)} Retry, or reload the page.`
       : `${friendly(err.code, err.message, this.debug)} The chat couldn't start.`, "start");
+  }
+
+  /** No chat here, for good: `text` instead of the conversation, nothing to type into. */
+  showUnavailable(text, why) {
+    this.unavailable = true;
+    this.statusEl.dataset.state = "unavailable";
+    this.statusEl.textContent = STATUS_TEXT.unavailable;
+    this.banner.hidden = true;
+    this.thread.replaceChildren(h("p", { className: "unavailable", attrs: { role: "alert" }, textContent: text }));
+    this.starters.replaceChildren();
+    this.welcome.hidden = true;
+    this.composer.hidden = this.hint.hidden = this.newChatButton.hidden = true;
+    console.warn(`Parley: agent ${String(this.agentId).slice(0, 140)} has no chat here: ${why}.`);
   }
 
   async history(cursor) {
