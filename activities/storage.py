@@ -22,6 +22,7 @@ from parley.turn.record import (
     bounded_arguments,
     bounded_result,
     cut_short,
+    split_paragraphs,
 )
 from parley.turn.types import FinishInput, FinishOutput, TurnStatus
 
@@ -71,6 +72,8 @@ async def reply_record(conn: Conn, inp: FinishInput, status: ReplyStatus) -> Rep
 
     A tool call is kept when it returned or a person was asked about it: the ones the turn
     never ran (cut off at the output limit, over the token budget) were not shown either.
+    A completed reply with tool calls also keeps each model call's text, so a reload shows
+    text and tools in the order they happened.
     """
     steps = await context.turn_tool_calls(conn, inp.turn_id)
     order = {c.id: i for i, c in enumerate(steps)}
@@ -85,6 +88,7 @@ async def reply_record(conn: Conn, inp: FinishInput, status: ReplyStatus) -> Rep
             arguments=bounded_arguments(c.arguments),
             is_error=c.is_error,
             result=bounded_result(c.result) if c.result is not None else None,
+            iteration=c.iteration,
         )
         for c in steps
         if c.result is not None or c.id in asked
@@ -96,4 +100,7 @@ async def reply_record(conn: Conn, inp: FinishInput, status: ReplyStatus) -> Rep
         decisions=decisions[:MAX_CALLS],
         escalation_reason=await escalations.turn_reason(conn, inp.turn_id),
         truncated=inp.truncated if status == "completed" else None,
+        texts=split_paragraphs(inp.text, inp.text_lengths)
+        if calls and status == "completed"
+        else [],
     )

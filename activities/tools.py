@@ -68,6 +68,7 @@ class ToolActivities:
     async def run_tool(self, inp: ToolInput) -> ToolOutput:
         call = inp.call
         value: Any
+        described: str | None = None
         async with heartbeating(), self._pool.connection() as conn:
             if inp.interaction_id is not None:
                 outcome = await interactions.outcome(conn, inp.interaction_id)
@@ -85,6 +86,7 @@ class ToolActivities:
                     value, is_error = await self._execute_once(conn, inp, ctx, approved)
                     if approved is not None and approved.edited:
                         value = _edited(call.name, approved, value)
+                        described = await self._redescribe(conn, call.name, approved)
             else:
                 value, is_error = await self._invoke(call, await _context(inp, conn))
             if inp.verdict in ANNOUNCED:
@@ -96,7 +98,7 @@ class ToolActivities:
                 conn, inp.turn_id, inp.iteration, call.id, text, is_error
             )
         shown = value if len(text) <= MAX_SHOWN_CHARS else text[:MAX_SHOWN_CHARS] + "…"
-        return ToolOutput(is_error=is_error, result=shown)
+        return ToolOutput(is_error=is_error, result=shown, description=described)
 
     async def _execute_once(
         self,
@@ -110,11 +112,6 @@ class ToolActivities:
         workflow_id, call = inp.turn_id, inp.call
         if approved is not None and approved.edited:
             call = dataclasses.replace(call, arguments=approved.arguments)
-            tool = self._tools.get(call.name)
-            if tool is not None:  # the sentence, rebuilt for what was approved
-                await approvals.set_description(
-                    conn, approved.approval_id, tool.action_description(call.arguments)
-                )
         async with conn.transaction():
             done = await tool_executions.recorded(conn, workflow_id, call.id)
             if done is not None:
@@ -136,6 +133,16 @@ class ToolActivities:
                 decision_hash=approved.decision_hash if approved is not None else None,
             )
         return value, is_error
+
+    async def _redescribe(self, conn: Conn, name: str, approved: approvals.Approved) -> str | None:
+        """The approval's sentence, rebuilt for the arguments its approver approved: the
+        reply's record and the visitor's card say what ran, not what was asked."""
+        tool = self._tools.get(name)
+        if tool is None:
+            return None
+        description = tool.action_description(approved.arguments)
+        await approvals.set_description(conn, approved.approval_id, description)
+        return description
 
     async def _invoke(self, call: ToolCall, ctx: CallContext) -> tuple[Any, bool]:
         try:

@@ -1,7 +1,8 @@
 """The web chat's public side: the chat page at `/`, the embeddable widget's loader
 (`/widget.js`) and its modules (`/static/*`), and each agent's widget profile (its name,
 greeting, starter questions and accent colour, and the tools' customer-facing labels),
-readable by the sites its embed policy allows.
+readable by the sites its embed policy allows (its refusals, readable by any: the widget
+logs their reason).
 
 The widget runs on the host page and opens the WebSocket from there, so the embed policy
 (origins, a signed authContext) applies to it as to any client; the profile endpoint answers
@@ -90,8 +91,16 @@ async def favicon(_: Request) -> Response:
     return _static("favicon.ico")
 
 
+def _refusal(status: int, reason: str) -> JSONResponse:
+    """An error answer the widget's cross-origin fetch can read, so the host page's console
+    says why (not a CORS error): it says nothing about the agent beyond the refusal."""
+    return JSONResponse(
+        {"error": reason}, status_code=status, headers={"Access-Control-Allow-Origin": "*"}
+    )
+
+
 def _not_found() -> JSONResponse:
-    return JSONResponse({"error": "no such agent"}, status_code=404)
+    return _refusal(404, "no such agent")
 
 
 async def agent_profile(request: Request) -> Response:
@@ -113,7 +122,7 @@ async def agent_profile(request: Request) -> Response:
     headers = {"Vary": "Origin", "Cache-Control": "public, max-age=60"}
     if origin:
         if agent.policy is not None and not origin_allowed(agent.policy.allowed_origins, origin):
-            return JSONResponse({"error": "this site may not embed this agent"}, 403)
+            return _refusal(403, "this site may not embed this agent")
         headers["Access-Control-Allow-Origin"] = origin
     body = {"agentId": agent.id, "name": agent.name, **asdict(profile), "toolLabels": labels}
     return JSONResponse(body, headers=headers)

@@ -478,6 +478,7 @@ class RecordedToolCall(_Payload):
     arguments: dict[str, Any] | str
     is_error: bool | None = None  # with `result`: absent when the tool did not return
     result: Any = None
+    iteration: int | None = None  # the model call that asked for it (index into `texts`)
 
 
 class RecordedDecision(_Payload):
@@ -486,6 +487,7 @@ class RecordedDecision(_Payload):
     tool: str
     outcome: str
     description: str | None = None
+    decided_by: Literal["visitor", "team"] | None = None  # an approval's decider
 
 
 class StructuredResponse(_Payload):
@@ -499,6 +501,7 @@ class StructuredResponse(_Payload):
     citations: list[Citation]
     tool_calls: list[RecordedToolCall]
     decisions: list[RecordedDecision]
+    texts: list[str] | None = None  # each model call's text, when the reply called tools
 
 
 def eventual_response(request_id: str, payload: EventualData) -> dict[str, Any]:
@@ -530,6 +533,8 @@ def turn_event(request_id: str, event: turn.TurnEvent, stream: bool) -> dict[str
             return stream_chunk(request_id, name, call) if stream else None
         case turn.ToolResult(name=name, is_error=is_error, result=result):
             outcome = {"toolResult": {"name": name, "isError": is_error, "result": result}}
+            if event.description is not None:  # an approver changed the action: what ran
+                outcome["toolResult"]["actionDescription"] = event.description
             return stream_chunk(request_id, name, outcome) if stream else None
         case turn.ApprovalAsked(tool_name=tool_name, description=description):
             return write_confirmation_required(request_id, tool_name, description)
@@ -582,7 +587,12 @@ def structured_response(record: ReplyRecord) -> dict[str, Any]:
         citations=[_citation(c) for c in record.citations],
         tool_calls=[
             RecordedToolCall(
-                id=c.id, name=c.name, arguments=c.arguments, is_error=c.is_error, result=c.result
+                id=c.id,
+                name=c.name,
+                arguments=c.arguments,
+                is_error=c.is_error,
+                result=c.result,
+                iteration=c.iteration,
             )
             for c in record.tool_calls
         ],
@@ -593,7 +603,9 @@ def structured_response(record: ReplyRecord) -> dict[str, Any]:
                 tool=d.tool,
                 outcome=d.outcome,
                 description=d.description,
+                decided_by=d.decided_by,
             )
             for d in record.decisions
         ],
+        texts=record.texts or None,
     ).wire()

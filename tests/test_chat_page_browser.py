@@ -198,6 +198,34 @@ async def test_an_approved_refund_ends_done_and_customers_see_labels_not_interna
     await expect(chat.replies.locator(".step")).to_have_text(["Order lookup"])
 
 
+async def parts_of(chat: ChatUI) -> list[str]:
+    """The last reply's parts, top to bottom: a text's words, or a tool step's label."""
+    return await chat.replies.last.locator(".parts > *").evaluate_all(
+        "els => els.map(e => e.classList.contains('step') ? `[${e.innerText.trim()}]`"
+        " : e.innerText.trim())"
+    )
+
+
+async def test_text_around_a_tool_call_keeps_its_order_after_a_reload(
+    chats: Chats, agent: str, fake_model: FakeAnthropic
+) -> None:
+    fake_model.enqueue(
+        Reply(text="Let me do that.", tool_calls=[LOOKUP]),
+        Reply(text="Tool finished: it shipped yesterday."),
+    )
+    chat = await chats.open(f"?agent={agent}")
+    await chat.ask("Where is ORD-1234?")
+    await expect(chat.announcer).to_contain_text("replied")
+    live = ["Let me do that.", "[Order lookup]", "Tool finished: it shipped yesterday."]
+    assert await parts_of(chat) == live
+    await screenshot(chat.page, "page-text-around-tool")
+    await chat.page.reload()
+    await chat.online()
+    await expect(chat.reply("Tool finished")).to_have_count(1)
+    assert await parts_of(chat) == live  # not one merged bubble under the step
+    await screenshot(chat.page, "page-text-around-tool-reloaded")
+
+
 async def test_a_declined_refund_says_so_in_dark_mode(
     chats: Chats, agent: str, fake_model: FakeAnthropic
 ) -> None:
@@ -492,6 +520,43 @@ async def test_a_dropped_connection_recovers_and_the_reply_arrives_once(
         await expect(chat.page.locator(".parley .banner")).to_be_hidden()
         await expect(chat.reply(answer)).to_have_count(1)
         await expect(chat.replies).to_have_count(1)
+
+
+async def test_going_offline_says_so_at_once_and_coming_back_reconnects(
+    chats: Chats, agent: str, fake_model: FakeAnthropic
+) -> None:
+    chat = await chats.open(f"?agent={agent}")
+    await chats.context.set_offline(True)
+    # At once, not when the heartbeat (10 s + 5 s) finds the socket dead.
+    await expect(chat.status).to_have_attribute("data-state", "offline", timeout=2000)
+    await expect(chat.status).to_have_text("Offline")
+    await expect(chat.page.locator(".parley .banner")).to_contain_text("You're offline.")
+    await screenshot(chat.page, "page-browser-offline")
+    await chats.context.set_offline(False)
+    await chat.online()
+    fake_model.enqueue(Reply(text="Back online."))
+    await chat.ask("Are you there?")
+    await expect(chat.reply("Back online.")).to_have_count(1)
+
+
+async def test_a_bad_agent_id_shows_no_chat_and_does_not_connect(chats: Chats) -> None:
+    page = await chats.context.new_page()
+    chat = ChatUI(page)
+    chats.opened.append(chat)
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    async with page.expect_console_message(lambda m: "has no chat here" in m.text):
+        await page.goto(f"{chats.base}/?agent={'a' * 300}")
+    await expect(page.locator(".parley .unavailable")).to_have_text("This chat isn't available.")
+    await expect(chat.status).to_have_attribute("data-state", "unavailable")
+    await expect(chat.status).to_have_text("Unavailable")
+    await expect(chat.input).to_be_hidden()
+    await expect(chat.alert).to_be_hidden()  # not "That message couldn't be sent."
+    await screenshot(page, "page-bad-agent-id")
+    # Still so once the browser comes back online: it never tries to connect.
+    await page.evaluate("window.dispatchEvent(new Event('online'))")
+    await expect(chat.status).to_have_attribute("data-state", "unavailable")
+    assert sockets == []
 
 
 async def test_the_heartbeat_replaces_a_half_open_connection(

@@ -119,6 +119,10 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         await expect(chat.reply("approved a refund of 80 EUR")).to_have_count(1)
         await expect(chat.cards.first.locator(".card-title")).to_have_text("Done")
         await expect(chat.cards.first).to_contain_text("A team member approved this")
+        # What ran, not what was asked: the approver changed the amount.
+        await expect(chat.cards.first.locator(".card-text")).to_have_text(
+            "Refund 80 EUR on order ORD-4242"
+        )
         await screenshot(visitor, "desk-visitor-done")
         await expect(agent.locator("#decided")).to_contain_text(
             'Approved with your changes. team_refund (amount=80, order_id="ORD-4242")'
@@ -126,6 +130,17 @@ async def test_list_edit_and_approve_at_the_desk_while_the_visitor_watches(
         await expect(agent.locator(".empty")).to_have_text("Nothing waits for you.")
         assert refused.policy_violations == []
         refused.errors.check()
+
+        # After a reload the card still says who approved it, and what ran.
+        await visitor.reload()
+        await chat.online()
+        done = chat.cards.first
+        await expect(done.locator(".card-title")).to_have_text("Done")
+        await expect(done.locator(".card-result")).to_have_text(
+            "A team member approved this, and it's done."
+        )
+        await expect(done.locator(".card-text")).to_have_text("Refund 80 EUR on order ORD-4242")
+        await screenshot(visitor, "desk-visitor-reloaded")
 
     async with pool.connection() as conn:
         cur = await conn.execute(

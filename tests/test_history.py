@@ -100,6 +100,7 @@ async def test_a_reload_shows_the_approved_refund_and_the_citations(
             "tool": "issue_refund",
             "outcome": "approved",
             "description": "Issue a refund for order ORD-1234 (damaged)",
+            "decidedBy": "visitor",
         }
     ]
 
@@ -231,3 +232,23 @@ async def test_large_tool_results_are_bounded(client: WsClient, fake_model: Fake
     [call] = record(reply)["toolCalls"]
     assert isinstance(call["arguments"], str) and len(call["arguments"]) == MAX_CHARS + 1
     assert isinstance(call["result"], str) and call["result"].endswith("…")
+
+
+async def test_text_before_and_after_a_tool_call_stays_apart_and_in_order(
+    client: WsClient, fake_model: FakeAnthropic
+) -> None:
+    session = await client.create_session(str(uuid.uuid4()))
+    fake_model.enqueue(
+        Reply(text="Let me do that.", tool_calls=[ToolCall("order_status", {"order_id": "A"})]),
+        Reply(text="Tool finished: it shipped."),
+    )
+    events = await run_turn(client, session["sessionId"], "where is A?", "apart")
+    # Every client reads two paragraphs, never "Let me do that.Tool finished…".
+    both = "Let me do that.\n\nTool finished: it shipped."
+    assert events[-1]["data"]["data"]["response"]["responseParts"] == [both]
+    _, reply = await history(client, session)
+    assert reply.content.text == both
+    # The record keeps which text came before the tool call, for a reload to show it there.
+    shown = record(reply)
+    assert shown["texts"] == ["Let me do that.", "Tool finished: it shipped."]
+    assert [c["iteration"] for c in shown["toolCalls"]] == [0]

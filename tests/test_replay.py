@@ -158,6 +158,13 @@ async def read_tool(t: Take) -> None:
     assert tool_result(events)["isError"] is False and events[-1]["type"] == "eventual_response"
 
 
+async def text_around_tool(t: Take) -> None:
+    """Both model calls said something: the reply joins them as paragraphs (patched)."""
+    t.model.enqueue(Reply(text="Let me check.", tool_calls=[READ_TOOL]), Reply(text="Shipped."))
+    events = await run_turn(t.client, t.session_id, "Where is ORD-7?", t.request_id)
+    assert events[-1]["data"]["data"]["response"]["responseParts"] == ["Let me check.\n\nShipped."]
+
+
 def tool_result(events: list[dict[str, Any]]) -> dict[str, Any]:
     """The toolResult chunk the client saw."""
     chunk = next(e for e in events if kinds([e]) == ["chunk:toolResult"])
@@ -332,6 +339,7 @@ SCENARIOS: dict[str, Scenario] = {
     # A finished turn lingers on a timer (PARLEY_TURN_LINGER) so a reload can re-attach.
     "plain_reply": Scenario(plain_reply, Shape(ANSWER, timers_fired=1)),
     "read_tool": Scenario(read_tool, Shape(READ, timers_fired=1)),
+    "text_around_tool": Scenario(text_around_tool, Shape(READ, timers_fired=1)),
     "approved_write": Scenario(approved_write, Shape(WRITE, verdicts=1, timers_fired=1)),
     "denied_write": Scenario(denied_write, Shape(WRITE, verdicts=1, timers_fired=1)),
     "expired_approval": Scenario(

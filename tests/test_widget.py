@@ -81,7 +81,10 @@ async def test_the_cli_sets_a_profile_the_allowed_site_reads(settings: Settings)
         "starters": ["Where is my order?", "How do returns work?"],
         "accent": "#0a7d52",
     }
-    assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+    # The refusal is readable by the refused site (its widget logs why); the profile is not.
+    assert refused.status_code == 403 and refused.headers["access-control-allow-origin"] == "*"
+    assert refused.json() == {"error": "this site may not embed this agent"}
+    assert unknown.headers["access-control-allow-origin"] == "*"
     assert unknown.status_code == 404  # strict: an unregistered agent has no widget
 
 

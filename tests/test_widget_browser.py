@@ -185,8 +185,13 @@ async def test_a_site_the_policy_does_not_allow_gets_no_chat(
         agent = await register_shop_agent(pool, origins=["https://shop.example"])
         pages["/"] = host_page(gateway, agent)
         widget = Widget(page)
-        async with page.expect_console_message(lambda m: "may not embed" in m.text):
+        console: list[str] = []
+        page.on("console", lambda m: console.append(m.text))
+        # The server's reason, read across origins: not a CORS error in the host's console.
+        reason = "HTTP 403: this site may not embed this agent"
+        async with page.expect_console_message(lambda m: reason in m.text):
             await page.goto(site + "/")
+        assert not [m for m in console if "CORS" in m], console
         await expect(widget.launcher).to_be_hidden()
         # Opened anyway (from the page's script): the gateway refuses the session.
         await page.evaluate("window.ParleyWidget.open()")

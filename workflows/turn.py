@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         TurnEvent,
         TurnUsage,
     )
+    from parley.turn.record import join_paragraphs, paragraph_lengths
     from parley.turn.types import (
         Answered,
         ApprovalDue,
@@ -120,6 +121,8 @@ EXPIRY_PATCH = "approval-expiry-honours-db"
 # The least wait before asking PostgreSQL again when it holds a later deadline: the worker's
 # and the database's clocks may disagree by a little, and each ask is an activity.
 RECHECK = timedelta(seconds=1)
+# A reply whose model calls each said something is joined with blank lines, not glued.
+PARAGRAPHS_PATCH = "reply-paragraphs"
 
 
 # Not sandboxed: this module imports only dataclasses and the activity classes (passed
@@ -138,6 +141,7 @@ class TurnWorkflow:
         self.answered: set[str] = set()  # interactions a visitor answered
         self.published = 0  # items this workflow published (model calls publish their own)
         self.truncated: Literal["length", "budget"] | None = None  # what ended the reply early
+        self.texts: list[str] = []  # each model call's text, by iteration
 
     @workflow.run
     async def run(self, inp: TurnInput) -> TurnOutcome:
@@ -226,7 +230,7 @@ class TurnWorkflow:
         A reply cut off at the output limit ends the turn, saying so, and so does a turn
         whose calls have spent its token budget when the model asks for tools again.
         """
-        parts: list[str] = []
+        notice = ""
         usage = Usage()
         for iteration in range(self.inp.max_iterations):
             last = iteration == self.inp.max_iterations - 1
@@ -250,12 +254,12 @@ class TurnWorkflow:
                 MODEL_CALL,
             )
             usage.add(output.usage)
-            parts.append(output.text)
+            self.texts.append(output.text)
             if output.stop_reason == "max_tokens":
                 workflow.logger.warning("model reply reached the output limit")
                 if self.inp.stream:
                     self._publish(Token(TRUNCATED_NOTICE))
-                parts.append(TRUNCATED_NOTICE)
+                notice = TRUNCATED_NOTICE
                 self.truncated = "length"
                 break
             if not output.tool_calls or last:
@@ -266,12 +270,21 @@ class TurnWorkflow:
                 workflow.logger.warning("turn reached its token budget")
                 if self.inp.stream:
                     self._publish(Token(BUDGET_NOTICE))
-                parts.append(BUDGET_NOTICE)
+                notice = BUDGET_NOTICE
                 self.truncated = "budget"
                 break
             for call in output.tool_calls:
                 await self._run_tool(turn, iteration, call)
-        return "".join(parts), usage
+        return self._reply_text() + notice, usage
+
+    def _reply_text(self) -> str:
+        """The model calls' texts, each its own paragraph. Patched (asked only when two or
+        more calls said something, where the join differs): a turn an older worker began
+        replays the text it stored."""
+        said = [t for t in self.texts if t.strip()]
+        if len(said) > 1 and workflow.patched(PARAGRAPHS_PATCH):
+            return join_paragraphs(self.texts)
+        return "".join(self.texts)
 
     def _budget_spent(self, usage: Usage) -> bool:
         """The turn's calls have used its token budget (prompt tokens, cached or not, and
@@ -303,7 +316,9 @@ class TurnWorkflow:
             ),
             TOOL_CALL,
         )
-        self._publish(ToolResult(call.id, call.name, result.is_error, result.result))
+        self._publish(
+            ToolResult(call.id, call.name, result.is_error, result.result, result.description)
+        )
 
     def _publish_call(self, call: ToolCall) -> None:
         self._publish(ToolCallStarted(call.id, call.name, call.arguments))
@@ -439,6 +454,7 @@ class TurnWorkflow:
                 status=status,
                 user_message=self.user_message if status != "completed" else None,
                 truncated=self.truncated,
+                text_lengths=paragraph_lengths(self.texts) if status == "completed" else [],
             ),
             STORAGE,
         )

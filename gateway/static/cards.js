@@ -137,8 +137,13 @@ export class ApprovalCard extends Card {
     this.afterDecision?.();
   }
 
-  /** The tool's result arrived: it ran (or was refused, or expired). */
-  result({ isError, result }) {
+  /** The tool's result arrived: it ran (or was refused, or expired). `actionDescription`:
+   * what ran, when the approver changed the action the card asked about. */
+  result({ isError, result, actionDescription }) {
+    if (typeof actionDescription === "string" && actionDescription) {
+      this.textEl.textContent = actionDescription;
+      this.textEl.hidden = false;
+    }
     if (!isError) return this.end("done");
     if (this.team) return this.end(/expired/i.test(String(result)) ? "expired" : "denied");
     if (this.verdict === true) return this.end("failed");
@@ -385,12 +390,14 @@ const DECISION_ENDINGS = {
   },
 };
 
-/** A decision from a reply's record (after a reload): the card in its final state. */
-export function decisionCard({ kind, tool, outcome, description }, { label, failed } = {}) {
+/** A decision from a reply's record (after a reload): the card in its final state. Who
+ * decided is `decidedBy`; a record kept before it was has only the sentence's prefix. */
+export function decisionCard({ kind, tool, outcome, description, decidedBy }, { label, failed } = {}) {
   const approval = kind !== "interaction";
   const identity = tool === "request_identity_intake";
-  const team = approval && String(description || "").startsWith(TEAM_PREFIX);
-  if (team) description = description.slice(TEAM_PREFIX.length);
+  const prefixed = String(description || "").startsWith(TEAM_PREFIX);
+  if (prefixed) description = description.slice(TEAM_PREFIX.length);
+  const team = approval && (decidedBy ? decidedBy === "team" : prefixed);
   let ending = DECISION_ENDINGS[approval ? "approval" : "interaction"][outcome]
     || ["Decided", "", "neutral"];
   if (team) ending = { approved: TEAM_ENDINGS.done, denied: TEAM_ENDINGS.denied }[outcome] || ending;

@@ -38,6 +38,9 @@ const FRIENDLY = {
   DISCONNECTED: "Not sent: the connection dropped.",
 };
 const UNAVAILABLE = new Set(["ORIGIN_NOT_ALLOWED", "AGENT_NOT_AUTHORIZED"]);
+// What an agent id may be (the gateway's rule): any other names no chat, so none starts.
+const AGENT_ID = /^[\w.:-]{1,128}$/;
+const NO_SUCH_CHAT = "This chat isn't available.";
 // Errors that answer a card's submit_interaction (it carries the turn's requestId), not the turn.
 const SUBMISSION_ERRORS = new Set(["NO_PENDING_INTERACTION", "INTERACTION_MISMATCH", "VALIDATION_ERROR",
   "SESSION_NOT_FOUND", "RATE_LIMITED", "INTERNAL_ERROR"]);
@@ -123,7 +126,9 @@ class Chat {
     this.olderCursor = null;
     this.unavailable = false;
     this.build(container);
-    this.profileLoaded = this.loadProfile(); // labels are needed before the history shows
+    const valid = AGENT_ID.test(this.agentId || "");
+    // Labels are needed before the history shows.
+    this.profileLoaded = valid ? this.loadProfile() : Promise.resolve();
     this.signedIn = false; // the last connection attempt carried a token
     this.conn = new Connection({
       url: () => this.socketUrl(),
@@ -133,7 +138,12 @@ class Chat {
       onEvent: (event) => this.handle(event),
       onState: (state) => this.connectionState(state),
     });
-    this.conn.start();
+    if (valid) {
+      this.conn.start();
+    } else { // nothing to connect to: say so, rather than "Connecting…" and a failed start
+      this.conn.close();
+      this.showUnavailable(NO_SUCH_CHAT, "its id is not valid");
+    }
   }
 
   // ------------------------------------------------------------------------------ layout
@@ -276,10 +286,14 @@ class Chat {
     if (state === "online") this.wasOnline = true;
     // Once connected, every attempt until the next success is a reconnection.
     const shown = state === "connecting" && this.wasOnline ? "offline" : state;
+    // No network at all (the browser says so): nothing to retry until it is back.
+    const noNetwork = shown === "offline" && navigator.onLine === false;
     this.statusEl.dataset.state = shown;
-    this.statusEl.textContent = STATUS_TEXT[shown] || shown;
+    this.statusEl.textContent = noNetwork ? "Offline" : STATUS_TEXT[shown] || shown;
     this.banner.hidden = shown !== "offline";
-    this.bannerText.textContent = "Connection lost. Reconnecting…";
+    this.bannerText.textContent = noNetwork
+      ? "You're offline. The chat reconnects when your network is back."
+      : "Connection lost. Reconnecting…";
     if (state === "refused") this.showAlert(this.signedIn ? REFUSED_SIGNED_IN : REFUSED, "start");
     this.updateComposer();
   }
@@ -385,21 +399,26 @@ class Chat {
 
   startFailed(err) {
     if (UNAVAILABLE.has(err.code)) {
-      this.unavailable = true;
-      this.statusEl.dataset.state = "unavailable";
-      this.statusEl.textContent = STATUS_TEXT.unavailable;
-      this.banner.hidden = true;
-      this.thread.replaceChildren(h("p", { className: "unavailable", attrs: { role: "alert" },
-        textContent: friendly(err.code, err.message, this.debug) }));
-      this.starters.replaceChildren();
-      this.welcome.hidden = true;
-      this.composer.hidden = this.hint.hidden = this.newChatButton.hidden = true;
-      console.warn(`Parley: agent ${this.agentId} may not be embedded on ${location.origin} (${err.code}).`);
+      this.showUnavailable(friendly(err.code, err.message, this.debug),
+        `it may not be embedded on ${location.origin} (${err.code})`);
       return;
     }
     this.showAlert(err.code === "AUTH_CONTEXT_INVALID"
       ? `${friendly(err.code, err.message, this.debug)} Retry, or reload the page.`
       : `${friendly(err.code, err.message, this.debug)} The chat couldn't start.`, "start");
+  }
+
+  /** No chat here, for good: `text` instead of the conversation, nothing to type into. */
+  showUnavailable(text, why) {
+    this.unavailable = true;
+    this.statusEl.dataset.state = "unavailable";
+    this.statusEl.textContent = STATUS_TEXT.unavailable;
+    this.banner.hidden = true;
+    this.thread.replaceChildren(h("p", { className: "unavailable", attrs: { role: "alert" }, textContent: text }));
+    this.starters.replaceChildren();
+    this.welcome.hidden = true;
+    this.composer.hidden = this.hint.hidden = this.newChatButton.hidden = true;
+    console.warn(`Parley: agent ${String(this.agentId).slice(0, 140)} has no chat here: ${why}.`);
   }
 
   async history(cursor) {
@@ -567,29 +586,40 @@ class Chat {
     if (m.createdAt) box.title = new Date(m.createdAt).toLocaleString();
     const status = record?.status;
     const cut = status === "cancelled" || status === "failed";
-    if (record) {
-      const decisions = new Map((record.decisions || []).map((d) => [d.toolCallId, d]));
-      for (const call of record.toolCalls || []) {
-        const decision = decisions.get(call.id);
-        if (decision) {
-          box.parts.append(decisionCard(decision, { label: this.labels[call.name], failed: call.isError }));
-        } else if (!RAISE_TOOLS.has(call.name) || this.debug) {
-          const state = !("result" in call) ? "skipped" : call.isError ? "error" : "done";
-          const step = this.stepEl(call.name, call.arguments, state, call.result);
-          if (step) box.parts.append(step);
-        }
-        if (decision && this.debug) box.parts.append(this.stepEl(call.name, call.arguments, "result" in call ? (call.isError ? "error" : "done") : "skipped", call.result));
-      }
-    }
     const partial = cut && status === "cancelled" ? this.partials()[m.id] : null;
     const text = cut ? partial : m.content.text;
-    if (text) box.parts.append(h("div", { className: "bubble md" }, renderMarkdown(text)));
+    const bubble = (t) => { if (t) box.parts.append(h("div", { className: "bubble md" }, renderMarkdown(t))); };
+    const calls = record?.toolCalls || [];
+    const decisions = new Map((record?.decisions || []).map((d) => [d.toolCallId, d]));
+    const texts = !cut && Array.isArray(record?.texts) ? record.texts : null;
+    if (texts) { // each model call's text, then the tools it called: the order they happened
+      texts.forEach((t, i) => {
+        bubble(t);
+        for (const call of calls) if (call.iteration === i) this.recordedCallEls(call, decisions.get(call.id), box);
+      });
+      for (const call of calls) if (!(call.iteration < texts.length)) this.recordedCallEls(call, decisions.get(call.id), box);
+    } else { // a record kept before the order was (or a stopped reply): tools, then the text
+      for (const call of calls) this.recordedCallEls(call, decisions.get(call.id), box);
+      bubble(text);
+    }
     if (record?.citations?.length) box.append(this.sourcesEl(record.citations));
     if (record?.needsEscalation) box.append(handoffEl());
     if (status === "cancelled") box.append(h("p", { className: "note", textContent: "You stopped this reply." }));
     if (status === "failed") box.append(h("p", { className: "note error", textContent: "Sorry, this reply couldn't be completed." }));
     if (record?.truncated && !cut) box.append(h("p", { className: "note", textContent: "This reply was cut short." }));
     return box;
+  }
+
+  /** A recorded tool call's card (its decision's, when a person was asked) into `box`. */
+  recordedCallEls(call, decision, box) {
+    const state = !("result" in call) ? "skipped" : call.isError ? "error" : "done";
+    if (decision) {
+      box.parts.append(decisionCard(decision, { label: this.labels[call.name], failed: call.isError }));
+      if (this.debug) box.parts.append(this.stepEl(call.name, call.arguments, state, call.result));
+    } else if (!RAISE_TOOLS.has(call.name) || this.debug) {
+      const step = this.stepEl(call.name, call.arguments, state, call.result);
+      if (step) box.parts.append(step);
+    }
   }
 
   /** A tool step as customers see it: its label (none: not shown), or everything in debug. */
@@ -961,7 +991,7 @@ class Turn {
     if (!card) this.waiting(tool.step ? "" : "Working on it…");
   }
 
-  toolResult({ name, isError, result }) {
+  toolResult({ name, isError, result, actionDescription }) {
     let tool = this.tools.find((t) => t.name === name && !t.out);
     if (!tool) { this.toolCall({ name, arguments: {} }); tool = this.tools[this.tools.length - 1]; }
     tool.out = true;
@@ -970,7 +1000,7 @@ class Turn {
       tool.step.replaceWith(step);
       tool.step = step;
     }
-    tool.card?.card.result({ isError, result });
+    tool.card?.card.result({ isError, result, actionDescription });
     this.waiting();
   }
 
@@ -1025,7 +1055,10 @@ class Turn {
       return;
     }
     const text = (data.response?.responseParts || []).join("");
-    if (this.text().trim() !== text.trim()) { // not streamed (or not all of it): show the reply
+    // Not streamed (or not all of it): show the reply. The reply's paragraphs between tool
+    // calls were streamed as separate segments, so whitespace does not count.
+    const bare = (t) => t.replace(/\s+/g, "");
+    if (bare(this.text()) !== bare(text)) {
       for (const segment of this.segments) segment.el.remove();
       this.segments = [];
       this.segment = null;

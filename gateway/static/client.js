@@ -63,8 +63,12 @@ export class Connection {
     this.stopped = false;
     this.state = "connecting";
     this._online = () => this.reconnectNow();
+    // The browser lost its network: say so now, not when the heartbeat next goes unanswered
+    // (up to interval + timeout later); `online` reconnects.
+    this._offline = () => { if (!this.stopped) this.drop("lost"); };
     this._visible = () => { if (document.visibilityState === "visible") this.beat(); };
     window.addEventListener("online", this._online);
+    window.addEventListener("offline", this._offline);
     document.addEventListener("visibilitychange", this._visible);
   }
 
@@ -79,6 +83,7 @@ export class Connection {
   close() {
     this.stopped = true;
     window.removeEventListener("online", this._online);
+    window.removeEventListener("offline", this._offline);
     document.removeEventListener("visibilitychange", this._visible);
     this.drop("closed");
   }
@@ -239,6 +244,10 @@ export class Connection {
       return;
     }
     this.setState("offline");
+    if (navigator.onLine === false) { // no network: tries would fail; `online` reconnects
+      clearTimeout(this.timers.reconnect);
+      return;
+    }
     this.scheduleReconnect();
   }
 

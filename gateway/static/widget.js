@@ -95,12 +95,14 @@
   // still tells whether this site may embed the agent.
   var profile = fetch(base + "widget/agents/" + encodeURIComponent(agentId), { credentials: "omit" })
     .then(function (response) {
-      if (!response.ok) {
-        var err = new Error("HTTP " + response.status);
+      if (response.ok) return response.json();
+      // The refusal says why (readable across origins): the console shows it.
+      return response.json().catch(function () { return {}; }).then(function (body) {
+        var reason = typeof body.error === "string" ? ": " + body.error.slice(0, 200) : "";
+        var err = new Error("HTTP " + response.status + reason);
         err.status = response.status;
         throw err;
-      }
-      return response.json();
+      });
     });
   var styled = new Promise(function (resolve) {
     link.addEventListener("load", resolve);

@@ -173,10 +173,14 @@ async def undelivered(conn: Conn, older_than_seconds: float) -> list[Claimed]:
 
 
 async def turn_decisions(conn: Conn, turn_id: str) -> list[RecordedDecision]:
-    """The turn's decided approvals, in the order they were asked (for its reply's record)."""
+    """The turn's decided approvals, in the order they were asked (for its reply's record).
+
+    A team member decided one at the desk (its decision is bound by a hash), or would have
+    (the visitor was not among its approvers)."""
     cur = await conn.execute(
-        "select tool_call_id, tool_name, decision, description from approvals"
-        " where turn_id = %s and decision is not null order by created_at",
+        "select tool_call_id, tool_name, decision, description,"
+        " decision_hash is not null or not ('visitor' = any(approvers)) as team"
+        " from approvals where turn_id = %s and decision is not null order by created_at",
         (turn_id,),
     )
     return [
@@ -186,6 +190,7 @@ async def turn_decisions(conn: Conn, turn_id: str) -> list[RecordedDecision]:
             tool=r["tool_name"],
             outcome=r["decision"],
             description=r["description"],
+            decided_by="team" if r["team"] else "visitor",
         )
         for r in await cur.fetchall()
     ]

@@ -58,6 +58,8 @@ class ToolResult:
     name: str
     is_error: bool
     result: Any  # bounded in size by the tool activity
+    # The sentence of the action that ran, when its approver changed it from the one asked.
+    description: str | None = None
     kind: Literal["tool_result"] = field(default="tool_result", init=False)
 
 

@@ -30,6 +30,7 @@ Truncated = Literal["length", "budget"]
 
 MAX_CALLS = 20
 MAX_CHARS = 2000
+PARAGRAPH = "\n\n"  # between the texts of a reply's model calls
 
 # The text of the agent message a stopped or failed turn leaves: what a plain-text client
 # shows. The record's `status` says the same to a client that reads it.
@@ -48,6 +49,9 @@ class RecordedCall:
     arguments: dict[str, Any] | str  # a str: too long, kept truncated
     is_error: bool | None = None  # None: no result (never ran: declined in time, stopped)
     result: Any = None
+    # Which of the turn's model calls asked for it (None: a record stored before this was
+    # kept): a reload shows it after that call's text, where it was shown live.
+    iteration: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,11 @@ class RecordedDecision:
     tool_call_id: str
     tool: str
     outcome: str
-    description: str | None = None  # what the person was asked
+    description: str | None = None  # what the person was asked (what ran, if they changed it)
+    # Who decided an approval: "visitor", or "team" (a team member, at the desk); for one
+    # nobody decided (expired, cancelled), who was asked. None: an interaction, or a record
+    # stored before this was kept.
+    decided_by: Literal["visitor", "team"] | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,10 @@ class ReplyRecord:
     decisions: list[RecordedDecision] = field(default_factory=list)
     escalation_reason: str | None = None  # the turn handed the conversation to a person
     truncated: Truncated | None = None
+    # The text of each model call, by iteration, when the reply called tools: a reload
+    # shows each call's text, then that call's tools, in the order they happened. Empty
+    # for a reply without tools (its text is the message's) and for older records.
+    texts: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The stored form (PostgreSQL jsonb)."""
@@ -86,6 +98,43 @@ class ReplyRecord:
 
 
 _ADAPTER: TypeAdapter[ReplyRecord] = TypeAdapter(ReplyRecord)
+
+
+def join_paragraphs(texts: list[str]) -> str:
+    """A reply from its model calls' texts: each non-blank one its own paragraph, so the text
+    before a tool call never runs into the text after it."""
+    return PARAGRAPH.join(t for t in texts if t.strip())
+
+
+def paragraph_lengths(texts: list[str]) -> list[int]:
+    """What `split_paragraphs` needs to find each text in their `join_paragraphs` (a
+    blank text, left out of the join, counts 0)."""
+    return [len(t) if t.strip() else 0 for t in texts]
+
+
+def split_paragraphs(text: str, lengths: list[int]) -> list[str]:
+    """Each model call's text back from the reply `join_paragraphs` made of them; anything
+    after the last (a length notice) stays with the last non-blank one. Empty when the
+    lengths do not fit the text (a reply joined some other way)."""
+    texts: list[str] = []
+    pos, last = 0, -1
+    for n in lengths:
+        if n == 0:
+            texts.append("")
+            continue
+        if last >= 0:
+            if text[pos : pos + len(PARAGRAPH)] != PARAGRAPH:
+                return []
+            pos += len(PARAGRAPH)
+        if pos + n > len(text):
+            return []
+        last = len(texts)
+        texts.append(text[pos : pos + n])
+        pos += n
+    if last < 0:
+        return []
+    texts[last] += text[pos:]
+    return texts
 
 
 def cut_short(status: str) -> CutShort | None:

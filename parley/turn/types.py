@@ -215,6 +215,8 @@ class Answered:
 class ToolOutput:
     is_error: bool
     result: Any  # what the toolResult chunk shows: the value, bounded in size
+    # The sentence of the action that ran, when its approver changed it from the one asked.
+    description: str | None = None
 
 
 @dataclass
@@ -229,6 +231,9 @@ class FinishInput:
     user_message: UserMessage | None = None
     # The reply was ended early by the output limit ("length") or the turn's token budget.
     truncated: Literal["length", "budget"] | None = None
+    # The length of each model call's text in `text` (`parley.turn.record.paragraph_lengths`):
+    # the record keeps which text came before which tool call. Empty from older workflows.
+    text_lengths: list[int] = field(default_factory=list)
 
 
 @dataclass
