@@ -205,6 +205,11 @@ class TurnFeed:
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:
+                    # The SDK turns a cancel during an update into its own error: that is a
+                    # stop (the gateway shutting down, the feed dropped), never a retry.
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise asyncio.CancelledError from err
                     failures += 1
                     log.warning("turn stream interrupted", turn_id=self.turn_id, error=str(err))
                     if failures > DURABLE_RETRIES:

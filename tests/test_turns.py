@@ -3,6 +3,7 @@ anthropic SDK talking to a local Anthropic-format server."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -12,6 +13,7 @@ from parley.storage import context, sessions
 from parley.turn.pricing import cost_usd
 from parley.turn.record import CUT_SHORT_TEXT
 from parley.turn.types import turn_id
+from tests.conftest import Processes
 from tests.helpers import (
     GatewayServer,
     WsClient,
@@ -580,3 +582,36 @@ async def test_a_requestid_reused_for_another_message_is_refused_not_dropped(
     assert len(fake_model.requests) == 1  # nothing new started
     texts = [m["content"]["text"] for m in await history(client, session["sessionId"])]
     assert sorted(texts) == ["First answer.", "first message"]  # and no "second message"
+
+
+async def test_a_gateway_relaying_a_turn_stops_at_once_and_another_finishes_the_stream(
+    isolated_settings, processes: Processes, fake_model: FakeAnthropic
+) -> None:
+    """A deploy stops a gateway while its sockets follow a turn: it exits cleanly (its
+    long-poll reads are cancelled, not retried until it is killed), and the turn goes on
+    for a client that resumes it on another gateway."""
+    processes.worker(isolated_settings)
+    first, port = await processes.gateway(isolated_settings)
+    _, other_port = await processes.gateway(isolated_settings)
+    reply = "one two three four five six"
+    fake_model.enqueue(Reply(text=reply, pause_after=2))
+    async with await WsClient.open(f"ws://127.0.0.1:{port}/ws") as client:
+        session = await client.create_session(str(uuid.uuid4()))
+        await client.send(
+            {
+                "action": "send_message",
+                "requestId": "d",
+                "sessionId": session["sessionId"],
+                "message": "go",
+            }
+        )
+        await fake_model.await_paused()
+        await client.recv_until(lambda e: e["type"] == "stream_token")
+        assert await asyncio.to_thread(first.stop) == 0  # SIGTERM; not killed after 10 s
+    fake_model.release()
+    async with await WsClient.open(f"ws://127.0.0.1:{other_port}/ws") as again:
+        await again.send(
+            {"action": "resume_turn", "requestId": "d", "sessionId": session["sessionId"]}
+        )
+        events = await again.recv_until(is_terminal("d"), timeout=60)
+    assert tokens(events) == reply and events[-1]["type"] == "eventual_response"
