@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import activity
 
 from activities.notify import announce
-from parley.storage import approvals
+from parley.storage import approvals, turns
 from parley.storage.db import Pool
 from parley.tools import ToolRegistry
 from parley.turn.types import ApprovalDue, ApprovalInput, Verdict
@@ -28,7 +28,7 @@ class ApprovalActivities:
                 conn,
                 approval_id=inp.approval_id,
                 turn_id=inp.turn_id,
-                session_id=inp.session_id,
+                session_id=inp.session_id or await turns.session_of(conn, inp.turn_id),
                 request_id=inp.request_id,
                 tool_call_id=inp.call.id,
                 tool_name=inp.call.name,

@@ -7,7 +7,7 @@ from temporalio import activity
 
 from parley.interactions.catalog import BY_TOOL
 from parley.interactions.kinds import InvalidQuestion
-from parley.storage import interactions
+from parley.storage import interactions, turns
 from parley.storage.db import Pool
 from parley.turn.types import InteractionInput, InteractionPark
 
@@ -36,7 +36,7 @@ class InteractionActivities:
                 conn,
                 interaction_id=inp.interaction_id,
                 turn_id=inp.turn_id,
-                session_id=inp.session_id,
+                session_id=inp.session_id or await turns.session_of(conn, inp.turn_id),
                 conversation_id=inp.conversation_id,
                 request_id=inp.request_id,
                 tool_call_id=inp.call.id,

@@ -176,7 +176,10 @@ async def _start_turn(
         await services.temporal.start_workflow(
             TurnWorkflow.run,
             TurnInput(
-                session_id=session.id,
+                # Not the session id: it grants access, and Temporal's history is read by
+                # operators (activities read it from the turn's row). Turns started before
+                # carry it; the field stays for them.
+                session_id="",
                 request_id=req.request_id,
                 conversation_id=session.conversation_id,
                 user_participant_id=session.user_participant_id,

@@ -4,6 +4,7 @@ anthropic SDK talking to a local Anthropic-format server."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 
 import pytest
@@ -555,6 +556,19 @@ async def test_workflow_ids_do_not_carry_the_session_id(
     history = await gateway.services.temporal.get_workflow_handle(tid).fetch_history()
     assert history.workflow_id == tid
     assert turn_id(session["sessionId"], "opaque") == tid  # the same on every gateway
+    # Nor does anything the history holds (inputs, results, signals): Temporal's UI is
+    # read by operators, and without PARLEY_PAYLOAD_KEYS its payloads are plain JSON.
+    assert session["sessionId"] not in str(payloads_of(history.to_json_dict()))
+
+
+def payloads_of(node: object) -> list[bytes]:
+    """Every payload's data in a history (JSON form: base64)."""
+    if isinstance(node, dict):
+        found = [base64.b64decode(node["data"])] if isinstance(node.get("data"), str) else []
+        return found + [p for value in node.values() for p in payloads_of(value)]
+    if isinstance(node, list):
+        return [p for value in node for p in payloads_of(value)]
+    return []
 
 
 async def test_a_requestid_reused_for_another_message_is_refused_not_dropped(

@@ -96,6 +96,16 @@ async def claim(
     raise RuntimeError(f"could not claim the turn slot of session {session_id}")
 
 
+async def session_of(conn: Conn, turn_id: str) -> str:
+    """The session a turn runs in. Temporal never holds a session id (it grants access to
+    the conversation): what runs in a workflow asks PostgreSQL for it by the turn's id."""
+    cur = await conn.execute("select session_id from turns where id = %s", (turn_id,))
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError(f"turn {turn_id} is not recorded")
+    return str(row["session_id"])
+
+
 async def running_turn(conn: Conn, session_id: str) -> Turn | None:
     """The session's running turn, if any."""
     if as_uuid(session_id) is None:

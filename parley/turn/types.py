@@ -33,7 +33,7 @@ def turn_id(session_id: str, request_id: str) -> str:
 
 @dataclass
 class TurnInput:
-    session_id: str
+    session_id: str  # "": the turn's row has it (turns started before this carry it here)
     request_id: str
     conversation_id: str
     user_participant_id: str
