@@ -18,6 +18,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from pydantic import SecretStr, ValidationError
 from temporalio.api.common.v1 import Payload
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
@@ -41,7 +42,9 @@ from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from parley.turn.types import turn_id
 from tests.helpers import GatewayServer, WsClient, run_turn, running_gateway, running_worker
 from tests.test_replay import fixture_names, load
-from workflows.turn import TurnWorkflow
+from workflows.turn import EXPIRY_PATCH, PARAGRAPHS_PATCH, TOKEN_BUDGET_PATCH, TurnWorkflow
+
+PATCHES = (TOKEN_BUDGET_PATCH, EXPIRY_PATCH, PARAGRAPHS_PATCH)
 
 
 def new_key(kid: str) -> tuple[PayloadKey, str]:
@@ -291,11 +294,27 @@ async def test_the_history_holds_no_user_text(encrypted: EncryptedTurn) -> None:
     for marker in encrypted.markers:
         assert marker.encode() not in stored
         assert marker not in as_json
-    payloads = [p for event in history.events for p in payloads_in(event)]
+    payloads = [
+        p for event in history.events if not patch_marker(event) for p in payloads_in(event)
+    ]
     assert len(payloads) > 10  # input, activities, signals, updates, result, ...
     unencrypted = [p for p in payloads if p.metadata.get("encoding") != ENCODING]
     assert unencrypted == []
+    # `workflow.patched` leaves Temporal's bookkeeping (a marker, and the search attribute
+    # the server indexes), written without the codec: the patch's name, nothing of the turn.
+    for p in (p for e in history.events if patch_marker(e) for p in payloads_in(e)):
+        assert len(p.data) < 100 and any(name.encode() in p.data for name in PATCHES), p
     assert {p.metadata[KEY_ID] for p in payloads} == {b"k2"}  # the first key encrypts
+
+
+def patch_marker(event: HistoryEvent) -> bool:
+    """A `workflow.patched` record: its marker, or its `TemporalChangeVersion` attribute."""
+    if event.HasField("marker_recorded_event_attributes"):
+        return event.marker_recorded_event_attributes.marker_name == "core_patch"
+    if event.HasField("upsert_workflow_search_attributes_event_attributes"):
+        attributes = event.upsert_workflow_search_attributes_event_attributes.search_attributes
+        return set(attributes.indexed_fields) == {"TemporalChangeVersion"}
+    return False
 
 
 async def test_the_codec_reads_the_history_back(encrypted: EncryptedTurn) -> None:
@@ -471,7 +490,7 @@ async def test_the_temporal_cli_reads_the_history_through_the_endpoint(
 
     def payloads(shown: str) -> list[Payload]:
         history = WorkflowHistory.from_json(encrypted.workflow_id, shown)
-        return [p for event in history.events for p in payloads_in(event)]
+        return [p for e in history.events if not patch_marker(e) for p in payloads_in(e)]
 
     endpoint = f"{encrypted.gateway.http_url}/codec"
     as_stored = payloads(await show())
