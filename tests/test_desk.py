@@ -768,45 +768,47 @@ async def test_the_listing_shortens_excerpts_and_reads_them_in_one_statement(
         await park_message(desk_gateway, org, fake_model, text)
         for text in (LONG_MESSAGE, "Refund ORD-77, please.", "Refund ORD-77 again.")
     ]
-    # The third conversation goes on for 8 more messages: only its last 6 are shown.
-    async with pool.connection() as conn:
-        cur = await conn.execute(
-            "select conversation_id from sessions where id = %s", (parked[2][1],)
-        )
-        conversation = (await cur.fetchone())["conversation_id"]
-        for n in range(8):
-            await conn.execute(
-                "insert into messages (id, conversation_id, direction, text)"
-                " values (%s, %s, %s, %s)",
-                (uuid.uuid4(), conversation, ("inbound", "outbound")[n % 2], f"later {n}"),
+    try:
+        # The third conversation goes on for 8 more messages: only its last 6 are shown.
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "select conversation_id from sessions where id = %s", (parked[2][1],)
             )
+            conversation = (await cur.fetchone())["conversation_id"]
+            for n in range(8):
+                await conn.execute(
+                    "insert into messages (id, conversation_id, direction, text)"
+                    " values (%s, %s, %s, %s)",
+                    (uuid.uuid4(), conversation, ("inbound", "outbound")[n % 2], f"later {n}"),
+                )
 
-    async with desk(desk_gateway.http_url, desk_token(org)) as http:
-        listed = (await http.get("/api/approvals?status=pending")).json()["approvals"]
-    assert len(listed) == 3
-    by_session = {
-        str(r["session_id"]): str(r["id"])
-        for r in [await row(pool, session_id) for _, session_id in parked]
-    }
-    excerpts = {item["id"]: item["excerpt"] for item in listed}
-    [long] = excerpts[by_session[parked[0][1]]]
-    assert long["role"] == "user" and long["truncated"] is True and long["length"] == 7500
-    assert long["text"] == LONG_MESSAGE[:500].rstrip() + "\u2026"
-    assert LONG_URL[:100] in long["text"]
-    [short] = excerpts[by_session[parked[1][1]]]
-    assert short["text"] == "Refund ORD-77, please." and short["truncated"] is False
-    assert short["length"] == len("Refund ORD-77, please.")
-    capped = excerpts[by_session[parked[2][1]]]
-    assert [m["text"] for m in capped] == [f"later {n}" for n in range(2, 8)]
-    assert [m["role"] for m in capped] == ["user", "assistant"] * 3
+        async with desk(desk_gateway.http_url, desk_token(org)) as http:
+            listed = (await http.get("/api/approvals?status=pending")).json()["approvals"]
+        assert len(listed) == 3
+        by_session = {
+            str(r["session_id"]): str(r["id"])
+            for r in [await row(pool, session_id) for _, session_id in parked]
+        }
+        excerpts = {item["id"]: item["excerpt"] for item in listed}
+        [long] = excerpts[by_session[parked[0][1]]]
+        assert long["role"] == "user" and long["truncated"] is True and long["length"] == 7500
+        assert long["text"] == LONG_MESSAGE[:500].rstrip() + "\u2026"
+        assert LONG_URL[:100] in long["text"]
+        [short] = excerpts[by_session[parked[1][1]]]
+        assert short["text"] == "Refund ORD-77, please." and short["truncated"] is False
+        assert short["length"] == len("Refund ORD-77, please.")
+        capped = excerpts[by_session[parked[2][1]]]
+        assert [m["text"] for m in capped] == [f"later {n}" for n in range(2, 8)]
+        assert [m["role"] for m in capped] == ["user", "assistant"] * 3
 
-    # The same listing through a connection that counts what it runs.
-    CountingCursor.statements = []
-    async with await psycopg.AsyncConnection.connect(
-        settings.database_url or "", row_factory=dict_row, cursor_factory=CountingCursor
-    ) as conn:
-        found = await approvals.pending_for(conn, org, ["support"])
-    assert [p.excerpt for p in found] == [excerpts[p.id] for p in found]
-    assert len(found) == 3 and len(CountingCursor.statements) == 2, CountingCursor.statements
-    async with desk(desk_gateway.http_url, desk_token(org, sub="kim")) as http:
-        await decline_all(http, fake_model, parked)
+        # The same listing through a connection that counts what it runs.
+        CountingCursor.statements = []
+        async with await psycopg.AsyncConnection.connect(
+            settings.database_url or "", row_factory=dict_row, cursor_factory=CountingCursor
+        ) as conn:
+            found = await approvals.pending_for(conn, org, ["support"])
+        assert [p.excerpt for p in found] == [excerpts[p.id] for p in found]
+        assert len(found) == 3 and len(CountingCursor.statements) == 2, CountingCursor.statements
+    finally:  # a parked turn would hold up the gateway's shutdown
+        async with desk(desk_gateway.http_url, desk_token(org, sub="kim")) as http:
+            await decline_all(http, fake_model, parked)
