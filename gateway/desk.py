@@ -3,12 +3,13 @@
 `GET /api/approvals?status=pending` lists the caller's organization's pending approvals
 whose tool names one of the caller's roles among its approvers (the nearest deadline first,
 each with the tool, its sentence, arguments and schema, the requester, the deadline and the
-conversation's last messages). `POST /api/approvals/{id}/decision {approved, arguments?,
-note?}` decides one: edited `arguments` are validated against the tool's schema (422 with
-the errors, nothing decided), the decision is one guarded UPDATE (of concurrent deciders,
-the visitor's confirm and the expiry, exactly one wins; the others get 409), bound by a hash
-to the requested and approved arguments, then signalled to the same durable turn, which
-goes on where it parked (the visitor's open socket sees the rest of it).
+conversation's last messages, each cut to 500 characters). `POST
+/api/approvals/{id}/decision {approved, arguments?, note?}` decides one: edited `arguments`
+are validated against the tool's schema (422 with the errors, nothing decided), the decision
+is one guarded UPDATE (of concurrent deciders, the visitor's confirm and the expiry, exactly
+one wins; the others get 409), bound by a hash to the requested and approved arguments, then
+signalled to the same durable turn, which goes on where it parked (the visitor's open socket
+sees the rest of it).
 
 Four eyes: nobody decides or extends their own request. A principal who is the approval's
 requester (its session's verified user id, or the principal that owns the session, in the

@@ -13,7 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg.rows import DictRow, dict_row
 from smooth_operator.types import GetMessagesResponse
 
 from gateway.desk_watch import MAX_WAITS_PER_PRINCIPAL
@@ -706,3 +708,107 @@ async def test_an_extension_whose_gateway_died_before_the_signal_is_retold(
     events = await client.recv_until(is_terminal("h1"))
     await client.close()
     assert events[0]["data"]["state"]["rawResponse"]["toolResult"]["isError"] is False
+
+
+# QA's long content: a 7,500-character visitor message, with a 300-character URL and a
+# 200-character word in its first 500 characters (the part the desk shows).
+LONG_WORD = "W" * 200
+LONG_URL = "https://shop.example.com/" + "p" * 275
+LONG_MESSAGE = (f"Broken: {LONG_WORD} see {LONG_URL} " + "my blender arrived broken. " * 300)[:7500]
+
+
+async def park_message(
+    gateway: GatewayServer, org: str, fake_model: FakeAnthropic, message: str, **claims: Any
+) -> tuple[WsClient, str]:
+    """A visitor of `org` (`claims`: the token's, e.g. a `name`) whose `message` parks a turn
+    on `call` (default REFUND); returns (client, session id). The turn stays parked."""
+    call = claims.pop("call", REFUND)
+    fake_model.enqueue(Reply(tool_calls=[call]))
+    token = hs256(sub=claims.pop("sub", "vera"), org=org, **claims)
+    client = await WsClient.open(gateway.ws_url + f"?token={token}")
+    session = await client.create_session(str(uuid.uuid4()))
+    await ask(client, session["sessionId"], "t1", message)
+    return client, session["sessionId"]
+
+
+async def decline_all(
+    http: httpx.AsyncClient, fake_model: FakeAnthropic, parked: list[tuple[WsClient, str]]
+) -> None:
+    """Decline each parked turn at the desk and read it to its end (no turn outlives its
+    test), then close its client."""
+    listed = (await http.get("/api/approvals?status=pending")).json()["approvals"]
+    assert len(listed) == len(parked)
+    for item in listed:
+        fake_model.enqueue(Reply(text="Declined, sorry."))
+        decided = await http.post(f"/api/approvals/{item['id']}/decision", json={"approved": False})
+        assert decided.status_code == 200, decided.text
+    for client, _ in parked:
+        await client.recv_until(is_terminal("t1"))
+        await client.close()
+
+
+class CountingCursor(psycopg.AsyncCursor[DictRow]):
+    """A real cursor that also notes every statement it runs (what a listing costs)."""
+
+    statements: list[str] = []
+
+    async def execute(self, query: Any, *args: Any, **kwargs: Any) -> CountingCursor:
+        CountingCursor.statements.append(str(query))
+        await super().execute(query, *args, **kwargs)
+        return self
+
+
+async def test_the_listing_shortens_excerpts_and_reads_them_in_one_statement(
+    desk_gateway: GatewayServer, settings: Settings, fake_model: FakeAnthropic, org: str, pool
+) -> None:
+    """Each excerpt message is cut to 500 characters and flagged `truncated` (with its full
+    `length`), at most the last 6 messages; a page of approvals costs two statements (the
+    approvals, then every excerpt at once), not one more per approval."""
+    parked = [
+        await park_message(desk_gateway, org, fake_model, text)
+        for text in (LONG_MESSAGE, "Refund ORD-77, please.", "Refund ORD-77 again.")
+    ]
+    try:
+        # The third conversation goes on for 8 more messages: only its last 6 are shown.
+        async with pool.connection() as conn:
+            cur = await conn.execute(
+                "select conversation_id from sessions where id = %s", (parked[2][1],)
+            )
+            conversation = (await cur.fetchone())["conversation_id"]
+            for n in range(8):
+                await conn.execute(
+                    "insert into messages (id, conversation_id, direction, text)"
+                    " values (%s, %s, %s, %s)",
+                    (uuid.uuid4(), conversation, ("inbound", "outbound")[n % 2], f"later {n}"),
+                )
+
+        async with desk(desk_gateway.http_url, desk_token(org)) as http:
+            listed = (await http.get("/api/approvals?status=pending")).json()["approvals"]
+        assert len(listed) == 3
+        by_session = {
+            str(r["session_id"]): str(r["id"])
+            for r in [await row(pool, session_id) for _, session_id in parked]
+        }
+        excerpts = {item["id"]: item["excerpt"] for item in listed}
+        [long] = excerpts[by_session[parked[0][1]]]
+        assert long["role"] == "user" and long["truncated"] is True and long["length"] == 7500
+        assert long["text"] == LONG_MESSAGE[:500].rstrip() + "\u2026"
+        assert LONG_URL[:100] in long["text"]
+        [short] = excerpts[by_session[parked[1][1]]]
+        assert short["text"] == "Refund ORD-77, please." and short["truncated"] is False
+        assert short["length"] == len("Refund ORD-77, please.")
+        capped = excerpts[by_session[parked[2][1]]]
+        assert [m["text"] for m in capped] == [f"later {n}" for n in range(2, 8)]
+        assert [m["role"] for m in capped] == ["user", "assistant"] * 3
+
+        # The same listing through a connection that counts what it runs.
+        CountingCursor.statements = []
+        async with await psycopg.AsyncConnection.connect(
+            settings.database_url or "", row_factory=dict_row, cursor_factory=CountingCursor
+        ) as conn:
+            found = await approvals.pending_for(conn, org, ["support"])
+        assert [p.excerpt for p in found] == [excerpts[p.id] for p in found]
+        assert len(found) == 3 and len(CountingCursor.statements) == 2, CountingCursor.statements
+    finally:  # a parked turn would hold up the gateway's shutdown
+        async with desk(desk_gateway.http_url, desk_token(org, sub="kim")) as http:
+            await decline_all(http, fake_model, parked)

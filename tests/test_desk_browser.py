@@ -11,7 +11,17 @@ from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
 from tests.browser import ChatUI, PageErrors, chromium, screenshot
 from tests.helpers import GatewayServer, WsClient, is_terminal
-from tests.test_desk import REFUND, ask, desk_token
+from tests.test_desk import (
+    LONG_MESSAGE,
+    LONG_URL,
+    LONG_WORD,
+    REFUND,
+    ask,
+    decline_all,
+    desk,
+    desk_token,
+    park_message,
+)
 from tests.test_desk import desk_gateway as desk_gateway
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -189,3 +199,54 @@ async def test_your_own_request_is_shown_but_not_yours_to_decide(
                 watched.errors.check()
         events = await client.recv_until(is_terminal("o1"))
         assert events[-1]["type"] == "eventual_response"
+
+
+async def test_long_content_wraps_and_the_excerpt_is_shortened_on_a_phone(
+    desk_gateway: GatewayServer, fake_model: FakeAnthropic
+) -> None:
+    """QA's long content at 375 px, light and dark: a 7,500-character message (a long URL, a
+    long word), a long requester name, organization and order id. Nothing scrolls sideways,
+    the card stays short and says its message was shortened."""
+    org = "org-" + "o" * 120
+    order = "ORD-" + "7" * 120
+    name = "Maximiliane-" + "N" * 150
+    call = ToolCall("team_refund", {"order_id": order, "amount": 120})
+    parked = [await park_message(desk_gateway, org, fake_model, LONG_MESSAGE, name=name, call=call)]
+    try:
+        async with chromium() as browser:
+            for scheme, width, height in (
+                ("light", 375, 700),
+                ("dark", 375, 700),
+                ("light", 1280, 800),
+            ):
+                context = await browser.new_context(
+                    viewport={"width": width, "height": height}, color_scheme=scheme
+                )
+                page = await context.new_page()
+                watched = await open_desk(page, desk_gateway)
+                await page.fill("#token", desk_token(org, sub="kim"))
+                await page.click("#signin-button")
+                card = page.locator("article.approval", has_text=order)
+                await expect(card.locator(".meta")).to_contain_text(name)
+                excerpt = card.locator(".excerpt")
+                await expect(excerpt).to_contain_text(LONG_WORD)
+                await expect(excerpt).to_contain_text(LONG_URL[:250])
+                await expect(excerpt.locator(".cut")).to_have_text(
+                    "(shortened from 7,500 characters)"
+                )
+                await expect(page.locator("#status")).to_contain_text(org)
+                scroll = await page.evaluate(
+                    "[document.documentElement.scrollWidth, document.body.scrollWidth]"
+                )
+                assert max(scroll) <= width, (scheme, width, scroll)
+                box = await card.bounding_box()
+                assert box is not None and box["width"] <= width and box["height"] < 1500, box
+                dark = await page.evaluate("matchMedia('(prefers-color-scheme: dark)').matches")
+                assert dark is (scheme == "dark")
+                await screenshot(page, f"desk-long-content-{scheme}-{width}")
+                assert watched.policy_violations == []
+                watched.errors.check()
+                await context.close()
+    finally:  # a parked turn would hold up the gateway's shutdown
+        async with desk(desk_gateway.http_url, desk_token(org, sub="kim")) as http:
+            await decline_all(http, fake_model, parked)

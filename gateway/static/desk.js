@@ -83,6 +83,13 @@
     return out;
   }
 
+  // The server shortens each excerpt message (`truncated`, with its full `length`): say so.
+  function excerptLine(m) {
+    const who = el("span", { className: "who", textContent: m.role === "user" ? "Visitor:" : "Agent:" });
+    const cut = m.truncated ? el("span", { className: "cut", textContent: `(shortened from ${m.length.toLocaleString("en")} characters)` }) : null;
+    return el("p", {}, who, m.text, cut);
+  }
+
   function render(item) {
     const { fieldset, inputs } = argumentFields(item);
     const note = el("textarea", { id: `note-${item.id}`, rows: 2, maxLength: 2000, placeholder: "A note for the record (optional)" });
@@ -92,8 +99,8 @@
     const outcome = el("p", { className: "outcome", role: "status" });
     const formError = el("p", { className: "field-error" });
     const deadline = el("span", { className: "deadline", textContent: remaining(item.deadline) });
-    const excerpt = el("div", { className: "excerpt", "aria-label": "Conversation excerpt" },
-      ...item.excerpt.map((m) => el("p", {}, el("span", { className: "who", textContent: m.role === "user" ? "Visitor:" : "Agent:" }), m.text)));
+    const excerpt = el("div", { className: "excerpt", ariaLabel: "Conversation excerpt" },
+      ...item.excerpt.map(excerptLine));
     const requester = item.requester.name || item.requester.userId || "anonymous visitor";
     // Four eyes: the server refuses a decision on your own request; say so up front.
     const own = item.ownRequest ? el("p", { className: "own", textContent: "This is your own request: a colleague must decide or extend it." }) : null;

@@ -295,21 +295,40 @@ def _pending(row: dict[str, Any], excerpt: list[dict[str, Any]]) -> Pending:
     )
 
 
-async def _excerpt(conn: Conn, conversation_id: Any, limit: int) -> list[dict[str, Any]]:
+# An excerpt is context for a decision, not the conversation: each message is cut to
+# EXCERPT_CHARS characters (a pasted 7,500-character message would fill the desk's card).
+EXCERPT_CHARS = 500
+ELLIPSIS = "\u2026"
+
+
+async def _excerpts(
+    conn: Conn, conversation_ids: list[Any], limit: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The last `limit` messages of each conversation, oldest first, each cut to
+    EXCERPT_CHARS (`truncated`, with the full `length`): one statement for a whole page
+    (a lateral join on the (conversation_id, seq desc) index), not one per approval."""
     cur = await conn.execute(
-        "select direction, text, created_at from messages where conversation_id = %s"
-        " order by seq desc limit %s",
-        (conversation_id, limit),
+        "select c.id as conversation_id, m.direction, left(m.text, %s) as text,"
+        " char_length(m.text) as length, m.created_at"
+        " from unnest(%s::uuid[]) as c(id) cross join lateral"
+        " (select direction, text, created_at, seq from messages"
+        "  where conversation_id = c.id order by seq desc limit %s) m"
+        " order by c.id, m.seq",
+        (EXCERPT_CHARS, list(dict.fromkeys(conversation_ids)), limit),
     )
-    rows = await cur.fetchall()
-    return [
-        {
-            "role": "user" if r["direction"] == "inbound" else "assistant",
-            "text": r["text"],
-            "at": r["created_at"].isoformat(),
-        }
-        for r in reversed(rows)
-    ]
+    found: dict[str, list[dict[str, Any]]] = {}
+    for r in await cur.fetchall():
+        truncated = r["length"] > EXCERPT_CHARS
+        found.setdefault(str(r["conversation_id"]), []).append(
+            {
+                "role": "user" if r["direction"] == "inbound" else "assistant",
+                "text": r["text"].rstrip() + ELLIPSIS if truncated else r["text"],
+                "at": r["created_at"].isoformat(),
+                "truncated": truncated,
+                "length": r["length"],
+            }
+        )
+    return found
 
 
 # Four eyes, in the statement that decides (as `Pending.requested_by`): the approval `a`'s
@@ -334,10 +353,14 @@ async def pending_for(
     conn: Conn, org_id: str, roles: list[str], *, limit: int = 100, excerpt: int = 6
 ) -> list[Pending]:
     """The organization's pending, unexpired approvals that one of `roles` may decide,
-    the nearest deadline first, each with the conversation's last `excerpt` messages."""
+    the nearest deadline first, each with the conversation's last `excerpt` messages
+    (each shortened, see `_excerpts`): two statements, however many approvals."""
     cur = await conn.execute(PENDING_COLUMNS + _PENDING_FOR, (org_id, roles, limit))
     rows = await cur.fetchall()
-    return [_pending(r, await _excerpt(conn, r["conversation_id"], excerpt)) for r in rows]
+    if not rows:
+        return []
+    excerpts = await _excerpts(conn, [r["conversation_id"] for r in rows], excerpt)
+    return [_pending(r, excerpts.get(str(r["conversation_id"]), [])) for r in rows]
 
 
 def pending_version(items: list[tuple[str, datetime]]) -> str:
