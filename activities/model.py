@@ -33,6 +33,7 @@ from parley.storage import context, messages, organizations, skills, usage
 from parley.storage.db import Conn, Pool
 from parley.tools import TEAM_SENTENCE, VISITOR, ToolRegistry
 from parley.turn.pricing import PRICES_PER_MTOK, Price, cost_usd, for_model
+from parley.turn.record import PARAGRAPH
 from parley.turn.types import ModelInput, ModelOutput, ToolCall, Usage
 
 log = get_logger(__name__)
@@ -244,11 +245,15 @@ class ModelActivities:
         publisher: TurnPublisher,
         call: ModelCall,
     ) -> anthropic.types.Message:
+        # After an earlier call's text, this call's starts a paragraph: streamed as the
+        # turn's reply joins them, so a client's tokens add up to the stored reply.
+        lead = PARAGRAPH if inp.paragraph else ""
         async with client.messages.stream(**request) as stream:
             async for event in stream:
                 call.chunk()
                 if event.type == "text" and event.text and inp.stream:
-                    publisher.token(event.text)
+                    publisher.token(lead + event.text)
+                    lead = ""
             return await stream.get_final_message()
 
 

@@ -26,6 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from parley.settings import Settings
 from parley.stack.fake_anthropic import FakeAnthropic, Reply, ToolCall
+from parley.turn.record import PARAGRAPH
 from parley.turn.types import turn_id
 from tests.conftest import Processes
 from tests.helpers import (
@@ -56,6 +57,18 @@ def numbered_text(chars: int, tag: str) -> str:
 def chunks(text: str, size: int) -> list[str]:
     """The deltas the fake model streams for `text` (one `stream_token` each)."""
     return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def reply_deltas(texts: list[str], size: int) -> list[str]:
+    """The deltas of a turn whose model calls said `texts`: each call's text after the
+    first opens a new paragraph (PARAGRAPH leads its first delta)."""
+    out: list[str] = []
+    for k, text in enumerate(texts):
+        pieces = chunks(text, size)
+        if k and pieces:
+            pieces[0] = PARAGRAPH + pieces[0]
+        out += pieces
+    return out
 
 
 def token_list(events: list[Event]) -> list[str]:
@@ -226,7 +239,7 @@ async def test_twenty_tool_iterations_with_long_replies(
         for i in range(20)
     ]
     fake_model.enqueue(*replies, Reply(text=texts[20], chunk_chars=chunk_chars))
-    full = "".join(texts)
+    full = PARAGRAPH.join(texts)
     rid = "iter"
     async with (
         running_worker(settings),
@@ -248,7 +261,8 @@ async def test_twenty_tool_iterations_with_long_replies(
         "stream_token",
         "eventual_response",
     ]
-    assert token_list(events) == [d for t in texts for d in chunks(t, chunk_chars)]
+    assert token_list(events) == reply_deltas(texts, chunk_chars)
+    assert "".join(token_list(events)) == full  # what streamed is what was stored
     assert events[-1]["data"]["data"]["response"]["responseParts"] == [full]
     calls = [e for e in events if kinds([e]) == ["chunk:toolCall"]]
     assert [c["data"]["state"]["rawResponse"]["toolCall"]["arguments"] for c in calls] == [
@@ -305,8 +319,8 @@ async def test_without_the_live_lane_the_durable_record_carries_every_item(
         "stream_token",
         "eventual_response",
     ]
-    assert token_list(events) == chunks(first, 4) + chunks(last, 4)
-    assert events[-1]["data"]["data"]["response"]["responseParts"] == [first + last]
+    assert token_list(events) == reply_deltas([first, last], 4)
+    assert events[-1]["data"]["data"]["response"]["responseParts"] == [first + PARAGRAPH + last]
     assert feeds.live == 0
     # Every item (tokens, tool call, tool result, the answer) came from the durable record.
     assert feeds.durable == len(token_list(events)) + 3

@@ -166,7 +166,7 @@ async def test_a_tool_loop_sends_the_models_signed_thinking_back_unchanged(
     )
     events = await run_turn(client, session["sessionId"], "Where is ORD-7?", "think")
     assert events[-1]["type"] == "eventual_response", events[-1]
-    assert tokens(events) == "Let me check.Your order ORD-7 has shipped with DHL."
+    assert tokens(events) == "Let me check.\n\nYour order ORD-7 has shipped with DHL."
     assert "ORD-7's status" not in str(events)
     _, second = (r.body for r in fake_model.requests)
     assistant = second["messages"][-2]

@@ -250,6 +250,7 @@ class TurnWorkflow:
                     after=self.published,
                     groups=self.inp.groups,
                     skill=self.inp.skill,
+                    paragraph=self._said_before(),
                 ),
                 MODEL_CALL,
             )
@@ -276,6 +277,11 @@ class TurnWorkflow:
             for call in output.tool_calls:
                 await self._run_tool(turn, iteration, call)
         return self._reply_text() + notice, usage
+
+    def _said_before(self) -> bool:
+        """An earlier call said something, so this call's text is a new paragraph (patched:
+        a turn an older worker began streams as it did)."""
+        return any(t.strip() for t in self.texts) and workflow.patched(PARAGRAPHS_PATCH)
 
     def _reply_text(self) -> str:
         """The model calls' texts, each its own paragraph. Patched (asked only when two or

@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
 import click
 
+from parley import tracing
 from parley.logs import configure_logging
 from parley.settings import Settings, get_settings
 from parley.storage.db import Conn
@@ -84,6 +88,15 @@ def gateway() -> None:
     except StoresNotConfigured as err:
         raise click.ClickException(str(err)) from None
     Listeners(settings).run()
+    # Stopped and closed. Exit now rather than through the interpreter's finalization:
+    # the Temporal SDK's runtime, dropped there, waits for RPCs still in flight (a relay's
+    # long-poll update lasts until the server answers it), which held a stopped gateway
+    # up until an orchestrator killed it. What finalization would flush is flushed here.
+    tracing.flush()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @main.command()

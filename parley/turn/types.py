@@ -119,6 +119,7 @@ class ModelInput:
     groups: list[str] | None = None
     agent_id: str = ""  # with org_id: whose daily usage this call counts against
     skill: str | None = None  # the turn's skill: its instructions and the tools it allows
+    paragraph: bool = False  # an earlier call of the turn said something: this text follows it
 
 
 @dataclass
