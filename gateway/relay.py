@@ -114,14 +114,16 @@ def attach(
     just_started: bool = False,
     accepted_at: float | None = None,
 ) -> None:
-    """Relay the turn to this connection from its first event (replacing an older relay).
+    """Relay the turn to this connection from its first event. A connection that already
+    relays it keeps that relay (a retried send_message, a resume_turn: restarting would
+    repeat what the client has); one that ended is replaced, replaying the turn.
 
     `just_started`: this gateway has just started the turn's workflow, so its record is
     empty for a while (see `Feeds.get`); `accepted_at`: when its send_message arrived
     (`time.monotonic()`), to time its first token."""
-    previous = conn.relays.pop(tid, None)
-    if previous is not None:
-        previous.task.cancel()
+    previous = conn.relays.get(tid)
+    if previous is not None and not previous.task.done():
+        return
     conn.services.feeds.get(tid, just_started=just_started)
     conn.relays[tid] = Relay(
         conn, tid, request_id, stream, accepted_at=accepted_at if just_started else None

@@ -80,9 +80,6 @@ async def resume_turn(conn: Connection, req: protocol.ResumeTurn) -> None:
         raise ProtocolError(
             ErrorCode.NO_ACTIVE_TURN, f"session '{req.session_id}' has no active turn"
         )
-    current = conn.relays.get(turn.id)
-    if current is not None and not current.task.done():
-        return  # this socket already gets the turn from its first event: a replay would repeat it
     attach(conn, turn.id, turn.request_id, stream=turn.stream)
 
 
