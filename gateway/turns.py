@@ -124,6 +124,7 @@ async def _claim_slot(
     services: Services, session: SessionRecord, tid: str, req: protocol.SendMessage
 ) -> tuple[turns.Turn, bool]:
     """Claim the slot, taking it over from a holder whose workflow is gone."""
+    fingerprint = req.fingerprint()
     for _ in range(2):
         try:
             async with services.pool.connection() as db:
@@ -133,7 +134,7 @@ async def _claim_slot(
                     session_id=session.id,
                     request_id=req.request_id,
                     stream=req.stream,
-                    fingerprint=req.fingerprint(),
+                    fingerprint=fingerprint,
                 )
         except turns.RequestIdTaken:
             raise ProtocolError(

@@ -213,13 +213,13 @@ class SendMessage(SessionAction):
             self.message,
             self.model,
             self.skill,
-            [
-                [i.media_type, i.data.hex() if i.data else None, i.url, i.detail]
-                for i in self.images
-            ],
+            [[i.media_type, len(i.data or b""), i.url, i.detail] for i in self.images],
             [[f.name, f.url, f.mime_type] for f in self.files],
         ]
-        return hashlib.sha256(json.dumps(asked).encode()).digest()
+        digest = hashlib.sha256(json.dumps(asked).encode())
+        for image in self.images:  # the bytes as they are (their lengths are in `asked`)
+            digest.update(image.data or b"")
+        return digest.digest()
 
 
 def _strict_bool(message: str) -> Any:

@@ -100,11 +100,12 @@ async def resolve(url: str, *, allow_private: bool = False) -> Target:
     addresses = [ipaddress.ip_address(sockaddr[0]) for *_, sockaddr in infos]
     if not addresses:
         raise OSError(f"{parts.hostname} has no address")
-    for address in addresses:
-        if allow_private:
-            break
-        if not address.is_global or address.is_multicast or _translated(address):
-            raise PrivateAddress(f"the webhook host resolves to a non-public address ({address})")
+    if not allow_private:
+        for address in addresses:
+            if not address.is_global or address.is_multicast or _translated(address):
+                raise PrivateAddress(
+                    f"the webhook host resolves to a non-public address ({address})"
+                )
     pinned = addresses[0]
     userinfo, _, hostport = parts.netloc.rpartition("@")
     host = f"[{pinned}]" if pinned.version == 6 else str(pinned)
